@@ -1,0 +1,1 @@
+"""The typed Python client over the generated stubs, and the spendgate CLI."""

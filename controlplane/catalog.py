@@ -1,0 +1,179 @@
+"""The pricing catalog: TOML files in, effective-dated rows out.
+
+The built-in catalog ships as catalog.toml beside this module; ``--catalog
+FILE`` merges a file of the same format over it (same provider and name →
+the file wins). On start the merged list is synced into the `prices` table:
+a model whose price changed gets a new row effective from now, so events
+already recorded keep the price they were charged."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, func, select
+
+from controlplane.errors import InvalidArgument
+from controlplane.money import Price
+from controlplane.store.schema import prices
+
+BUILTIN = Path(__file__).resolve().parent / "catalog.toml"
+_PRICE_FIELDS = (
+    "input_micros_per_mtok",
+    "output_micros_per_mtok",
+    "cached_input_micros_per_mtok",
+    "cache_write_micros_per_mtok",
+    "max_output_tokens",
+)
+_OPTIONAL = {"cached_input_micros_per_mtok", "cache_write_micros_per_mtok", "max_output_tokens", "source"}
+
+
+def load_toml(path: Path) -> list[Price]:
+    """Parse a catalog file; errors name the file, the entry and the field."""
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    default_source = str(doc.get("source", path.name))
+    entries = doc.get("model", [])
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: 'model' must be an array of tables ([[model]])")
+    return [_parse_entry(entry, f"{path}: model #{i + 1}", default_source) for i, entry in enumerate(entries)]
+
+
+def _parse_entry(entry: Any, where: str, default_source: str) -> Price:
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where}: must be a table")
+    known = {"provider", "name", "source", "effective_from_ms", *_PRICE_FIELDS}
+    unknown = set(entry) - known
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}")
+    for required in ("provider", "name", "input_micros_per_mtok", "output_micros_per_mtok"):
+        if required not in entry:
+            raise ValueError(f"{where}: missing {required}")
+    for name in (*_PRICE_FIELDS, "effective_from_ms"):
+        value = entry.get(name)
+        if value is not None and (type(value) is not int or value < 0):
+            raise ValueError(f"{where}: {name} must be a non-negative integer, got {value!r}")
+    price = Price(
+        provider=str(entry["provider"]),
+        model=str(entry["name"]),
+        input_micros_per_mtok=entry["input_micros_per_mtok"],
+        output_micros_per_mtok=entry["output_micros_per_mtok"],
+        cached_input_micros_per_mtok=entry.get("cached_input_micros_per_mtok"),
+        cache_write_micros_per_mtok=entry.get("cache_write_micros_per_mtok"),
+        max_output_tokens=entry.get("max_output_tokens", 0),
+        effective_from_ms=entry.get("effective_from_ms", 0),
+        source=str(entry.get("source", default_source)),
+    )
+    validate(price)
+    return price
+
+
+def validate(price: Price) -> None:
+    if not price.provider or "/" in price.provider:
+        raise InvalidArgument("price.provider", "must be a non-empty provider id without '/'")
+    if not price.model:
+        raise InvalidArgument("price.model", "must not be empty")
+    for f in fields(Price):
+        value = getattr(price, f.name)
+        if isinstance(value, int) and value < 0:
+            raise InvalidArgument(f"price.{f.name}", "must not be negative")
+
+
+def merged(extra: Path | None) -> list[Price]:
+    """The built-in catalog with ``extra`` merged over it."""
+    by_name = {(p.provider, p.model): p for p in load_toml(BUILTIN)}
+    if extra is not None:
+        by_name.update({(p.provider, p.model): p for p in load_toml(extra)})
+    return list(by_name.values())
+
+
+def _row_to_price(row: Any) -> Price:
+    return Price(
+        provider=row.provider,
+        model=row.model,
+        input_micros_per_mtok=row.input_micros_per_mtok,
+        output_micros_per_mtok=row.output_micros_per_mtok,
+        cached_input_micros_per_mtok=row.cached_input_micros_per_mtok,
+        cache_write_micros_per_mtok=row.cache_write_micros_per_mtok,
+        max_output_tokens=row.max_output_tokens,
+        effective_from_ms=row.effective_from_ms,
+        source=row.source,
+    )
+
+
+def _same_price(a: Price, b: Price) -> bool:
+    return all(getattr(a, name) == getattr(b, name) for name in _PRICE_FIELDS)
+
+
+def insert(conn: Connection, price: Price, now_ms: int, origin: str = "api") -> Price:
+    """Add an effective-dated row (effective now when effective_from_ms is 0)."""
+    validate(price)
+    if price.effective_from_ms == 0:
+        price = replace(price, effective_from_ms=now_ms)
+    clash = conn.execute(
+        select(prices.c.seq).where(
+            prices.c.provider == price.provider,
+            prices.c.model == price.model,
+            prices.c.effective_from_ms == price.effective_from_ms,
+        )
+    ).first()
+    if clash is not None:
+        raise InvalidArgument(
+            "price.effective_from_ms", f"{price.qualified_name} already has a row effective at that time"
+        )
+    values = {f.name: getattr(price, f.name) for f in fields(Price)}
+    conn.execute(prices.insert().values(origin=origin, **values))
+    return price
+
+
+def sync(engine: Engine, catalog: list[Price], now_ms: int) -> int:
+    """Store each catalog price that changed since the catalog was last synced;
+    returns rows added. Compared with the newest row from a catalog file, not an
+    UpsertPrice row, so restarting never undoes a price set through the API."""
+    added = 0
+    with engine.begin() as conn:
+        for price in catalog:
+            current = lookup(conn, price.provider, price.model, now_ms, origin="catalog")
+            if current is not None and _same_price(current, price):
+                continue
+            insert(conn, price, now_ms, origin="catalog")
+            added += 1
+    return added
+
+
+def lookup(
+    conn: Connection, provider: str, model: str, at_ms: int, origin: str | None = None
+) -> Price | None:
+    """The row in force at ``at_ms`` for provider/model, if any."""
+    query = select(prices).where(
+        prices.c.provider == provider, prices.c.model == model, prices.c.effective_from_ms <= at_ms
+    )
+    if origin is not None:
+        query = query.where(prices.c.origin == origin)
+    row = conn.execute(query.order_by(prices.c.effective_from_ms.desc()).limit(1)).first()
+    return None if row is None else _row_to_price(row)
+
+
+def listing(conn: Connection, at_ms: int, include_history: bool) -> list[Price]:
+    query = select(prices)
+    if not include_history:
+        latest = (
+            select(prices.c.provider, prices.c.model, func.max(prices.c.effective_from_ms).label("from_ms"))
+            .where(prices.c.effective_from_ms <= at_ms)
+            .group_by(prices.c.provider, prices.c.model)
+            .subquery()
+        )
+        query = query.join(
+            latest,
+            and_(
+                prices.c.provider == latest.c.provider,
+                prices.c.model == latest.c.model,
+                prices.c.effective_from_ms == latest.c.from_ms,
+            ),
+        )
+    rows = conn.execute(query.order_by(prices.c.provider, prices.c.model, prices.c.effective_from_ms))
+    return [_row_to_price(row) for row in rows]

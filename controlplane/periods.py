@@ -1,0 +1,29 @@
+"""Cap periods (UTC): where the current period started and when it resets."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime, timedelta
+
+
+class CapPeriod(enum.StrEnum):
+    LIFETIME = "lifetime"
+    DAILY = "daily"
+    MONTHLY = "monthly"
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp()) * 1000
+
+
+def bounds(period: CapPeriod, now_ms: int) -> tuple[int, int]:
+    """(start_ms, reset_ms) of the period containing now_ms; lifetime is (0, 0)."""
+    if period is CapPeriod.LIFETIME:
+        return 0, 0
+    now = datetime.fromtimestamp(now_ms // 1000, UTC)
+    if period is CapPeriod.DAILY:
+        start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        return _ms(start), _ms(start + timedelta(days=1))
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    following = (start + timedelta(days=32)).replace(day=1)
+    return _ms(start), _ms(following)

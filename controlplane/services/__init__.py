@@ -1,0 +1,1 @@
+"""The gRPC servicers: thin translations between protobuf and the domain."""

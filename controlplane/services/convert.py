@@ -1,0 +1,162 @@
+"""Domain records ↔ protobuf messages."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from spendgate.v1 import admin_pb2, keys_pb2, usage_pb2
+
+from controlplane.errors import InvalidArgument
+from controlplane.ledger import Refusal
+from controlplane.money import Price, Units
+from controlplane.periods import CapPeriod
+from controlplane.records import Account, EventStatus, Key, Scope, UsageEvent
+
+SCOPES = {Scope.STANDARD: keys_pb2.KEY_SCOPE_STANDARD, Scope.MASTER: keys_pb2.KEY_SCOPE_MASTER}
+PERIODS = {
+    CapPeriod.LIFETIME: keys_pb2.CAP_PERIOD_LIFETIME,
+    CapPeriod.DAILY: keys_pb2.CAP_PERIOD_DAILY,
+    CapPeriod.MONTHLY: keys_pb2.CAP_PERIOD_MONTHLY,
+}
+STATUSES = {
+    EventStatus.OK: usage_pb2.EVENT_STATUS_OK,
+    EventStatus.UPSTREAM_ERROR: usage_pb2.EVENT_STATUS_UPSTREAM_ERROR,
+    EventStatus.CLIENT_DISCONNECTED: usage_pb2.EVENT_STATUS_CLIENT_DISCONNECTED,
+    EventStatus.UPSTREAM_ABORTED: usage_pb2.EVENT_STATUS_UPSTREAM_ABORTED,
+}
+T = TypeVar("T")
+
+REFUSALS = {
+    Refusal.KEY_CAP: usage_pb2.REFUSAL_REASON_KEY_CAP,
+    Refusal.WALLET: usage_pb2.REFUSAL_REASON_WALLET,
+    Refusal.KEY_REVOKED: usage_pb2.REFUSAL_REASON_KEY_REVOKED,
+}
+
+
+def _reverse(table: dict[T, int], value: int, field: str, default: T | None = None) -> T:
+    for domain, wire in table.items():
+        if wire == value:
+            return domain
+    if value == 0 and default is not None:
+        return default
+    raise InvalidArgument(field, f"unknown value {value}")
+
+
+def scope_from(value: int) -> Scope:
+    return _reverse(SCOPES, value, "scope", Scope.STANDARD)
+
+
+def period_from(value: int, default: CapPeriod | None = CapPeriod.LIFETIME) -> CapPeriod:
+    return _reverse(PERIODS, value, "cap_period", default)
+
+
+def status_from(value: int) -> EventStatus:
+    return _reverse(STATUSES, value, "status", EventStatus.OK)
+
+
+def key_to_pb(key: Key, now_ms: int) -> keys_pb2.Key:
+    msg = keys_pb2.Key(
+        id=key.id,
+        account_id=key.account_id,
+        name=key.name,
+        scope=SCOPES[key.scope],
+        cap_period=PERIODS[key.cap_period],
+        strict=key.strict,
+        allowed_models=list(key.allowed_models),
+        metadata=dict(key.metadata),
+        revoked=key.revoked,
+        created_ms=key.created_ms,
+        revoked_ms=key.revoked_ms or 0,
+        spent_micros=key.spent_micros,
+        reserved_micros=key.reserved_micros,
+        period_start_ms=key.period_start_ms,
+        period_reset_ms=key.period_reset_ms(now_ms),
+        secret_prefix=key.secret_prefix,
+    )
+    if key.cap_micros is not None:
+        msg.cap_micros = key.cap_micros
+    if key.remaining_micros is not None:
+        msg.remaining_micros = key.remaining_micros
+    return msg
+
+
+def account_to_pb(account: Account) -> admin_pb2.Account:
+    return admin_pb2.Account(
+        id=account.id,
+        name=account.name,
+        created_ms=account.created_ms,
+        credit_micros=account.credit_micros,
+        spent_micros=account.spent_micros,
+        reserved_micros=account.reserved_micros,
+        remaining_micros=account.remaining_micros,
+    )
+
+
+def units_from(msg: usage_pb2.Units) -> Units:
+    try:
+        return Units(
+            input_tokens=msg.input_tokens,
+            output_tokens=msg.output_tokens,
+            cached_input_tokens=msg.cached_input_tokens,
+            cache_write_tokens=msg.cache_write_tokens,
+            reasoning_tokens=msg.reasoning_tokens,
+        )
+    except ValueError as exc:
+        raise InvalidArgument("units", str(exc)) from None
+
+
+def units_to_pb(units: Units) -> usage_pb2.Units:
+    return usage_pb2.Units(**vars(units))
+
+
+def event_to_pb(event: UsageEvent) -> usage_pb2.UsageEvent:
+    return usage_pb2.UsageEvent(
+        request_id=event.request_id,
+        key_id=event.key_id,
+        ts_ms=event.ts_ms,
+        provider=event.provider,
+        model=event.model,
+        units=units_to_pb(event.units),
+        cost_micros=event.cost_micros,
+        fee_micros=event.fee_micros,
+        latency_ms=event.latency_ms,
+        ttfb_ms=event.ttfb_ms,
+        status=STATUSES[event.status],
+        http_status=event.http_status,
+        estimated=event.estimated,
+    )
+
+
+def price_to_pb(price: Price) -> usage_pb2.Price:
+    msg = usage_pb2.Price(
+        provider=price.provider,
+        model=price.model,
+        effective_from_ms=price.effective_from_ms,
+        input_micros_per_mtok=price.input_micros_per_mtok,
+        output_micros_per_mtok=price.output_micros_per_mtok,
+        max_output_tokens=price.max_output_tokens,
+        source=price.source,
+    )
+    if price.cached_input_micros_per_mtok is not None:
+        msg.cached_input_micros_per_mtok = price.cached_input_micros_per_mtok
+    if price.cache_write_micros_per_mtok is not None:
+        msg.cache_write_micros_per_mtok = price.cache_write_micros_per_mtok
+    return msg
+
+
+def price_from(msg: usage_pb2.Price) -> Price:
+    return Price(
+        provider=msg.provider,
+        model=msg.model,
+        input_micros_per_mtok=msg.input_micros_per_mtok,
+        output_micros_per_mtok=msg.output_micros_per_mtok,
+        cached_input_micros_per_mtok=(
+            msg.cached_input_micros_per_mtok if msg.HasField("cached_input_micros_per_mtok") else None
+        ),
+        cache_write_micros_per_mtok=(
+            msg.cache_write_micros_per_mtok if msg.HasField("cache_write_micros_per_mtok") else None
+        ),
+        max_output_tokens=msg.max_output_tokens,
+        effective_from_ms=msg.effective_from_ms,
+        source=msg.source or "admin api",
+    )

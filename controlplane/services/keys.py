@@ -1,0 +1,117 @@
+"""spendgate.v1.KeyService."""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterator
+
+import grpc
+from spendgate.v1 import keys_pb2, keys_pb2_grpc
+
+from controlplane import auth
+from controlplane.errors import InvalidArgument, NotFound
+from controlplane.keystore import KeyChange, KeySpec, KeyStore, KeyUpdate
+from controlplane.records import Clock, Key
+from controlplane.services import convert
+from controlplane.watch import KeyChangeFeed
+
+KINDS = {
+    "created": keys_pb2.KEY_CHANGE_KIND_CREATED,
+    "updated": keys_pb2.KEY_CHANGE_KIND_UPDATED,
+    "revoked": keys_pb2.KEY_CHANGE_KIND_REVOKED,
+}
+WATCH_HEARTBEAT_SECONDS = 1.0
+
+
+class KeyService(keys_pb2_grpc.KeyServiceServicer):
+    def __init__(self, keystore: KeyStore, feed: KeyChangeFeed, clock: Clock) -> None:
+        self._keys = keystore
+        self._feed = feed
+        self._clock = clock
+
+    def _pb(self, key: Key) -> keys_pb2.Key:
+        return convert.key_to_pb(key, self._clock())
+
+    def CreateKey(self, request: keys_pb2.CreateKeyRequest, context: grpc.ServicerContext) -> keys_pb2.CreateKeyResponse:
+        spec = KeySpec(
+            name=request.name,
+            scope=convert.scope_from(request.scope),
+            cap_micros=request.cap_micros if request.HasField("cap_micros") else None,
+            cap_period=convert.period_from(request.cap_period),
+            strict=request.strict,
+            allowed_models=tuple(request.allowed_models),
+            metadata=tuple(sorted(request.metadata.items())),
+        )
+        key, secret = self._keys.create_key(auth.current_account(), spec)
+        return keys_pb2.CreateKeyResponse(key=self._pb(key), secret=secret)
+
+    def GetKey(self, request: keys_pb2.GetKeyRequest, context: grpc.ServicerContext) -> keys_pb2.GetKeyResponse:
+        return keys_pb2.GetKeyResponse(key=self._pb(self._keys.get_key(auth.current_account(), request.key_id)))
+
+    def ListKeys(self, request: keys_pb2.ListKeysRequest, context: grpc.ServicerContext) -> keys_pb2.ListKeysResponse:
+        page = self._keys.list_keys(
+            auth.current_account(), request.page_size, request.page_token, request.include_revoked
+        )
+        return keys_pb2.ListKeysResponse(keys=[self._pb(k) for k in page.items], next_page_token=page.next_token)
+
+    def UpdateKey(self, request: keys_pb2.UpdateKeyRequest, context: grpc.ServicerContext) -> keys_pb2.UpdateKeyResponse:
+        update = KeyUpdate(
+            name=request.name if request.HasField("name") else None,
+            cap_micros=request.cap_micros if request.HasField("cap_micros") else None,
+            remove_cap=request.remove_cap,
+            cap_period=convert.period_from(request.cap_period, default=None) if request.cap_period else None,
+            strict=request.strict if request.HasField("strict") else None,
+            allowed_models=(
+                tuple(request.allowed_models.models) if request.HasField("allowed_models") else None
+            ),
+        )
+        key = self._keys.update_key(auth.current_account(), request.key_id, update)
+        return keys_pb2.UpdateKeyResponse(key=self._pb(key))
+
+    def RevokeKey(self, request: keys_pb2.RevokeKeyRequest, context: grpc.ServicerContext) -> keys_pb2.RevokeKeyResponse:
+        return keys_pb2.RevokeKeyResponse(
+            key=self._pb(self._keys.revoke_key(auth.current_account(), request.key_id))
+        )
+
+    def LookupKey(self, request: keys_pb2.LookupKeyRequest, context: grpc.ServicerContext) -> keys_pb2.LookupKeyResponse:
+        if len(request.secret_sha256) != 32:
+            raise InvalidArgument("secret_sha256", "must be the 32-byte SHA-256 digest of the secret")
+        key = self._keys.lookup(request.secret_sha256)
+        if key is None:
+            raise NotFound("no key has this secret")
+        return keys_pb2.LookupKeyResponse(key=self._pb(key))
+
+    def WatchKeys(
+        self, request: keys_pb2.WatchKeysRequest, context: grpc.ServicerContext
+    ) -> Iterator[keys_pb2.WatchKeysResponse]:
+        if request.after_seq < 0:
+            raise InvalidArgument("after_seq", "must not be negative")
+        subscription = self._feed.subscribe()
+        try:
+            after = request.after_seq
+            if after == 0:
+                after = self._feed.position
+                yield keys_pb2.WatchKeysResponse(seq=after, kind=keys_pb2.KEY_CHANGE_KIND_SYNC)
+            sent: set[int] = set()
+            for change in self._keys.changes_after(after, limit=100_000):
+                sent.add(change.seq)
+                yield self._change(change)
+            while context.is_active():
+                try:
+                    change = subscription.get(timeout=WATCH_HEARTBEAT_SECONDS)
+                except queue.Empty:
+                    continue
+                if change is None:
+                    return  # server stopping
+                if change.seq not in sent:
+                    yield self._change(change)
+        finally:
+            self._feed.unsubscribe(subscription)
+
+    def _change(self, change: KeyChange) -> keys_pb2.WatchKeysResponse:
+        return keys_pb2.WatchKeysResponse(
+            seq=change.seq,
+            kind=KINDS[change.kind],
+            key=self._pb(change.key),
+            secret_sha256=change.key.secret_sha256,
+        )

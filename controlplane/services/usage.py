@@ -1,0 +1,120 @@
+"""spendgate.v1.UsageService."""
+
+from __future__ import annotations
+
+import grpc
+from spendgate.v1 import usage_pb2, usage_pb2_grpc
+from sqlalchemy import Engine
+
+from controlplane import auth, catalog
+from controlplane.errors import InvalidArgument
+from controlplane.keystore import KeyStore
+from controlplane.ledger import Ledger, Settlement
+from controlplane.records import Clock
+from controlplane.reports import Reports, Totals
+from controlplane.services import convert
+
+
+class UsageService(usage_pb2_grpc.UsageServiceServicer):
+    def __init__(self, engine: Engine, keystore: KeyStore, ledger: Ledger, reports: Reports, clock: Clock) -> None:
+        self._engine = engine
+        self._keys = keystore
+        self._ledger = ledger
+        self._reports = reports
+        self._clock = clock
+
+    def Reserve(self, request: usage_pb2.ReserveRequest, context: grpc.ServicerContext) -> usage_pb2.ReserveResponse:
+        outcome = self._ledger.reserve(request.key_id, request.request_id, request.amount_micros, request.ttl_ms)
+        response = usage_pb2.ReserveResponse(
+            granted=outcome.granted,
+            reason=convert.REFUSALS[outcome.refusal] if outcome.refusal else 0,
+            spent_micros=outcome.key.spent_micros,
+            reserved_micros=outcome.key.reserved_micros,
+            wallet_remaining_micros=outcome.wallet_remaining_micros,
+            period_reset_ms=outcome.period_reset_ms,
+            expires_ms=outcome.expires_ms,
+        )
+        if outcome.key.cap_micros is not None:
+            response.cap_micros = outcome.key.cap_micros
+        if outcome.key.remaining_micros is not None:
+            response.remaining_micros = outcome.key.remaining_micros
+        return response
+
+    def Settle(self, request: usage_pb2.SettleRequest, context: grpc.ServicerContext) -> usage_pb2.SettleResponse:
+        if not request.provider:
+            raise InvalidArgument("provider", "must not be empty")
+        if not request.model:
+            raise InvalidArgument("model", "must not be empty")
+        event, duplicate = self._ledger.settle(
+            Settlement(
+                request_id=request.request_id,
+                key_id=request.key_id,
+                provider=request.provider,
+                model=request.model,
+                units=convert.units_from(request.units),
+                started_ms=request.started_ms,
+                latency_ms=request.latency_ms,
+                ttfb_ms=request.ttfb_ms,
+                status=convert.status_from(request.status),
+                http_status=request.http_status,
+                estimated=request.estimated,
+            )
+        )
+        return usage_pb2.SettleResponse(event=convert.event_to_pb(event), duplicate=duplicate)
+
+    def Release(self, request: usage_pb2.ReleaseRequest, context: grpc.ServicerContext) -> usage_pb2.ReleaseResponse:
+        return usage_pb2.ReleaseResponse(released=self._ledger.release(request.request_id))
+
+    def GetUsage(self, request: usage_pb2.GetUsageRequest, context: grpc.ServicerContext) -> usage_pb2.GetUsageResponse:
+        rollups = self._reports.usage(auth.current_account(), request.from_ms, request.to_ms)
+        return usage_pb2.GetUsageResponse(
+            by_key=[
+                usage_pb2.KeyUsage(
+                    key_id=r.key_id,
+                    name=r.name,
+                    **_totals(r.totals),
+                    by_model=[
+                        usage_pb2.ModelUsage(
+                            provider=m.provider,
+                            model=m.model,
+                            avg_latency_ms=m.totals.avg_latency_ms,
+                            **_totals(m.totals),
+                        )
+                        for m in r.by_model
+                    ],
+                )
+                for r in rollups
+            ]
+        )
+
+    def ListUsageEvents(
+        self, request: usage_pb2.ListUsageEventsRequest, context: grpc.ServicerContext
+    ) -> usage_pb2.ListUsageEventsResponse:
+        key = self._keys.get_key(auth.current_account(), request.key_id)
+        page = self._reports.events(key.id, request.page_size, request.page_token)
+        return usage_pb2.ListUsageEventsResponse(
+            key=convert.key_to_pb(key, self._clock()),
+            events=[convert.event_to_pb(e) for e in page.items],
+            next_page_token=page.next_token,
+        )
+
+    def ListPrices(self, request: usage_pb2.ListPricesRequest, context: grpc.ServicerContext) -> usage_pb2.ListPricesResponse:
+        if request.at_ms < 0:
+            raise InvalidArgument("at_ms", "must not be negative")
+        with self._engine.connect() as conn:
+            rows = catalog.listing(conn, request.at_ms or self._clock(), request.include_history)
+        return usage_pb2.ListPricesResponse(
+            prices=[convert.price_to_pb(p) for p in rows], fee_bps=self._ledger.fee_bps
+        )
+
+
+def _totals(t: Totals) -> dict[str, int]:
+    return {
+        "requests": t.requests,
+        "input_tokens": t.input_tokens,
+        "output_tokens": t.output_tokens,
+        "cached_input_tokens": t.cached_input_tokens,
+        "cache_write_tokens": t.cache_write_tokens,
+        "cost_micros": t.cost_micros,
+        "fee_micros": t.fee_micros,
+    }

@@ -1,0 +1,1 @@
+"""Storage: the schema (SQLAlchemy Core), engines and migrations."""

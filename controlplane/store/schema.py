@@ -1,0 +1,130 @@
+"""The schema, in SQLAlchemy Core. Portable SQL only: the same tables run on
+SQLite, PostgreSQL and PostgreSQL-compatible distributed engines.
+
+Money columns are BIGINT micro-USD. Counters on `keys` and `accounts` are the
+ledger's running totals; `usage_events` and `reservations` are the detail they
+must always add up to (see ledger.py)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+Seq = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData()
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("credit_micros", BigInteger, nullable=False),
+    Column("spent_micros", BigInteger, nullable=False),
+    Column("reserved_micros", BigInteger, nullable=False),
+)
+
+keys = Table(
+    "keys",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("scope", String(16), nullable=False),
+    Column("secret_sha256", LargeBinary(32), nullable=False, unique=True),
+    Column("secret_prefix", String(20), nullable=False),
+    Column("cap_micros", BigInteger, nullable=True),
+    Column("cap_period", String(16), nullable=False),
+    Column("strict", Boolean, nullable=False),
+    Column("allowed_models", Text, nullable=False),  # JSON list
+    Column("metadata", Text, nullable=False),  # JSON object
+    Column("created_ms", BigInteger, nullable=False),
+    Column("revoked_ms", BigInteger, nullable=True),
+    Column("spent_micros", BigInteger, nullable=False),
+    Column("reserved_micros", BigInteger, nullable=False),
+    Column("period_start_ms", BigInteger, nullable=False),
+    Index("ix_keys_account_seq", "account_id", "seq"),
+)
+
+reservations = Table(
+    "reservations",
+    metadata,
+    Column("request_id", String(100), primary_key=True),
+    Column("key_id", String(40), nullable=False),
+    Column("account_id", String(40), nullable=False),
+    Column("amount_micros", BigInteger, nullable=False),  # held on the key
+    Column("wallet_micros", BigInteger, nullable=False),  # held on the wallet (amount + fee)
+    Column("state", String(16), nullable=False),  # active | settled | released | expired
+    Column("created_ms", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+    Index("ix_reservations_state_expires", "state", "expires_ms"),
+    Index("ix_reservations_key_state", "key_id", "state"),
+)
+
+usage_events = Table(
+    "usage_events",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("request_id", String(100), nullable=False, unique=True),
+    Column("key_id", String(40), nullable=False),
+    Column("account_id", String(40), nullable=False),
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("provider", String(40), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cached_input_tokens", BigInteger, nullable=False),
+    Column("cache_write_tokens", BigInteger, nullable=False),
+    Column("reasoning_tokens", BigInteger, nullable=False),
+    Column("cost_micros", BigInteger, nullable=False),
+    Column("fee_micros", BigInteger, nullable=False),
+    Column("latency_ms", BigInteger, nullable=False),
+    Column("ttfb_ms", BigInteger, nullable=False),
+    Column("status", String(24), nullable=False),
+    Column("http_status", Integer, nullable=False),
+    Column("estimated", Boolean, nullable=False),
+    Index("ix_usage_events_account_ts", "account_id", "ts_ms"),
+    Index("ix_usage_events_key_seq", "key_id", "seq"),
+)
+
+prices = Table(
+    "prices",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("provider", String(40), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("effective_from_ms", BigInteger, nullable=False),
+    Column("input_micros_per_mtok", BigInteger, nullable=False),
+    Column("output_micros_per_mtok", BigInteger, nullable=False),
+    Column("cached_input_micros_per_mtok", BigInteger, nullable=True),
+    Column("cache_write_micros_per_mtok", BigInteger, nullable=True),
+    Column("max_output_tokens", BigInteger, nullable=False),
+    Column("source", Text, nullable=False),
+    # "catalog" rows come from catalog files at start-up, "api" rows from UpsertPrice.
+    Column("origin", String(16), nullable=False),
+    UniqueConstraint("provider", "model", "effective_from_ms", name="uq_prices_model_from"),
+)
+
+key_changes = Table(
+    "key_changes",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("key_id", String(40), nullable=False),
+    Column("kind", String(16), nullable=False),  # created | updated | revoked
+    Column("created_ms", BigInteger, nullable=False),
+)

@@ -1,0 +1,1 @@
+"""spendgate data plane (see issue: data plane)."""

@@ -1,0 +1,277 @@
+from spendgate.v1 import keys_pb2 as _keys_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RefusalReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REFUSAL_REASON_UNSPECIFIED: _ClassVar[RefusalReason]
+    REFUSAL_REASON_KEY_CAP: _ClassVar[RefusalReason]
+    REFUSAL_REASON_WALLET: _ClassVar[RefusalReason]
+    REFUSAL_REASON_KEY_REVOKED: _ClassVar[RefusalReason]
+
+class EventStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EVENT_STATUS_UNSPECIFIED: _ClassVar[EventStatus]
+    EVENT_STATUS_OK: _ClassVar[EventStatus]
+    EVENT_STATUS_UPSTREAM_ERROR: _ClassVar[EventStatus]
+    EVENT_STATUS_CLIENT_DISCONNECTED: _ClassVar[EventStatus]
+    EVENT_STATUS_UPSTREAM_ABORTED: _ClassVar[EventStatus]
+REFUSAL_REASON_UNSPECIFIED: RefusalReason
+REFUSAL_REASON_KEY_CAP: RefusalReason
+REFUSAL_REASON_WALLET: RefusalReason
+REFUSAL_REASON_KEY_REVOKED: RefusalReason
+EVENT_STATUS_UNSPECIFIED: EventStatus
+EVENT_STATUS_OK: EventStatus
+EVENT_STATUS_UPSTREAM_ERROR: EventStatus
+EVENT_STATUS_CLIENT_DISCONNECTED: EventStatus
+EVENT_STATUS_UPSTREAM_ABORTED: EventStatus
+
+class Units(_message.Message):
+    __slots__ = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens")
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_WRITE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REASONING_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ...) -> None: ...
+
+class ReserveRequest(_message.Message):
+    __slots__ = ("key_id", "request_id", "amount_micros", "ttl_ms")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MICROS_FIELD_NUMBER: _ClassVar[int]
+    TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    request_id: str
+    amount_micros: int
+    ttl_ms: int
+    def __init__(self, key_id: _Optional[str] = ..., request_id: _Optional[str] = ..., amount_micros: _Optional[int] = ..., ttl_ms: _Optional[int] = ...) -> None: ...
+
+class ReserveResponse(_message.Message):
+    __slots__ = ("granted", "reason", "cap_micros", "spent_micros", "reserved_micros", "remaining_micros", "wallet_remaining_micros", "period_reset_ms", "expires_ms")
+    GRANTED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CAP_MICROS_FIELD_NUMBER: _ClassVar[int]
+    SPENT_MICROS_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_MICROS_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_MICROS_FIELD_NUMBER: _ClassVar[int]
+    WALLET_REMAINING_MICROS_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_RESET_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_MS_FIELD_NUMBER: _ClassVar[int]
+    granted: bool
+    reason: RefusalReason
+    cap_micros: int
+    spent_micros: int
+    reserved_micros: int
+    remaining_micros: int
+    wallet_remaining_micros: int
+    period_reset_ms: int
+    expires_ms: int
+    def __init__(self, granted: _Optional[bool] = ..., reason: _Optional[_Union[RefusalReason, str]] = ..., cap_micros: _Optional[int] = ..., spent_micros: _Optional[int] = ..., reserved_micros: _Optional[int] = ..., remaining_micros: _Optional[int] = ..., wallet_remaining_micros: _Optional[int] = ..., period_reset_ms: _Optional[int] = ..., expires_ms: _Optional[int] = ...) -> None: ...
+
+class SettleRequest(_message.Message):
+    __slots__ = ("request_id", "key_id", "provider", "model", "units", "started_ms", "latency_ms", "ttfb_ms", "status", "http_status", "estimated")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_MS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    TTFB_MS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    HTTP_STATUS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    key_id: str
+    provider: str
+    model: str
+    units: Units
+    started_ms: int
+    latency_ms: int
+    ttfb_ms: int
+    status: EventStatus
+    http_status: int
+    estimated: bool
+    def __init__(self, request_id: _Optional[str] = ..., key_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., units: _Optional[_Union[Units, _Mapping]] = ..., started_ms: _Optional[int] = ..., latency_ms: _Optional[int] = ..., ttfb_ms: _Optional[int] = ..., status: _Optional[_Union[EventStatus, str]] = ..., http_status: _Optional[int] = ..., estimated: _Optional[bool] = ...) -> None: ...
+
+class UsageEvent(_message.Message):
+    __slots__ = ("request_id", "key_id", "ts_ms", "provider", "model", "units", "cost_micros", "fee_micros", "latency_ms", "ttfb_ms", "status", "http_status", "estimated")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    TS_MS_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
+    COST_MICROS_FIELD_NUMBER: _ClassVar[int]
+    FEE_MICROS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    TTFB_MS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    HTTP_STATUS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    key_id: str
+    ts_ms: int
+    provider: str
+    model: str
+    units: Units
+    cost_micros: int
+    fee_micros: int
+    latency_ms: int
+    ttfb_ms: int
+    status: EventStatus
+    http_status: int
+    estimated: bool
+    def __init__(self, request_id: _Optional[str] = ..., key_id: _Optional[str] = ..., ts_ms: _Optional[int] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., units: _Optional[_Union[Units, _Mapping]] = ..., cost_micros: _Optional[int] = ..., fee_micros: _Optional[int] = ..., latency_ms: _Optional[int] = ..., ttfb_ms: _Optional[int] = ..., status: _Optional[_Union[EventStatus, str]] = ..., http_status: _Optional[int] = ..., estimated: _Optional[bool] = ...) -> None: ...
+
+class SettleResponse(_message.Message):
+    __slots__ = ("event", "duplicate")
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    event: UsageEvent
+    duplicate: bool
+    def __init__(self, event: _Optional[_Union[UsageEvent, _Mapping]] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+
+class ReleaseRequest(_message.Message):
+    __slots__ = ("request_id",)
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    def __init__(self, request_id: _Optional[str] = ...) -> None: ...
+
+class ReleaseResponse(_message.Message):
+    __slots__ = ("released",)
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
+    released: bool
+    def __init__(self, released: _Optional[bool] = ...) -> None: ...
+
+class GetUsageRequest(_message.Message):
+    __slots__ = ("from_ms", "to_ms")
+    FROM_MS_FIELD_NUMBER: _ClassVar[int]
+    TO_MS_FIELD_NUMBER: _ClassVar[int]
+    from_ms: int
+    to_ms: int
+    def __init__(self, from_ms: _Optional[int] = ..., to_ms: _Optional[int] = ...) -> None: ...
+
+class ModelUsage(_message.Message):
+    __slots__ = ("provider", "model", "requests", "input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "cost_micros", "fee_micros", "avg_latency_ms")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_WRITE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_MICROS_FIELD_NUMBER: _ClassVar[int]
+    FEE_MICROS_FIELD_NUMBER: _ClassVar[int]
+    AVG_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    model: str
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    cache_write_tokens: int
+    cost_micros: int
+    fee_micros: int
+    avg_latency_ms: int
+    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., cost_micros: _Optional[int] = ..., fee_micros: _Optional[int] = ..., avg_latency_ms: _Optional[int] = ...) -> None: ...
+
+class KeyUsage(_message.Message):
+    __slots__ = ("key_id", "name", "requests", "input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "cost_micros", "fee_micros", "by_model")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_WRITE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_MICROS_FIELD_NUMBER: _ClassVar[int]
+    FEE_MICROS_FIELD_NUMBER: _ClassVar[int]
+    BY_MODEL_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    name: str
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    cache_write_tokens: int
+    cost_micros: int
+    fee_micros: int
+    by_model: _containers.RepeatedCompositeFieldContainer[ModelUsage]
+    def __init__(self, key_id: _Optional[str] = ..., name: _Optional[str] = ..., requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., cost_micros: _Optional[int] = ..., fee_micros: _Optional[int] = ..., by_model: _Optional[_Iterable[_Union[ModelUsage, _Mapping]]] = ...) -> None: ...
+
+class GetUsageResponse(_message.Message):
+    __slots__ = ("by_key",)
+    BY_KEY_FIELD_NUMBER: _ClassVar[int]
+    by_key: _containers.RepeatedCompositeFieldContainer[KeyUsage]
+    def __init__(self, by_key: _Optional[_Iterable[_Union[KeyUsage, _Mapping]]] = ...) -> None: ...
+
+class ListUsageEventsRequest(_message.Message):
+    __slots__ = ("key_id", "page_size", "page_token")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, key_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListUsageEventsResponse(_message.Message):
+    __slots__ = ("key", "events", "next_page_token")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    key: _keys_pb2.Key
+    events: _containers.RepeatedCompositeFieldContainer[UsageEvent]
+    next_page_token: str
+    def __init__(self, key: _Optional[_Union[_keys_pb2.Key, _Mapping]] = ..., events: _Optional[_Iterable[_Union[UsageEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class Price(_message.Message):
+    __slots__ = ("provider", "model", "effective_from_ms", "input_micros_per_mtok", "output_micros_per_mtok", "cached_input_micros_per_mtok", "cache_write_micros_per_mtok", "max_output_tokens", "source")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_FROM_MS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_MICROS_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_MICROS_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
+    CACHED_INPUT_MICROS_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
+    CACHE_WRITE_MICROS_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
+    MAX_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    model: str
+    effective_from_ms: int
+    input_micros_per_mtok: int
+    output_micros_per_mtok: int
+    cached_input_micros_per_mtok: int
+    cache_write_micros_per_mtok: int
+    max_output_tokens: int
+    source: str
+    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., effective_from_ms: _Optional[int] = ..., input_micros_per_mtok: _Optional[int] = ..., output_micros_per_mtok: _Optional[int] = ..., cached_input_micros_per_mtok: _Optional[int] = ..., cache_write_micros_per_mtok: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., source: _Optional[str] = ...) -> None: ...
+
+class ListPricesRequest(_message.Message):
+    __slots__ = ("at_ms", "include_history")
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_HISTORY_FIELD_NUMBER: _ClassVar[int]
+    at_ms: int
+    include_history: bool
+    def __init__(self, at_ms: _Optional[int] = ..., include_history: _Optional[bool] = ...) -> None: ...
+
+class ListPricesResponse(_message.Message):
+    __slots__ = ("prices", "fee_bps")
+    PRICES_FIELD_NUMBER: _ClassVar[int]
+    FEE_BPS_FIELD_NUMBER: _ClassVar[int]
+    prices: _containers.RepeatedCompositeFieldContainer[Price]
+    fee_bps: int
+    def __init__(self, prices: _Optional[_Iterable[_Union[Price, _Mapping]]] = ..., fee_bps: _Optional[int] = ...) -> None: ...
