@@ -58,6 +58,13 @@ class KeyChangeFeed:
             for sub in self._subscribers:
                 sub.put(None)
 
+    def recent_seqs(self, upto: int) -> set[int]:
+        """Sequence numbers ≤ upto committed in the recent look-back window."""
+        recent = self._keystore.changes_after(
+            max(0, upto - LOOKBACK_SEQS), limit=LOOKBACK_SEQS, newer_than_ms=self._clock() - LOOKBACK_MS
+        )
+        return {c.seq for c in recent if c.seq <= upto}
+
     def subscribe(self) -> queue.SimpleQueue[KeyChange | None]:
         sub: queue.SimpleQueue[KeyChange | None] = queue.SimpleQueue()
         with self._lock:

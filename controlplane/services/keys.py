@@ -89,10 +89,14 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
         subscription = self._feed.subscribe()
         try:
             after = request.after_seq
+            # Changes the caller already has (or, on a fresh start, need not
+            # replay): only ever skipped by sequence number, never by range, so
+            # a change that commits late with a lower number is still sent.
+            sent = self._feed.recent_seqs(upto=after)
             if after == 0:
-                after = self._feed.position
+                after = self._keys.head_seq()
+                sent = self._feed.recent_seqs(upto=after)
                 yield keys_pb2.WatchKeysResponse(seq=after, kind=keys_pb2.KEY_CHANGE_KIND_SYNC)
-            sent: set[int] = set()
             for change in self._keys.changes_after(after, limit=100_000):
                 sent.add(change.seq)
                 yield self._change(change)

@@ -1,0 +1,380 @@
+"""The `spendgate` command.
+
+    spendgate controlplane --db URL --grpc-port G [--catalog FILE]
+    spendgate accounts create NAME --credit-usd X [--json]      (admin token)
+    spendgate keys mint|list|get|update|revoke …                (SPENDGATE_MASTER_KEY)
+    spendgate usage --from DATE --to DATE                        (SPENDGATE_MASTER_KEY)
+
+Environment: SPENDGATE_CONTROLPLANE (host:port, default 127.0.0.1:50051),
+SPENDGATE_ADMIN_TOKEN (else read from $SPENDGATE_DATA_DIR/admin-token),
+SPENDGATE_MASTER_KEY."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from clients import shapes
+from clients.client import PERIODS, SCOPES, ControlPlaneClient, SpendgateRpcError
+from controlplane.money import format_usd, parse_usd
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+DEFAULT_DATA_DIR = "./spendgate-data"
+
+
+class UsageError(Exception):
+    """A mistake on the command line or in the environment."""
+
+
+def _usd(text: str) -> int:
+    try:
+        return parse_usd(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _time_ms(text: str) -> int:
+    """Epoch milliseconds, or an ISO date/datetime (UTC unless it says otherwise)."""
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not epoch ms or an ISO date: {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def _target() -> str:
+    return os.environ.get("SPENDGATE_CONTROLPLANE", DEFAULT_TARGET)
+
+
+def _admin_client() -> ControlPlaneClient:
+    token = os.environ.get("SPENDGATE_ADMIN_TOKEN", "")
+    if not token:
+        path = Path(os.environ.get("SPENDGATE_DATA_DIR", DEFAULT_DATA_DIR)) / "admin-token"
+        if not path.exists():
+            raise UsageError(f"set SPENDGATE_ADMIN_TOKEN (or SPENDGATE_DATA_DIR to a data dir holding admin-token; {path} does not exist)")
+        token = path.read_text().strip()
+    return ControlPlaneClient(_target(), token)
+
+
+def _master_client() -> ControlPlaneClient:
+    token = os.environ.get("SPENDGATE_MASTER_KEY", "")
+    if not token:
+        raise UsageError("set SPENDGATE_MASTER_KEY to your account's master key")
+    return ControlPlaneClient(_target(), token)
+
+
+def _emit(args: argparse.Namespace, data: Any, table: list[list[str]] | None = None) -> None:
+    if args.json or table is None:
+        print(json.dumps(data, indent=2))
+        return
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _money(micros: int | None) -> str:
+    return "-" if micros is None else "$" + format_usd(micros)
+
+
+def _key_table(keys: Sequence[Any]) -> list[list[str]]:
+    rows = [["ID", "NAME", "SCOPE", "CAP", "PERIOD", "SPENT", "RESERVED", "REMAINING", "STATE"]]
+    for k in keys:
+        j = shapes.key_json(k)
+        rows.append(
+            [
+                j["id"],
+                j["name"],
+                j["scope"],
+                _money(j["max_spend_micros"]),
+                j["cap_period"],
+                _money(j["spent_micros"]),
+                _money(j["reserved_micros"]),
+                _money(j["remaining_micros"]),
+                "revoked" if j["revoked"] else "active",
+            ]
+        )
+    return rows
+
+
+# commands -------------------------------------------------------------------
+
+
+def cmd_controlplane(args: argparse.Namespace) -> int:
+    from controlplane.server import Config, ControlPlane
+
+    config = Config(
+        data_dir=Path(args.data_dir),
+        db_url=args.db or "",
+        host=args.host,
+        grpc_port=args.grpc_port,
+        catalog_file=Path(args.catalog) if args.catalog else None,
+        fee_bps=args.fee_bps,
+    )
+    plane = ControlPlane(config)
+    plane.start()
+    print(f"spendgate control plane: gRPC on {plane.address}", flush=True)
+    if not config.admin_token:
+        print(f"admin token: {plane.admin_token_file}", flush=True)
+    print(
+        f"next: export SPENDGATE_CONTROLPLANE={plane.address} SPENDGATE_DATA_DIR={config.data_dir}; "
+        "spendgate accounts create my-app --credit-usd 20 --json",
+        flush=True,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: plane.stop())
+    try:
+        plane.wait()
+    except KeyboardInterrupt:
+        plane.stop()
+    return 0
+
+
+def cmd_accounts_create(args: argparse.Namespace) -> int:
+    with _admin_client() as client:
+        r = client.create_account(args.name, args.credit_usd)
+    data = {
+        "account_id": r.account.id,
+        "master_key": {"id": r.master_key.id, "secret": r.master_key_secret},
+    }
+    if args.json:
+        _emit(args, data)
+    else:
+        print(f"account {r.account.id} ({r.account.name}) with {_money(r.account.credit_micros)} credit")
+        print(f"master key {r.master_key.id}: {r.master_key_secret}")
+        print("The secret is shown once: store it now (e.g. export SPENDGATE_MASTER_KEY=...).")
+    return 0
+
+
+def cmd_accounts_credit(args: argparse.Namespace) -> int:
+    with _admin_client() as client:
+        account = client.credit_wallet(args.account_id, args.usd)
+    data = {
+        "account_id": account.id,
+        "credit_micros": account.credit_micros,
+        "spent_micros": account.spent_micros,
+        "reserved_micros": account.reserved_micros,
+        "remaining_micros": account.remaining_micros,
+    }
+    _emit(args, data, [[k, str(v)] for k, v in data.items()])
+    return 0
+
+
+def _meta(pairs: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--meta takes key=value, got {pair!r}")
+        out[name] = value
+    return out
+
+
+def cmd_keys_mint(args: argparse.Namespace) -> int:
+    with _master_client() as client:
+        key, secret = client.create_key(
+            args.name,
+            scope=args.scope,
+            cap_micros=args.cap_usd,
+            cap_period=args.period,
+            strict=args.strict,
+            allowed_models=args.model,
+            metadata=_meta(args.meta),
+        )
+    data = {**shapes.key_json(key), "secret": secret}
+    if args.json:
+        _emit(args, data)
+    else:
+        _emit(args, data, _key_table([key]))
+        print(f"secret: {secret}\nThe secret is shown once: store it with the user.")
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    with _master_client() as client:
+        keys = list(client.iter_keys(include_revoked=args.all))
+    _emit(args, [shapes.key_json(k) for k in keys], _key_table(keys))
+    return 0
+
+
+def cmd_keys_get(args: argparse.Namespace) -> int:
+    with _master_client() as client:
+        key = client.get_key(args.key_id)
+    _emit(args, shapes.key_json(key), _key_table([key]))
+    return 0
+
+
+def cmd_keys_update(args: argparse.Namespace) -> int:
+    if args.cap_usd is not None and args.no_cap:
+        raise UsageError("--cap-usd and --no-cap cannot be combined")
+    if args.model and args.any_model:
+        raise UsageError("--model and --any-model cannot be combined")
+    with _master_client() as client:
+        key = client.update_key(
+            args.key_id,
+            name=args.name,
+            cap_micros=args.cap_usd,
+            remove_cap=args.no_cap,
+            cap_period=args.period,
+            strict=args.strict,
+            allowed_models=args.model or ([] if args.any_model else None),
+        )
+    _emit(args, shapes.key_json(key), _key_table([key]))
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    with _master_client() as client:
+        key = client.revoke_key(args.key_id)
+    _emit(args, shapes.key_json(key), _key_table([key]))
+    return 0
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    with _master_client() as client:
+        usage = client.get_usage(args.from_ms, args.to_ms)
+    rows = [["KEY", "NAME", "MODEL", "REQUESTS", "INPUT", "OUTPUT", "COST", "FEE"]]
+    for k in usage.by_key:
+        for m in k.by_model:
+            rows.append(
+                [
+                    k.key_id,
+                    k.name,
+                    f"{m.provider}/{m.model}",
+                    str(m.requests),
+                    str(m.input_tokens),
+                    str(m.output_tokens),
+                    _money(m.cost_micros),
+                    _money(m.fee_micros),
+                ]
+            )
+    _emit(args, shapes.usage_json(usage), rows)
+    return 0
+
+
+def cmd_prices(args: argparse.Namespace) -> int:
+    with _master_client() if os.environ.get("SPENDGATE_MASTER_KEY") else _admin_client() as client:
+        listing = client.list_prices(include_history=args.history)
+    rows = [["PROVIDER", "MODEL", "INPUT/M", "CACHED/M", "OUTPUT/M", "MAX OUT", "FROM"]]
+    for p in listing.prices:
+        j = shapes.price_json(p)
+        rows.append(
+            [
+                p.provider,
+                p.model,
+                _money(p.input_micros_per_mtok),
+                _money(j["cached_input_micros_per_mtok"]),
+                _money(p.output_micros_per_mtok),
+                str(p.max_output_tokens),
+                datetime.fromtimestamp(p.effective_from_ms // 1000, UTC).strftime("%Y-%m-%d %H:%M"),
+            ]
+        )
+    _emit(args, {"fee_bps": listing.fee_bps, "prices": [shapes.price_json(p) for p in listing.prices]}, rows)
+    return 0
+
+
+# parser ---------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spendgate", description="Self-hosted AI API gateway for per-user billing.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def json_flag(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--json", action="store_true", help="print JSON for scripts")
+        return p
+
+    cp = sub.add_parser("controlplane", help="run the control plane (gRPC)")
+    cp.add_argument("--data-dir", default=os.environ.get("SPENDGATE_DATA_DIR", DEFAULT_DATA_DIR))
+    cp.add_argument("--db", help="database URL (default: SQLite in the data dir); postgresql://… to scale")
+    cp.add_argument("--host", default="127.0.0.1")
+    cp.add_argument("--grpc-port", type=int, default=50051)
+    cp.add_argument("--catalog", help="TOML price file merged over the built-in catalog")
+    cp.add_argument("--fee-bps", type=int, default=700, help="operator fee in basis points (default 700 = 7%%)")
+    cp.set_defaults(func=cmd_controlplane)
+
+    accounts = sub.add_parser("accounts", help="operator: accounts and wallets").add_subparsers(
+        dest="action", required=True
+    )
+    create = json_flag(accounts.add_parser("create", help="create an account and its master key"))
+    create.add_argument("name")
+    create.add_argument("--credit-usd", type=_usd, default=0)
+    create.set_defaults(func=cmd_accounts_create)
+    credit = json_flag(accounts.add_parser("credit", help="top up an account's wallet"))
+    credit.add_argument("account_id")
+    credit.add_argument("--usd", type=_usd, required=True)
+    credit.set_defaults(func=cmd_accounts_credit)
+
+    keys = sub.add_parser("keys", help="your account's keys (SPENDGATE_MASTER_KEY)").add_subparsers(
+        dest="action", required=True
+    )
+    mint = json_flag(keys.add_parser("mint", help="mint a key; its secret is shown once"))
+    mint.add_argument("name")
+    mint.add_argument("--scope", choices=sorted(SCOPES), default="standard")
+    mint.add_argument("--cap-usd", type=_usd, help="hard spend cap in USD (default: none)")
+    mint.add_argument("--period", choices=sorted(PERIODS), default="lifetime")
+    mint.add_argument("--strict", action="store_true", help="admit only requests whose whole estimate fits")
+    mint.add_argument("--model", action="append", default=[], help="allowed model (repeat); default: all")
+    mint.add_argument("--meta", action="append", default=[], help="metadata key=value (repeat)")
+    mint.set_defaults(func=cmd_keys_mint)
+    lst = json_flag(keys.add_parser("list"))
+    lst.add_argument("--all", action="store_true", help="include revoked keys")
+    lst.set_defaults(func=cmd_keys_list)
+    get = json_flag(keys.add_parser("get"))
+    get.add_argument("key_id")
+    get.set_defaults(func=cmd_keys_get)
+    upd = json_flag(keys.add_parser("update"))
+    upd.add_argument("key_id")
+    upd.add_argument("--name")
+    upd.add_argument("--cap-usd", type=_usd)
+    upd.add_argument("--no-cap", action="store_true")
+    upd.add_argument("--period", choices=sorted(PERIODS))
+    upd.add_argument("--strict", action=argparse.BooleanOptionalAction, default=None)
+    upd.add_argument("--model", action="append", default=[])
+    upd.add_argument("--any-model", action="store_true", help="allow every catalog model")
+    upd.set_defaults(func=cmd_keys_update)
+    rev = json_flag(keys.add_parser("revoke"))
+    rev.add_argument("key_id")
+    rev.set_defaults(func=cmd_keys_revoke)
+
+    usage = json_flag(sub.add_parser("usage", help="per-key, per-model usage (SPENDGATE_MASTER_KEY)"))
+    usage.add_argument("--from", dest="from_ms", type=_time_ms, required=True, help="epoch ms or ISO date, UTC")
+    usage.add_argument("--to", dest="to_ms", type=_time_ms, required=True, help="epoch ms or ISO date, exclusive")
+    usage.set_defaults(func=cmd_usage)
+
+    prices = json_flag(sub.add_parser("prices", help="the pricing catalog"))
+    prices.add_argument("--history", action="store_true", help="every effective-dated row")
+    prices.set_defaults(func=cmd_prices)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    serving = args.command == "controlplane"
+    logging.basicConfig(
+        level=logging.INFO if serving else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        print(f"spendgate: {exc}", file=sys.stderr)
+        return 2
+    except SpendgateRpcError as exc:
+        print(f"spendgate: {exc.code.name}: {exc.details}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""JSON shapes of keys, usage and events, shared by the CLI's --json output
+and the data plane's REST facade. Money stays integer micros; `*_usd` fields
+are exact decimal strings, never floats."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spendgate.v1 import keys_pb2, usage_pb2
+
+from controlplane.money import format_usd
+
+SCOPE_NAMES = {keys_pb2.KEY_SCOPE_STANDARD: "standard", keys_pb2.KEY_SCOPE_MASTER: "master"}
+PERIOD_NAMES = {
+    keys_pb2.CAP_PERIOD_LIFETIME: "lifetime",
+    keys_pb2.CAP_PERIOD_DAILY: "daily",
+    keys_pb2.CAP_PERIOD_MONTHLY: "monthly",
+}
+STATUS_NAMES = {
+    usage_pb2.EVENT_STATUS_OK: "ok",
+    usage_pb2.EVENT_STATUS_UPSTREAM_ERROR: "upstream_error",
+    usage_pb2.EVENT_STATUS_CLIENT_DISCONNECTED: "client_disconnected",
+    usage_pb2.EVENT_STATUS_UPSTREAM_ABORTED: "upstream_aborted",
+}
+
+
+def key_json(key: keys_pb2.Key) -> dict[str, Any]:
+    cap = key.cap_micros if key.HasField("cap_micros") else None
+    return {
+        "id": key.id,
+        "name": key.name,
+        "scope": SCOPE_NAMES.get(key.scope, "standard"),
+        "max_spend_usd": None if cap is None else format_usd(cap),
+        "max_spend_micros": cap,
+        "cap_period": PERIOD_NAMES.get(key.cap_period, "lifetime"),
+        "strict": key.strict,
+        "allowed_models": list(key.allowed_models),
+        "metadata": dict(key.metadata),
+        "spent_micros": key.spent_micros,
+        "reserved_micros": key.reserved_micros,
+        "remaining_micros": key.remaining_micros if key.HasField("remaining_micros") else None,
+        "period_reset_ms": key.period_reset_ms or None,
+        "revoked": key.revoked,
+        "created_ms": key.created_ms,
+        "revoked_ms": key.revoked_ms or None,
+        "secret_prefix": key.secret_prefix,
+    }
+
+
+def _totals(row: usage_pb2.KeyUsage | usage_pb2.ModelUsage) -> dict[str, int]:
+    return {
+        "requests": row.requests,
+        "input_tokens": row.input_tokens,
+        "output_tokens": row.output_tokens,
+        "cached_input_tokens": row.cached_input_tokens,
+        "cache_write_tokens": row.cache_write_tokens,
+        "cost_micros": row.cost_micros,
+        "fee_micros": row.fee_micros,
+    }
+
+
+def usage_json(usage: usage_pb2.GetUsageResponse) -> dict[str, Any]:
+    return {
+        "by_key": [
+            {
+                "key_id": k.key_id,
+                "name": k.name,
+                **_totals(k),
+                "by_model": [
+                    {"model": m.model, "provider": m.provider, **_totals(m), "avg_latency_ms": m.avg_latency_ms}
+                    for m in k.by_model
+                ],
+            }
+            for k in usage.by_key
+        ]
+    }
+
+
+def event_json(event: usage_pb2.UsageEvent) -> dict[str, Any]:
+    u = event.units
+    return {
+        "request_id": event.request_id,
+        "ts_ms": event.ts_ms,
+        "provider": event.provider,
+        "model": event.model,
+        "input_tokens": u.input_tokens,
+        "output_tokens": u.output_tokens,
+        "cached_input_tokens": u.cached_input_tokens,
+        "cache_write_tokens": u.cache_write_tokens,
+        "reasoning_tokens": u.reasoning_tokens,
+        "cost_micros": event.cost_micros,
+        "fee_micros": event.fee_micros,
+        "latency_ms": event.latency_ms,
+        "ttfb_ms": event.ttfb_ms,
+        "status": STATUS_NAMES.get(event.status, "ok"),
+        "http_status": event.http_status,
+        "estimated": event.estimated,
+    }
+
+
+def price_json(price: usage_pb2.Price) -> dict[str, Any]:
+    return {
+        "provider": price.provider,
+        "model": price.model,
+        "effective_from_ms": price.effective_from_ms,
+        "input_micros_per_mtok": price.input_micros_per_mtok,
+        "output_micros_per_mtok": price.output_micros_per_mtok,
+        "cached_input_micros_per_mtok": (
+            price.cached_input_micros_per_mtok if price.HasField("cached_input_micros_per_mtok") else None
+        ),
+        "cache_write_micros_per_mtok": (
+            price.cache_write_micros_per_mtok if price.HasField("cache_write_micros_per_mtok") else None
+        ),
+        "max_output_tokens": price.max_output_tokens,
+        "source": price.source,
+    }
