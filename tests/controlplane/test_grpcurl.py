@@ -48,7 +48,7 @@ def test_grpcurl_lists_and_calls_services_through_reflection(plane: ControlPlane
     assert body["account"]["credit_micros"] == "5000000" and body["master_key_secret"].startswith("sg_live_")
 
     minted = grpcurl(
-        "-H", f"authorization: Bearer {body['masterKeySecret']}",
+        "-H", f"authorization: Bearer {body['master_key_secret']}",
         "-d", '{"name": "user_1", "cap_micros": "1000000"}',
         plane.address, "spendgate.v1.KeyService/CreateKey",
     )
