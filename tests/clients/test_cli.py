@@ -1,0 +1,97 @@
+"""The `spendgate` CLI against a real control-plane process."""
+
+from __future__ import annotations
+
+import json
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from clients.client import ControlPlaneClient
+from spendgate.v1 import usage_pb2
+from tests.support import spendgate, start_controlplane, stop
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    data = tmp_path_factory.mktemp("cli") / "data"
+    proc, address = start_controlplane(data)
+    yield address, data
+    output = stop(proc)
+    assert "admin token" in output or "admin-token" in output
+
+
+def env_for(address: str, data: Path, **extra: str) -> dict[str, str]:
+    return {"SPENDGATE_CONTROLPLANE": address, "SPENDGATE_DATA_DIR": str(data), "SPENDGATE_ADMIN_TOKEN": "", **extra}
+
+
+def run_json(*args: str, env: dict[str, str]) -> object:
+    result = spendgate(*args, "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_admin_token_is_generated_private_in_the_data_dir(running: tuple[str, Path]) -> None:
+    _, data = running
+    token_file = data / "admin-token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert len(token_file.read_text().strip()) >= 40
+
+
+def test_account_keys_and_usage_round_trip(running: tuple[str, Path]) -> None:
+    address, data = running
+    env = env_for(address, data)
+    account = run_json("accounts", "create", "acme", "--credit-usd", "20", env=env)
+    assert set(account) == {"account_id", "master_key"}  # type: ignore[arg-type]
+    master_secret = account["master_key"]["secret"]  # type: ignore[index]
+    assert master_secret.startswith("sg_live_")
+    env["SPENDGATE_MASTER_KEY"] = master_secret
+
+    minted = run_json("keys", "mint", "user_42", "--cap-usd", "5", "--meta", "user=42", "--model", "gpt-4o-mini", env=env)
+    assert minted["max_spend_usd"] == "5" and minted["max_spend_micros"] == 5_000_000  # type: ignore[index]
+    assert minted["secret"].startswith("sg_live_") and minted["metadata"] == {"user": "42"}  # type: ignore[index]
+    key_id = minted["id"]  # type: ignore[index]
+
+    listed = run_json("keys", "list", env=env)
+    assert key_id in [k["id"] for k in listed] and all("secret" not in k for k in listed)  # type: ignore[union-attr]
+
+    updated = run_json("keys", "update", key_id, "--cap-usd", "7.5", "--any-model", env=env)
+    assert updated["max_spend_micros"] == 7_500_000 and updated["allowed_models"] == []  # type: ignore[index]
+
+    # Usage from one settled request shows up in the rollup.
+    with ControlPlaneClient(address, (data / "service-token").read_text().strip()) as service:
+        service.settle(
+            usage_pb2.SettleRequest(
+                request_id="cli-1", key_id=key_id, provider="openai", model="gpt-4o-mini",
+                units=usage_pb2.Units(input_tokens=1000, output_tokens=1000),
+            )
+        )
+    now = int(time.time() * 1000)
+    usage = run_json("usage", "--from", str(now - 60_000), "--to", str(now + 60_000), env=env)
+    (row,) = usage["by_key"]  # type: ignore[index]
+    assert row["key_id"] == key_id and row["cost_micros"] == 750 and row["by_model"][0]["model"] == "gpt-4o-mini"
+    got = run_json("keys", "get", key_id, env=env)
+    assert got["spent_micros"] == 750 and got["remaining_micros"] == 7_500_000 - 750  # type: ignore[index]
+
+    table = spendgate("keys", "get", key_id, env=env)
+    assert table.returncode == 0 and "user_42" in table.stdout and "$7.5" in table.stdout
+
+    revoked = run_json("keys", "revoke", key_id, env=env)
+    assert revoked["revoked"] is True  # type: ignore[index]
+    prices = run_json("prices", env=env)
+    assert prices["fee_bps"] == 700 and any(p["model"] == "gpt-5.4" for p in prices["prices"])  # type: ignore[index]
+
+
+def test_cli_errors_are_clear(running: tuple[str, Path]) -> None:
+    address, data = running
+    no_key = spendgate("keys", "list", env=env_for(address, data, SPENDGATE_MASTER_KEY=""))
+    assert no_key.returncode == 2 and "SPENDGATE_MASTER_KEY" in no_key.stderr
+    bad_key = spendgate("keys", "list", env=env_for(address, data, SPENDGATE_MASTER_KEY="sg_live_wrong"))
+    assert bad_key.returncode == 1 and "UNAUTHENTICATED" in bad_key.stderr
+    bad_money = spendgate("accounts", "create", "x", "--credit-usd", "0.0000001", env=env_for(address, data))
+    assert bad_money.returncode == 2 and "finer than one micro-USD" in bad_money.stderr
+    no_token = spendgate("accounts", "create", "x", env=env_for(address, data / "missing"))
+    assert no_token.returncode == 2 and "SPENDGATE_ADMIN_TOKEN" in no_token.stderr
