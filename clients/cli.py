@@ -63,7 +63,9 @@ def _admin_client() -> ControlPlaneClient:
     if not token:
         path = Path(os.environ.get("SPENDGATE_DATA_DIR", DEFAULT_DATA_DIR)) / "admin-token"
         if not path.exists():
-            raise UsageError(f"set SPENDGATE_ADMIN_TOKEN (or SPENDGATE_DATA_DIR to a data dir holding admin-token; {path} does not exist)")
+            raise UsageError(
+                f"set SPENDGATE_ADMIN_TOKEN (or SPENDGATE_DATA_DIR to a data dir holding admin-token; {path} does not exist)"
+            )
         token = path.read_text().strip()
     return ControlPlaneClient(_target(), token)
 
@@ -287,7 +289,9 @@ def cmd_prices(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spendgate", description="Self-hosted AI API gateway for per-user billing.")
+    parser = argparse.ArgumentParser(
+        prog="spendgate", description="Self-hosted AI API gateway for per-user billing."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def json_flag(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -300,7 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--host", default="127.0.0.1")
     cp.add_argument("--grpc-port", type=int, default=50051)
     cp.add_argument("--catalog", help="TOML price file merged over the built-in catalog")
-    cp.add_argument("--fee-bps", type=int, default=700, help="operator fee in basis points (default 700 = 7%%)")
+    cp.add_argument(
+        "--fee-bps", type=int, default=700, help="operator fee in basis points (default 700 = 7%%)"
+    )
     cp.set_defaults(func=cmd_controlplane)
 
     accounts = sub.add_parser("accounts", help="operator: accounts and wallets").add_subparsers(
@@ -348,8 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
     rev.set_defaults(func=cmd_keys_revoke)
 
     usage = json_flag(sub.add_parser("usage", help="per-key, per-model usage (SPENDGATE_MASTER_KEY)"))
-    usage.add_argument("--from", dest="from_ms", type=_time_ms, required=True, help="epoch ms or ISO date, UTC")
-    usage.add_argument("--to", dest="to_ms", type=_time_ms, required=True, help="epoch ms or ISO date, exclusive")
+    usage.add_argument(
+        "--from", dest="from_ms", type=_time_ms, required=True, help="epoch ms or ISO date, UTC"
+    )
+    usage.add_argument(
+        "--to", dest="to_ms", type=_time_ms, required=True, help="epoch ms or ISO date, exclusive"
+    )
     usage.set_defaults(func=cmd_usage)
 
     prices = json_flag(sub.add_parser("prices", help="the pricing catalog"))

@@ -33,7 +33,9 @@ class SpendgateRpcError(Exception):
         self.details = details
 
 
-def _call(fn: Callable[..., T], request: Any, metadata: Sequence[tuple[str, str]], timeout: float | None) -> T:
+def _call(
+    fn: Callable[..., T], request: Any, metadata: Sequence[tuple[str, str]], timeout: float | None
+) -> T:
     try:
         return fn(request, metadata=metadata, timeout=timeout)
     except grpc.RpcError as exc:
@@ -104,8 +106,12 @@ class ControlPlaneClient:
     def get_key(self, key_id: str) -> keys_pb2.Key:
         return self._do(self.keys.GetKey, keys_pb2.GetKeyRequest(key_id=key_id)).key
 
-    def list_keys(self, page_size: int = 0, page_token: str = "", include_revoked: bool = False) -> keys_pb2.ListKeysResponse:
-        request = keys_pb2.ListKeysRequest(page_size=page_size, page_token=page_token, include_revoked=include_revoked)
+    def list_keys(
+        self, page_size: int = 0, page_token: str = "", include_revoked: bool = False
+    ) -> keys_pb2.ListKeysResponse:
+        request = keys_pb2.ListKeysRequest(
+            page_size=page_size, page_token=page_token, include_revoked=include_revoked
+        )
         return self._do(self.keys.ListKeys, request)
 
     def iter_keys(self, include_revoked: bool = False) -> Iterator[keys_pb2.Key]:
@@ -148,7 +154,9 @@ class ControlPlaneClient:
     def get_usage(self, from_ms: int, to_ms: int) -> usage_pb2.GetUsageResponse:
         return self._do(self.usage.GetUsage, usage_pb2.GetUsageRequest(from_ms=from_ms, to_ms=to_ms))
 
-    def list_usage_events(self, key_id: str, page_size: int = 0, page_token: str = "") -> usage_pb2.ListUsageEventsResponse:
+    def list_usage_events(
+        self, key_id: str, page_size: int = 0, page_token: str = ""
+    ) -> usage_pb2.ListUsageEventsResponse:
         request = usage_pb2.ListUsageEventsRequest(key_id=key_id, page_size=page_size, page_token=page_token)
         return self._do(self.usage.ListUsageEvents, request)
 
@@ -166,7 +174,9 @@ class ControlPlaneClient:
         stream = self.keys.WatchKeys(keys_pb2.WatchKeysRequest(after_seq=after_seq), metadata=self._metadata)
         return stream  # type: ignore[no-any-return]
 
-    def reserve(self, key_id: str, request_id: str, amount_micros: int, ttl_ms: int = 0) -> usage_pb2.ReserveResponse:
+    def reserve(
+        self, key_id: str, request_id: str, amount_micros: int, ttl_ms: int = 0
+    ) -> usage_pb2.ReserveResponse:
         request = usage_pb2.ReserveRequest(
             key_id=key_id, request_id=request_id, amount_micros=amount_micros, ttl_ms=ttl_ms
         )

@@ -67,7 +67,12 @@ def usage_json(usage: usage_pb2.GetUsageResponse) -> dict[str, Any]:
                 "name": k.name,
                 **_totals(k),
                 "by_model": [
-                    {"model": m.model, "provider": m.provider, **_totals(m), "avg_latency_ms": m.avg_latency_ms}
+                    {
+                        "model": m.model,
+                        "provider": m.provider,
+                        **_totals(m),
+                        "avg_latency_ms": m.avg_latency_ms,
+                    }
                     for m in k.by_model
                 ],
             }

@@ -149,7 +149,9 @@ class Ledger:
             log.info("expired %d reservation(s) of key %s", len(stale), key.id)
         start = bounds(key.cap_period, now)[0]
         if start > key.period_start_ms:
-            conn.execute(keys.update().where(keys.c.id == key.id).values(spent_micros=0, period_start_ms=start))
+            conn.execute(
+                keys.update().where(keys.c.id == key.id).values(spent_micros=0, period_start_ms=start)
+            )
         key_row = conn.execute(select(keys).where(keys.c.id == key.id)).mappings().one()
         account_row = conn.execute(select(accounts).where(accounts.c.id == key.account_id)).mappings().one()
         return Key.from_row(key_row), Account.from_row(account_row)
@@ -217,7 +219,9 @@ class Ledger:
                     expires_ms=expires,
                 )
             )
-            self._move(conn, key_id, key.account_id, key_reserved=amount_micros, wallet_reserved=wallet_amount)
+            self._move(
+                conn, key_id, key.account_id, key_reserved=amount_micros, wallet_reserved=wallet_amount
+            )
             key, account = self._sweep_and_roll(conn, key, now)
             return self._outcome(key, account, None, expires, now)
 
@@ -241,9 +245,11 @@ class Ledger:
         started = s.started_ms or now
         with self._engine.begin() as conn:
             key = self._lock_key(conn, s.key_id)
-            previous = conn.execute(
-                select(usage_events).where(usage_events.c.request_id == s.request_id)
-            ).mappings().first()
+            previous = (
+                conn.execute(select(usage_events).where(usage_events.c.request_id == s.request_id))
+                .mappings()
+                .first()
+            )
             if previous is not None:
                 if previous["key_id"] != s.key_id:
                     raise InvalidArgument("request_id", "already settled for another key")

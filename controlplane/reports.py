@@ -83,7 +83,9 @@ class Reports:
                 totals = Totals(*(int(getattr(row, f)) for f in Totals.__dataclass_fields__))
                 entry = rollups.get(row.key_id) or KeyRollup(row.key_id, row.name, Totals(), [])
                 entry.by_model.append(ModelRollup(row.provider, row.model, totals))
-                rollups[row.key_id] = KeyRollup(entry.key_id, entry.name, entry.totals + totals, entry.by_model)
+                rollups[row.key_id] = KeyRollup(
+                    entry.key_id, entry.name, entry.totals + totals, entry.by_model
+                )
         return list(rollups.values())
 
     def events(self, key_id: str, size: int, token: str) -> Page[UsageEvent]:

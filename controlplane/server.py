@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from spendgate.v1 import admin_pb2, admin_pb2_grpc, keys_pb2, keys_pb2_grpc, usage_pb2, usage_pb2_grpc
 
 from controlplane import catalog
-from controlplane.auth import AuthInterceptor, Authenticator, Tokens
+from controlplane.auth import Authenticator, AuthInterceptor, Tokens
 from controlplane.keystore import KeyStore
 from controlplane.ledger import Ledger
 from controlplane.money import DEFAULT_FEE_BPS
@@ -91,11 +91,15 @@ class ControlPlane:
             futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
             interceptors=[AuthInterceptor(Authenticator(self.tokens, self.keystore))],
         )
-        keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyService(self.keystore, self.feed, clock), self.server)
+        keys_pb2_grpc.add_KeyServiceServicer_to_server(
+            KeyService(self.keystore, self.feed, clock), self.server
+        )
         usage_pb2_grpc.add_UsageServiceServicer_to_server(
             UsageService(self.engine, self.keystore, self.ledger, Reports(self.engine), clock), self.server
         )
-        admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(self.engine, self.keystore, clock), self.server)
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(
+            AdminService(self.engine, self.keystore, clock), self.server
+        )
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

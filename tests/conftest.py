@@ -106,7 +106,9 @@ def service(plane: ControlPlane) -> Iterator[ControlPlaneClient]:
 
 
 @pytest.fixture
-def new_account(plane: ControlPlane, admin: ControlPlaneClient) -> Iterator[Callable[..., ControlPlaneClient]]:
+def new_account(
+    plane: ControlPlane, admin: ControlPlaneClient
+) -> Iterator[Callable[..., ControlPlaneClient]]:
     """Factory: create an account and return a client holding its master key."""
     clients: list[ControlPlaneClient] = []
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-
 # The console script pip installed beside this interpreter: what a user runs.
 SPENDGATE = str(Path(sys.executable).with_name("spendgate"))
 
@@ -24,7 +23,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def spendgate(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def spendgate(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run the installed CLI the way a user would."""
     return subprocess.run(
         [SPENDGATE, *args],
@@ -35,7 +36,9 @@ def spendgate(*args: str, env: dict[str, str] | None = None, timeout: float = 60
     )
 
 
-def start_controlplane(data_dir: Path, extra: Sequence[str] = (), env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
+def start_controlplane(
+    data_dir: Path, extra: Sequence[str] = (), env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
     """Start `spendgate controlplane` and wait until its health check serves."""
     port = free_port()
     proc = subprocess.Popen(
@@ -58,7 +61,10 @@ def wait_serving(address: str, proc: subprocess.Popen[str], timeout: float = 30)
             if proc.poll() is not None:
                 raise RuntimeError(f"control plane exited: {proc.stdout.read() if proc.stdout else ''}")
             try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                if (
+                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
                     return
             except grpc.RpcError:
                 time.sleep(0.1)

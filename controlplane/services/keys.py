@@ -32,7 +32,9 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
     def _pb(self, key: Key) -> keys_pb2.Key:
         return convert.key_to_pb(key, self._clock())
 
-    def CreateKey(self, request: keys_pb2.CreateKeyRequest, context: grpc.ServicerContext) -> keys_pb2.CreateKeyResponse:
+    def CreateKey(
+        self, request: keys_pb2.CreateKeyRequest, context: grpc.ServicerContext
+    ) -> keys_pb2.CreateKeyResponse:
         spec = KeySpec(
             name=request.name,
             scope=convert.scope_from(request.scope),
@@ -45,16 +47,26 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
         key, secret = self._keys.create_key(auth.current_account(), spec)
         return keys_pb2.CreateKeyResponse(key=self._pb(key), secret=secret)
 
-    def GetKey(self, request: keys_pb2.GetKeyRequest, context: grpc.ServicerContext) -> keys_pb2.GetKeyResponse:
-        return keys_pb2.GetKeyResponse(key=self._pb(self._keys.get_key(auth.current_account(), request.key_id)))
+    def GetKey(
+        self, request: keys_pb2.GetKeyRequest, context: grpc.ServicerContext
+    ) -> keys_pb2.GetKeyResponse:
+        return keys_pb2.GetKeyResponse(
+            key=self._pb(self._keys.get_key(auth.current_account(), request.key_id))
+        )
 
-    def ListKeys(self, request: keys_pb2.ListKeysRequest, context: grpc.ServicerContext) -> keys_pb2.ListKeysResponse:
+    def ListKeys(
+        self, request: keys_pb2.ListKeysRequest, context: grpc.ServicerContext
+    ) -> keys_pb2.ListKeysResponse:
         page = self._keys.list_keys(
             auth.current_account(), request.page_size, request.page_token, request.include_revoked
         )
-        return keys_pb2.ListKeysResponse(keys=[self._pb(k) for k in page.items], next_page_token=page.next_token)
+        return keys_pb2.ListKeysResponse(
+            keys=[self._pb(k) for k in page.items], next_page_token=page.next_token
+        )
 
-    def UpdateKey(self, request: keys_pb2.UpdateKeyRequest, context: grpc.ServicerContext) -> keys_pb2.UpdateKeyResponse:
+    def UpdateKey(
+        self, request: keys_pb2.UpdateKeyRequest, context: grpc.ServicerContext
+    ) -> keys_pb2.UpdateKeyResponse:
         update = KeyUpdate(
             name=request.name if request.HasField("name") else None,
             cap_micros=request.cap_micros if request.HasField("cap_micros") else None,
@@ -68,12 +80,16 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
         key = self._keys.update_key(auth.current_account(), request.key_id, update)
         return keys_pb2.UpdateKeyResponse(key=self._pb(key))
 
-    def RevokeKey(self, request: keys_pb2.RevokeKeyRequest, context: grpc.ServicerContext) -> keys_pb2.RevokeKeyResponse:
+    def RevokeKey(
+        self, request: keys_pb2.RevokeKeyRequest, context: grpc.ServicerContext
+    ) -> keys_pb2.RevokeKeyResponse:
         return keys_pb2.RevokeKeyResponse(
             key=self._pb(self._keys.revoke_key(auth.current_account(), request.key_id))
         )
 
-    def LookupKey(self, request: keys_pb2.LookupKeyRequest, context: grpc.ServicerContext) -> keys_pb2.LookupKeyResponse:
+    def LookupKey(
+        self, request: keys_pb2.LookupKeyRequest, context: grpc.ServicerContext
+    ) -> keys_pb2.LookupKeyResponse:
         if len(request.secret_sha256) != 32:
             raise InvalidArgument("secret_sha256", "must be the 32-byte SHA-256 digest of the secret")
         key = self._keys.lookup(request.secret_sha256)

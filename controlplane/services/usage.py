@@ -16,15 +16,21 @@ from controlplane.services import convert
 
 
 class UsageService(usage_pb2_grpc.UsageServiceServicer):
-    def __init__(self, engine: Engine, keystore: KeyStore, ledger: Ledger, reports: Reports, clock: Clock) -> None:
+    def __init__(
+        self, engine: Engine, keystore: KeyStore, ledger: Ledger, reports: Reports, clock: Clock
+    ) -> None:
         self._engine = engine
         self._keys = keystore
         self._ledger = ledger
         self._reports = reports
         self._clock = clock
 
-    def Reserve(self, request: usage_pb2.ReserveRequest, context: grpc.ServicerContext) -> usage_pb2.ReserveResponse:
-        outcome = self._ledger.reserve(request.key_id, request.request_id, request.amount_micros, request.ttl_ms)
+    def Reserve(
+        self, request: usage_pb2.ReserveRequest, context: grpc.ServicerContext
+    ) -> usage_pb2.ReserveResponse:
+        outcome = self._ledger.reserve(
+            request.key_id, request.request_id, request.amount_micros, request.ttl_ms
+        )
         response = usage_pb2.ReserveResponse(
             granted=outcome.granted,
             reason=convert.REFUSALS[outcome.refusal] if outcome.refusal else 0,
@@ -40,7 +46,9 @@ class UsageService(usage_pb2_grpc.UsageServiceServicer):
             response.remaining_micros = outcome.key.remaining_micros
         return response
 
-    def Settle(self, request: usage_pb2.SettleRequest, context: grpc.ServicerContext) -> usage_pb2.SettleResponse:
+    def Settle(
+        self, request: usage_pb2.SettleRequest, context: grpc.ServicerContext
+    ) -> usage_pb2.SettleResponse:
         if not request.provider:
             raise InvalidArgument("provider", "must not be empty")
         if not request.model:
@@ -62,10 +70,14 @@ class UsageService(usage_pb2_grpc.UsageServiceServicer):
         )
         return usage_pb2.SettleResponse(event=convert.event_to_pb(event), duplicate=duplicate)
 
-    def Release(self, request: usage_pb2.ReleaseRequest, context: grpc.ServicerContext) -> usage_pb2.ReleaseResponse:
+    def Release(
+        self, request: usage_pb2.ReleaseRequest, context: grpc.ServicerContext
+    ) -> usage_pb2.ReleaseResponse:
         return usage_pb2.ReleaseResponse(released=self._ledger.release(request.request_id))
 
-    def GetUsage(self, request: usage_pb2.GetUsageRequest, context: grpc.ServicerContext) -> usage_pb2.GetUsageResponse:
+    def GetUsage(
+        self, request: usage_pb2.GetUsageRequest, context: grpc.ServicerContext
+    ) -> usage_pb2.GetUsageResponse:
         rollups = self._reports.usage(auth.current_account(), request.from_ms, request.to_ms)
         return usage_pb2.GetUsageResponse(
             by_key=[
@@ -98,7 +110,9 @@ class UsageService(usage_pb2_grpc.UsageServiceServicer):
             next_page_token=page.next_token,
         )
 
-    def ListPrices(self, request: usage_pb2.ListPricesRequest, context: grpc.ServicerContext) -> usage_pb2.ListPricesResponse:
+    def ListPrices(
+        self, request: usage_pb2.ListPricesRequest, context: grpc.ServicerContext
+    ) -> usage_pb2.ListPricesResponse:
         if request.at_ms < 0:
             raise InvalidArgument("at_ms", "must not be negative")
         with self._engine.connect() as conn:

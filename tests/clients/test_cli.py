@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from spendgate.v1 import usage_pb2
 
 from clients.client import ControlPlaneClient
-from spendgate.v1 import usage_pb2
 from tests.support import spendgate, start_controlplane, stop
 
 
@@ -25,7 +25,12 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
 
 
 def env_for(address: str, data: Path, **extra: str) -> dict[str, str]:
-    return {"SPENDGATE_CONTROLPLANE": address, "SPENDGATE_DATA_DIR": str(data), "SPENDGATE_ADMIN_TOKEN": "", **extra}
+    return {
+        "SPENDGATE_CONTROLPLANE": address,
+        "SPENDGATE_DATA_DIR": str(data),
+        "SPENDGATE_ADMIN_TOKEN": "",
+        **extra,
+    }
 
 
 def run_json(*args: str, env: dict[str, str]) -> object:
@@ -50,7 +55,9 @@ def test_account_keys_and_usage_round_trip(running: tuple[str, Path]) -> None:
     assert master_secret.startswith("sg_live_")
     env["SPENDGATE_MASTER_KEY"] = master_secret
 
-    minted = run_json("keys", "mint", "user_42", "--cap-usd", "5", "--meta", "user=42", "--model", "gpt-4o-mini", env=env)
+    minted = run_json(
+        "keys", "mint", "user_42", "--cap-usd", "5", "--meta", "user=42", "--model", "gpt-4o-mini", env=env
+    )
     assert minted["max_spend_usd"] == "5" and minted["max_spend_micros"] == 5_000_000  # type: ignore[index]
     assert minted["secret"].startswith("sg_live_") and minted["metadata"] == {"user": "42"}  # type: ignore[index]
     key_id = minted["id"]  # type: ignore[index]
@@ -65,14 +72,19 @@ def test_account_keys_and_usage_round_trip(running: tuple[str, Path]) -> None:
     with ControlPlaneClient(address, (data / "service-token").read_text().strip()) as service:
         service.settle(
             usage_pb2.SettleRequest(
-                request_id="cli-1", key_id=key_id, provider="openai", model="gpt-4o-mini",
+                request_id="cli-1",
+                key_id=key_id,
+                provider="openai",
+                model="gpt-4o-mini",
                 units=usage_pb2.Units(input_tokens=1000, output_tokens=1000),
             )
         )
     now = int(time.time() * 1000)
     usage = run_json("usage", "--from", str(now - 60_000), "--to", str(now + 60_000), env=env)
     (row,) = usage["by_key"]  # type: ignore[index]
-    assert row["key_id"] == key_id and row["cost_micros"] == 750 and row["by_model"][0]["model"] == "gpt-4o-mini"
+    assert (
+        row["key_id"] == key_id and row["cost_micros"] == 750 and row["by_model"][0]["model"] == "gpt-4o-mini"
+    )
     got = run_json("keys", "get", key_id, env=env)
     assert got["spent_micros"] == 750 and got["remaining_micros"] == 7_500_000 - 750  # type: ignore[index]
 

@@ -6,11 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from spendgate.v1 import usage_pb2
 
 from clients.client import ControlPlaneClient
 from controlplane import catalog
 from controlplane.server import ControlPlane
-from spendgate.v1 import usage_pb2
 from tests.conftest import FakeClock
 
 
@@ -60,9 +60,18 @@ max_output_tokens = 4096
     ("body", "problem"),
     [
         ('[[model]]\nprovider="x"\nname="y"\ninput_micros_per_mtok=1\n', "missing output_micros_per_mtok"),
-        ('[[model]]\nprovider="x"\nname="y"\ninput_micros_per_mtok=1.5\noutput_micros_per_mtok=1\n', "input_micros_per_mtok"),
-        ('[[model]]\nprovider="x"\nname="y"\ninput_micros_per_mtok=-1\noutput_micros_per_mtok=1\n', "non-negative"),
-        ('[[model]]\nprovider="x"\nname="y"\ninput_micros_per_mtok=1\noutput_micros_per_mtok=1\nprice=3\n', "unknown field"),
+        (
+            '[[model]]\nprovider="x"\nname="y"\ninput_micros_per_mtok=1.5\noutput_micros_per_mtok=1\n',
+            "input_micros_per_mtok",
+        ),
+        (
+            '[[model]]\nprovider="x"\nname="y"\ninput_micros_per_mtok=-1\noutput_micros_per_mtok=1\n',
+            "non-negative",
+        ),
+        (
+            '[[model]]\nprovider="x"\nname="y"\ninput_micros_per_mtok=1\noutput_micros_per_mtok=1\nprice=3\n',
+            "unknown field",
+        ),
         ("model = 3\n", "array of tables"),
         ("[[model\n", "prices.toml"),
     ],
@@ -83,13 +92,18 @@ def test_restart_with_changed_catalog_adds_an_effective_dated_row(
     with ControlPlaneClient(first.address, first.tokens.service) as service:
         old = service.settle(
             usage_pb2.SettleRequest(
-                request_id="r1", key_id=key.id, provider="openai", model="gpt-4o-mini",
+                request_id="r1",
+                key_id=key.id,
+                provider="openai",
+                model="gpt-4o-mini",
                 units=usage_pb2.Units(input_tokens=1_000_000),
             )
         ).event
         # An operator re-price through the API must survive restarts.
         clock.advance(10)
-        admin_price = usage_pb2.Price(provider="acme", model="api-only", input_micros_per_mtok=9, output_micros_per_mtok=9)
+        admin_price = usage_pb2.Price(
+            provider="acme", model="api-only", input_micros_per_mtok=9, output_micros_per_mtok=9
+        )
         ControlPlaneClient(first.address, first.tokens.admin).upsert_price(admin_price)
     first.stop(grace=0)
     clock.advance(1000)
@@ -107,7 +121,9 @@ def test_restart_with_changed_catalog_adds_an_effective_dated_row(
     )
     repriced = make_plane(db_url, catalog_file=extra)
     with repriced.engine.connect() as conn:
-        history = [p for p in catalog.listing(conn, clock(), include_history=True) if p.model == "gpt-4o-mini"]
+        history = [
+            p for p in catalog.listing(conn, clock(), include_history=True) if p.model == "gpt-4o-mini"
+        ]
         assert [p.input_micros_per_mtok for p in history] == [150_000, 200_000]
         assert catalog.lookup(conn, "acme", "api-only", clock()) is not None
     with ControlPlaneClient(repriced.address, created.master_key_secret) as master:

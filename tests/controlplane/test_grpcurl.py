@@ -39,18 +39,24 @@ def test_grpcurl_lists_and_calls_services_through_reflection(plane: ControlPlane
     assert json.loads(health.stdout)["status"] == "SERVING"
 
     created = grpcurl(
-        "-H", f"authorization: Bearer {plane.tokens.admin}",
-        "-d", '{"name": "from-grpcurl", "initial_credit_micros": "5000000"}',
-        plane.address, "spendgate.v1.AdminService/CreateAccount",
+        "-H",
+        f"authorization: Bearer {plane.tokens.admin}",
+        "-d",
+        '{"name": "from-grpcurl", "initial_credit_micros": "5000000"}',
+        plane.address,
+        "spendgate.v1.AdminService/CreateAccount",
     )
     assert created.returncode == 0, created.stderr
     body = json.loads(created.stdout)
     assert body["account"]["credit_micros"] == "5000000" and body["master_key_secret"].startswith("sg_live_")
 
     minted = grpcurl(
-        "-H", f"authorization: Bearer {body['master_key_secret']}",
-        "-d", '{"name": "user_1", "cap_micros": "1000000"}',
-        plane.address, "spendgate.v1.KeyService/CreateKey",
+        "-H",
+        f"authorization: Bearer {body['master_key_secret']}",
+        "-d",
+        '{"name": "user_1", "cap_micros": "1000000"}',
+        plane.address,
+        "spendgate.v1.KeyService/CreateKey",
     )
     assert json.loads(minted.stdout)["key"]["cap_micros"] == "1000000"
 

@@ -9,10 +9,10 @@ from collections.abc import Callable
 
 import grpc
 import pytest
+from spendgate.v1 import keys_pb2
 
 from clients.client import ControlPlaneClient, SpendgateRpcError
 from controlplane.server import ControlPlane
-from spendgate.v1 import keys_pb2
 
 
 def rpc_error(fn: Callable[[], object]) -> SpendgateRpcError:
@@ -79,11 +79,19 @@ def test_list_keys_hides_revoked_unless_asked(master: ControlPlaneClient) -> Non
 def test_update_key_changes_only_what_is_set(master: ControlPlaneClient) -> None:
     key, _ = master.create_key("u", cap_micros=1_000_000, allowed_models=["gpt-4o-mini"])
     raised = master.update_key(key.id, cap_micros=2_000_000)
-    assert raised.cap_micros == 2_000_000 and raised.name == "u" and list(raised.allowed_models) == ["gpt-4o-mini"]
+    assert (
+        raised.cap_micros == 2_000_000
+        and raised.name == "u"
+        and list(raised.allowed_models) == ["gpt-4o-mini"]
+    )
     renamed = master.update_key(key.id, name="renamed", allowed_models=[])
-    assert renamed.name == "renamed" and list(renamed.allowed_models) == [] and renamed.cap_micros == 2_000_000
+    assert (
+        renamed.name == "renamed" and list(renamed.allowed_models) == [] and renamed.cap_micros == 2_000_000
+    )
     uncapped = master.update_key(key.id, remove_cap=True, strict=True)
-    assert not uncapped.HasField("cap_micros") and not uncapped.HasField("remaining_micros") and uncapped.strict
+    assert (
+        not uncapped.HasField("cap_micros") and not uncapped.HasField("remaining_micros") and uncapped.strict
+    )
 
 
 def test_revoked_key_cannot_authenticate_or_be_updated(
@@ -111,9 +119,12 @@ def test_another_accounts_key_is_not_found(new_account: Callable[..., ControlPla
     ):
         err = rpc_error(call)
         assert err.code == grpc.StatusCode.NOT_FOUND
-        assert rpc_error(lambda: alice.get_key("key_doesnotexist")).details.replace(
-            "key_doesnotexist", bobs_key.id
-        ) == err.details
+        assert (
+            rpc_error(lambda: alice.get_key("key_doesnotexist")).details.replace(
+                "key_doesnotexist", bobs_key.id
+            )
+            == err.details
+        )
     assert bobs_key.id not in [k.id for k in alice.iter_keys(include_revoked=True)]
     assert not bob.get_key(bobs_key.id).revoked
 
@@ -166,7 +177,9 @@ def test_roles_are_enforced(
         (lambda m: m.get_usage(-1, 5), "from_ms"),
     ],
 )
-def test_bad_arguments_name_the_field(master: ControlPlaneClient, call: Callable[..., object], field: str) -> None:
+def test_bad_arguments_name_the_field(
+    master: ControlPlaneClient, call: Callable[..., object], field: str
+) -> None:
     err = rpc_error(lambda: call(master))
     assert err.code == grpc.StatusCode.INVALID_ARGUMENT
     assert err.details.startswith(field + ":"), err.details
@@ -183,7 +196,10 @@ def test_lookup_key_by_secret_digest(master: ControlPlaneClient, service: Contro
     key, secret = master.create_key("u", allowed_models=["gpt-4o"])
     found = service.lookup_key(hashlib.sha256(secret.encode()).digest())
     assert found.id == key.id and list(found.allowed_models) == ["gpt-4o"]
-    assert rpc_error(lambda: service.lookup_key(hashlib.sha256(b"other").digest())).code == grpc.StatusCode.NOT_FOUND
+    assert (
+        rpc_error(lambda: service.lookup_key(hashlib.sha256(b"other").digest())).code
+        == grpc.StatusCode.NOT_FOUND
+    )
     err = rpc_error(lambda: service.lookup_key(b"short"))
     assert err.code == grpc.StatusCode.INVALID_ARGUMENT and err.details.startswith("secret_sha256:")
 

@@ -44,7 +44,8 @@ def test_usd_round_trips_exactly(micros: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "micros"), [("5", 5_000_000), ("0.000001", 1), ("1.5", 1_500_000), ("20.00", 20_000_000), (" 3 ", 3_000_000)]
+    ("text", "micros"),
+    [("5", 5_000_000), ("0.000001", 1), ("1.5", 1_500_000), ("20.00", 20_000_000), (" 3 ", 3_000_000)],
 )
 def test_parse_usd(text: str, micros: int) -> None:
     assert parse_usd(text) == micros

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+from spendgate.v1 import keys_pb2
 
 from clients.client import ControlPlaneClient
-from spendgate.v1 import keys_pb2
 from tests.support import start_controlplane, stop
 
 pytestmark = pytest.mark.postgres
@@ -22,7 +22,10 @@ CAP = 3_000
 
 
 def test_caps_hold_across_two_control_planes(pg_database: str, tmp_path: Path) -> None:
-    env = {"SPENDGATE_ADMIN_TOKEN": "admin-" + uuid.uuid4().hex, "SPENDGATE_SERVICE_TOKEN": "svc-" + uuid.uuid4().hex}
+    env = {
+        "SPENDGATE_ADMIN_TOKEN": "admin-" + uuid.uuid4().hex,
+        "SPENDGATE_SERVICE_TOKEN": "svc-" + uuid.uuid4().hex,
+    }
     a, addr_a = start_controlplane(tmp_path / "a", ["--db", pg_database], env)
     b, addr_b = start_controlplane(tmp_path / "b", ["--db", pg_database], env)
     try:

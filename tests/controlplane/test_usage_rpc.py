@@ -7,16 +7,18 @@ from collections.abc import Callable
 
 import grpc
 import pytest
+from spendgate.v1 import usage_pb2
 
 from clients.client import ControlPlaneClient, SpendgateRpcError
-from spendgate.v1 import usage_pb2
 from tests.conftest import FakeClock
 
 # gpt-4o-mini in the built-in catalog: input 150_000, cached 75_000, output 600_000 micros per Mtok.
 MINI = ("openai", "gpt-4o-mini")
 
 
-def settle_request(key_id: str, request_id: str, inp: int = 1000, out: int = 500, **extra: object) -> usage_pb2.SettleRequest:
+def settle_request(
+    key_id: str, request_id: str, inp: int = 1000, out: int = 500, **extra: object
+) -> usage_pb2.SettleRequest:
     provider, model = extra.pop("model", MINI)  # type: ignore[misc]
     return usage_pb2.SettleRequest(
         request_id=request_id,
@@ -73,7 +75,9 @@ def test_request_id_cannot_be_reused_for_another_key(
     service.reserve(a.id, "shared", 10)
     with pytest.raises(SpendgateRpcError) as info:
         service.reserve(b.id, "shared", 10)
-    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT and info.value.details.startswith("request_id:")
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT and info.value.details.startswith(
+        "request_id:"
+    )
 
 
 def test_admits_while_budget_remains_then_refuses_with_numbers(
@@ -90,14 +94,18 @@ def test_admits_while_budget_remains_then_refuses_with_numbers(
     assert master.get_key(key.id).reserved_micros == 5_800  # the refusal held nothing
 
 
-def test_strict_key_needs_the_whole_estimate_to_fit(master: ControlPlaneClient, service: ControlPlaneClient) -> None:
+def test_strict_key_needs_the_whole_estimate_to_fit(
+    master: ControlPlaneClient, service: ControlPlaneClient
+) -> None:
     key, _ = master.create_key("u", cap_micros=1_000, strict=True)
     assert service.reserve(key.id, "r1", 800).granted
     assert not service.reserve(key.id, "r2", 201).granted
     assert service.reserve(key.id, "r3", 200).granted
 
 
-def test_zero_cap_refuses_everything_and_no_cap_admits(master: ControlPlaneClient, service: ControlPlaneClient) -> None:
+def test_zero_cap_refuses_everything_and_no_cap_admits(
+    master: ControlPlaneClient, service: ControlPlaneClient
+) -> None:
     zero, _ = master.create_key("zero", cap_micros=0)
     assert not service.reserve(zero.id, "z", 1).granted
     free, _ = master.create_key("uncapped")
@@ -157,9 +165,13 @@ def test_sweeper_expires_leases_without_traffic(
     assert master.get_key(key.id).reserved_micros == 0
 
 
-def test_daily_cap_resets_at_utc_midnight(master: ControlPlaneClient, service: ControlPlaneClient, clock: FakeClock) -> None:
+def test_daily_cap_resets_at_utc_midnight(
+    master: ControlPlaneClient, service: ControlPlaneClient, clock: FakeClock
+) -> None:
     key, _ = master.create_key("u", cap_micros=1_000, cap_period="daily")
-    assert key.period_reset_ms > key.period_start_ms and key.period_reset_ms - key.period_start_ms == 86_400_000
+    assert (
+        key.period_reset_ms > key.period_start_ms and key.period_reset_ms - key.period_start_ms == 86_400_000
+    )
     service.reserve(key.id, "r1", 100)
     service.settle(settle_request(key.id, "r1", inp=1000, out=2000))  # 150 + 1200 = 1350 > cap
     assert not service.reserve(key.id, "r2", 1).granted
@@ -183,7 +195,10 @@ def test_settle_prices_cached_and_cache_write_tokens_by_their_own_columns(
             units={"cached_input_tokens": 1000, "cache_write_tokens": 2000},
         )
     ).event
-    assert event.cost_micros == (10 * 3_000_000 + 100 * 15_000_000 + 1000 * 300_000 + 2000 * 3_750_000) // 1_000_000
+    assert (
+        event.cost_micros
+        == (10 * 3_000_000 + 100 * 15_000_000 + 1000 * 300_000 + 2000 * 3_750_000) // 1_000_000
+    )
 
 
 @pytest.mark.parametrize(
@@ -197,7 +212,10 @@ def test_settle_prices_cached_and_cache_write_tokens_by_their_own_columns(
     ],
 )
 def test_bad_settlements_are_refused_and_change_nothing(
-    master: ControlPlaneClient, service: ControlPlaneClient, mutate: Callable[[usage_pb2.SettleRequest], None], field: str
+    master: ControlPlaneClient,
+    service: ControlPlaneClient,
+    mutate: Callable[[usage_pb2.SettleRequest], None],
+    field: str,
 ) -> None:
     key, _ = master.create_key("u", cap_micros=1_000_000)
     service.reserve(key.id, "r", 5_000)
@@ -205,7 +223,9 @@ def test_bad_settlements_are_refused_and_change_nothing(
     mutate(request)
     with pytest.raises(SpendgateRpcError) as info:
         service.settle(request)
-    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT and info.value.details.startswith(field), info.value.details
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT and info.value.details.startswith(field), (
+        info.value.details
+    )
     after = master.get_key(key.id)
     assert (after.spent_micros, after.reserved_micros) == (0, 5_000)
     assert not master.list_usage_events(key.id).events
@@ -213,7 +233,12 @@ def test_bad_settlements_are_refused_and_change_nothing(
 
 @pytest.mark.parametrize(
     ("args", "field"),
-    [(("", 1), "request_id"), (("r", -1), "amount_micros"), (("r", 1, -5), "ttl_ms"), (("x" * 101, 1), "request_id")],
+    [
+        (("", 1), "request_id"),
+        (("r", -1), "amount_micros"),
+        (("r", 1, -5), "ttl_ms"),
+        (("x" * 101, 1), "request_id"),
+    ],
 )
 def test_bad_reservations_name_the_field(
     master: ControlPlaneClient, service: ControlPlaneClient, args: tuple[object, ...], field: str
@@ -241,7 +266,14 @@ def test_get_usage_rolls_up_per_key_and_model_for_the_callers_keys_only(
     service.settle(settle_request(a1.id, "e1", inp=1000, out=100, latency_ms=100))
     service.settle(settle_request(a1.id, "e2", inp=3000, out=300, latency_ms=300))
     service.settle(
-        settle_request(a1.id, "e3", inp=10, out=10, model=("anthropic", "claude-haiku-4-5"), units={"cached_input_tokens": 90})
+        settle_request(
+            a1.id,
+            "e3",
+            inp=10,
+            out=10,
+            model=("anthropic", "claude-haiku-4-5"),
+            units={"cached_input_tokens": 90},
+        )
     )
     service.settle(settle_request(a2.id, "e4", inp=5, out=5))
     service.settle(settle_request(b1.id, "e5", inp=7, out=7))
@@ -255,7 +287,11 @@ def test_get_usage_rolls_up_per_key_and_model_for_the_callers_keys_only(
     mini = models[MINI]
     assert (mini.requests, mini.input_tokens, mini.output_tokens, mini.avg_latency_ms) == (2, 4000, 400, 200)
     events = alice.list_usage_events(a1.id).events
-    assert row.cost_micros == sum(e.cost_micros for e in events) == mini.cost_micros + models[("anthropic", "claude-haiku-4-5")].cost_micros
+    assert (
+        row.cost_micros
+        == sum(e.cost_micros for e in events)
+        == mini.cost_micros + models[("anthropic", "claude-haiku-4-5")].cost_micros
+    )
     assert row.fee_micros == sum(e.fee_micros for e in events)
     # The range is [from, to): an empty window has nothing.
     assert not alice.get_usage(clock() + 10_000, clock() + 20_000).by_key
@@ -291,17 +327,26 @@ def test_list_prices_and_effective_dated_upsert(
     assert before.cost_micros == 150_000
     clock.advance(1000)
     repriced = admin.upsert_price(
-        usage_pb2.Price(provider="openai", model="gpt-4o-mini", input_micros_per_mtok=300_000, output_micros_per_mtok=600_000)
+        usage_pb2.Price(
+            provider="openai",
+            model="gpt-4o-mini",
+            input_micros_per_mtok=300_000,
+            output_micros_per_mtok=600_000,
+        )
     )
     assert repriced.effective_from_ms == clock() or abs(repriced.effective_from_ms - clock()) < 1000
     clock.advance(1000)
     after = service.settle(settle_request(key.id, "new", inp=1_000_000, out=0)).event
     assert after.cost_micros == 300_000
     # An event that started before the change is priced with the old row.
-    backdated = service.settle(settle_request(key.id, "late", inp=1_000_000, out=0, started_ms=before.ts_ms)).event
+    backdated = service.settle(
+        settle_request(key.id, "late", inp=1_000_000, out=0, started_ms=before.ts_ms)
+    ).event
     assert backdated.cost_micros == 150_000
     history = [p for p in master.list_prices(include_history=True).prices if (p.provider, p.model) == MINI]
     assert [p.input_micros_per_mtok for p in history] == [150_000, 300_000]
     with pytest.raises(SpendgateRpcError) as info:
         admin.upsert_price(usage_pb2.Price(provider="openai", model="", input_micros_per_mtok=1))
-    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT and info.value.details.startswith("price.model")
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT and info.value.details.startswith(
+        "price.model"
+    )
