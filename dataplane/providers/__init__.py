@@ -1,0 +1,1 @@
+"""One module per provider family: sans-IO usage parsers and request helpers."""

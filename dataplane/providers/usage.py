@@ -1,0 +1,45 @@
+"""What a provider response says it consumed, and the sans-IO parser protocol.
+
+Counters are `int | None`: None means "not reported", which is not 0. Input
+kinds are disjoint, already normalised per provider: `input_tokens` is what is
+billed at the full input rate (OpenAI's prompt_tokens minus cached and
+cache-write tokens; Anthropic's input_tokens as is), `cached_input_tokens` the
+cache reads, `cache_write_tokens` the cache writes. `reasoning_tokens` is part
+of `output_tokens` and kept for reporting only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_input_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    # True when the counts were estimated (e.g. from delivered text) rather than reported.
+    estimated: bool = False
+    # True when the response reached its terminal event / was a complete JSON body.
+    complete: bool = False
+    # UTF-8 bytes of output text delivered (content, reasoning, tool arguments), for
+    # estimating an aborted stream's output when the provider never reported it.
+    delivered_text_bytes: int = 0
+
+
+class UsageParser(Protocol):
+    """One instance per response. Fed raw response body bytes in order; no I/O.
+
+    `feed` returns the bytes to pass on to the client (usually exactly what it
+    was given; a parser may hold back part of an SSE event until it is whole,
+    or drop an event the gateway injected). `flush` returns whatever is still
+    held when the body ends. `close` returns the usage seen. None of them
+    raises on malformed input."""
+
+    def feed(self, data: bytes) -> bytes: ...
+
+    def flush(self) -> bytes: ...
+
+    def close(self) -> Usage: ...
