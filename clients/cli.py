@@ -142,6 +142,54 @@ def cmd_controlplane(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dataplane(args: argparse.Namespace) -> int:
+    from dataplane.serve import serve
+
+    env = {"SPENDGATE_CONTROLPLANE": args.controlplane}
+    print(f"spendgate data plane: http://{args.host}:{args.http_port} ({args.workers} worker(s))", flush=True)
+    return serve(args.host, args.http_port, args.workers, env)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from controlplane.server import Config, ControlPlane
+    from dataplane.serve import serve
+
+    data_dir = Path(args.data_dir)
+    plane = ControlPlane(
+        Config(
+            data_dir=data_dir,
+            db_url=args.db or "",
+            host=args.host,
+            grpc_port=args.grpc_port,
+            catalog_file=Path(args.catalog) if args.catalog else None,
+            fee_bps=args.fee_bps,
+        )
+    )
+    plane.start()
+    base = f"http://{args.host}:{args.http_port}"
+    print(f"spendgate is up: HTTP {base} ({args.workers} worker(s)), gRPC {plane.address}", flush=True)
+    if not plane.config.admin_token:
+        print(f"admin token: {plane.admin_token_file}", flush=True)
+    print(
+        f"next: export SPENDGATE_CONTROLPLANE={plane.address} SPENDGATE_DATA_DIR={data_dir}; "
+        "spendgate accounts create my-app --credit-usd 20 --json",
+        flush=True,
+    )
+    env = {"SPENDGATE_CONTROLPLANE": plane.address, "SPENDGATE_SERVICE_TOKEN": plane.tokens.service}
+    try:
+        return serve(args.host, args.http_port, args.workers, env)
+    finally:
+        plane.stop()
+        print("spendgate stopped", flush=True)
+
+
+def cmd_mock_upstream(args: argparse.Namespace) -> int:
+    from dataplane import mock_upstream
+
+    mock_upstream.main(args.rest)
+    return 0
+
+
 def cmd_accounts_create(args: argparse.Namespace) -> int:
     with _admin_client() as client:
         r = client.create_account(args.name, args.credit_usd)
@@ -309,6 +357,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cp.set_defaults(func=cmd_controlplane)
 
+    dp = sub.add_parser("dataplane", help="run data-plane workers (HTTP) against a control plane")
+    dp.add_argument("--controlplane", default=os.environ.get("SPENDGATE_CONTROLPLANE", DEFAULT_TARGET))
+    dp.add_argument("--host", default="127.0.0.1")
+    dp.add_argument("--http-port", type=int, default=8080)
+    dp.add_argument("--workers", type=int, default=1)
+    dp.set_defaults(func=cmd_dataplane)
+
+    up = sub.add_parser("up", help="the embedded default: control plane + data-plane workers")
+    up.add_argument("--data-dir", default=os.environ.get("SPENDGATE_DATA_DIR", DEFAULT_DATA_DIR))
+    up.add_argument("--db", help="database URL (default: SQLite in the data dir)")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--http-port", type=int, default=8080)
+    up.add_argument("--grpc-port", type=int, default=50051)
+    up.add_argument("--workers", type=int, default=1)
+    up.add_argument("--catalog", help="TOML price file merged over the built-in catalog")
+    up.add_argument("--fee-bps", type=int, default=700)
+    up.set_defaults(func=cmd_up)
+
+    mock = sub.add_parser("mock-upstream", help="a fake OpenAI/Anthropic server for tests and demos", add_help=False)
+    mock.add_argument("rest", nargs=argparse.REMAINDER)
+    mock.set_defaults(func=cmd_mock_upstream)
+
     accounts = sub.add_parser("accounts", help="operator: accounts and wallets").add_subparsers(
         dest="action", required=True
     )
@@ -370,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    serving = args.command == "controlplane"
+    serving = args.command in ("controlplane", "dataplane", "up", "mock-upstream")
     logging.basicConfig(
         level=logging.INFO if serving else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -1,0 +1,126 @@
+"""The data-plane ASGI app: routes, and a lifespan that owns the worker's
+control-plane channel, key cache, budget, catalog and upstream client."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from spendgate.v1 import keys_pb2_grpc, usage_pb2_grpc
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from dataplane import pricing, proxy, rest
+from dataplane.auth import authenticate
+from dataplane.budget import GrpcBudget
+from dataplane.config import Settings
+from dataplane.errors import Family, GatewayError, error_response
+from dataplane.forward import HttpxUpstream
+from dataplane.keycache import KeyCache
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings.from_env()
+    state: dict[str, Any] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        channel = grpc.aio.insecure_channel(settings.controlplane)
+        metadata = (("authorization", f"Bearer {settings.service_token}"),)
+        keys = KeyCache(keys_pb2_grpc.KeyServiceStub(channel), metadata, settings.key_cache_ttl_seconds)
+        usage_stub = usage_pb2_grpc.UsageServiceStub(channel)
+        budget = GrpcBudget(usage_stub, metadata, settings.reservation_ttl_ms)
+        catalog = pricing.Catalog()
+        upstream = HttpxUpstream(settings.upstream_connect_timeout, settings.upstream_read_timeout)
+        state["gateway"] = proxy.Gateway(settings, keys, budget, catalog, upstream)
+        state["health"] = health_pb2_grpc.HealthStub(channel)
+        state["rest"] = rest.KeysApi(channel)
+        budget.start()
+        tasks = [
+            asyncio.create_task(keys.watch()),
+            asyncio.create_task(_load_catalog(catalog, usage_stub, metadata)),
+        ]
+        try:
+            yield
+        finally:
+            await budget.stop()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await upstream.aclose()
+            await channel.close()
+
+    def inference(route: proxy.Route) -> Route:
+        async def endpoint(request: Request) -> Response:
+            return await proxy.handle(request, route, state["gateway"])
+
+        return Route(route.path, endpoint, methods=["POST"])
+
+    async def models(request: Request) -> Response:
+        gateway: proxy.Gateway = state["gateway"]
+        try:
+            key = await authenticate(request, gateway.keys)
+        except GatewayError as exc:
+            return error_response(exc, Family.OPENAI)
+        allowed = [
+            m
+            for m in gateway.catalog.models()
+            if not key.allowed_models or {m.model, f"{m.provider}/{m.model}"} & key.allowed_models
+        ]
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [{"id": m.model, "object": "model", "created": 0, "owned_by": m.provider} for m in allowed],
+            }
+        )
+
+    async def healthz(request: Request) -> Response:
+        try:
+            reply = await state["health"].Check(health_pb2.HealthCheckRequest(), timeout=1)
+            ok = reply.status == health_pb2.HealthCheckResponse.SERVING
+        except grpc.aio.AioRpcError:
+            ok = False
+        return JSONResponse({"status": "ok" if ok else "control plane unreachable"}, status_code=200 if ok else 503)
+
+    def rest_route(name: str, path: str, method: str) -> Route:
+        async def endpoint(request: Request) -> Response:
+            return await rest.wrap(getattr(state["rest"], name))(request)  # type: ignore[no-any-return]
+
+        return Route(path, endpoint, methods=[method])
+
+    routes = [
+        *(inference(r) for r in proxy.ROUTES),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        rest_route("create", "/v1/keys", "POST"),
+        rest_route("list", "/v1/keys", "GET"),
+        rest_route("get", "/v1/keys/{key_id}", "GET"),
+        rest_route("update", "/v1/keys/{key_id}", "PATCH"),
+        rest_route("revoke", "/v1/keys/{key_id}", "DELETE"),
+        rest_route("key_usage", "/v1/keys/{key_id}/usage", "GET"),
+        rest_route("usage", "/v1/usage", "GET"),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+async def _load_catalog(catalog: pricing.Catalog, stub: Any, metadata: tuple[tuple[str, str], ...]) -> None:
+    """Load the catalog as soon as the control plane answers, then keep it fresh."""
+    delay = 0.2
+    while True:
+        try:
+            catalog.replace(await pricing.load(stub, metadata))
+            break
+        except grpc.aio.AioRpcError as exc:
+            log.warning("catalog load failed (%s); retrying", exc.code().name)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    await pricing.refresh_forever(catalog, stub, metadata)

@@ -1,0 +1,111 @@
+"""The data plane's exception tree, and how each error is shown to a client:
+in the error shape of the provider whose SDK made the request, so that SDK
+raises its usual exception (401 → AuthenticationError, 402/403 →
+PermissionDeniedError-family, 429 → RateLimitError, …)."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+
+from starlette.responses import Response
+
+
+class Family(Enum):
+    """Which provider's error shape a route speaks."""
+
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+
+
+class GatewayError(Exception):
+    status = 500
+    openai_type = "server_error"
+    anthropic_type = "api_error"
+    code: str | None = None
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class BadRequest(GatewayError):
+    status = 400
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+
+
+class UnknownModel(BadRequest):
+    code = "model_not_found"
+
+
+class Unauthorized(GatewayError):
+    status = 401
+    openai_type = "invalid_request_error"
+    anthropic_type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class OverCap(GatewayError):
+    status = 402
+    openai_type = "insufficient_quota"
+    anthropic_type = "billing_error"
+    code = "spend_cap_exceeded"
+
+
+class Forbidden(GatewayError):
+    status = 403
+    openai_type = "invalid_request_error"
+    anthropic_type = "permission_error"
+    code = "model_not_allowed"
+
+
+class NotFound(GatewayError):
+    status = 404
+    openai_type = "invalid_request_error"
+    anthropic_type = "not_found_error"
+
+
+class TooLarge(GatewayError):
+    status = 413
+    openai_type = "invalid_request_error"
+    anthropic_type = "request_too_large"
+
+
+class UpstreamUnreachable(GatewayError):
+    status = 502
+    openai_type = "server_error"
+    anthropic_type = "api_error"
+    code = "upstream_unreachable"
+
+
+class ControlPlaneUnavailable(GatewayError):
+    status = 503
+    openai_type = "server_error"
+    anthropic_type = "overloaded_error"
+    code = "gateway_unavailable"
+
+
+class UpstreamTimeout(GatewayError):
+    status = 504
+    openai_type = "server_error"
+    anthropic_type = "timeout_error"
+    code = "upstream_timeout"
+
+
+def error_body(exc: GatewayError, family: Family) -> dict[str, object]:
+    if family is Family.ANTHROPIC:
+        return {"type": "error", "error": {"type": exc.anthropic_type, "message": exc.message}}
+    return {"error": {"message": exc.message, "type": exc.openai_type, "param": exc.param, "code": exc.code}}
+
+
+def error_response(exc: GatewayError, family: Family) -> Response:
+    # 402 is not retried by the SDKs; x-should-retry makes that explicit for 5xx we raise.
+    headers = {"x-should-retry": "false"} if exc.status < 500 else {}
+    return Response(
+        json.dumps(error_body(exc, family)),
+        status_code=exc.status,
+        media_type="application/json",
+        headers=headers,
+    )

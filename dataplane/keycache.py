@@ -1,0 +1,131 @@
+"""Per-worker key cache: SHA-256 of the presented secret → key state.
+
+A miss asks the control plane (LookupKey); unknown secrets are remembered
+briefly so a flood of bad keys does not become a flood of lookups. The
+WatchKeys stream pushes revocations and cap changes into the cache as they
+happen; entries also expire after a TTL, the fallback if the stream is down.
+The stream resumes from the last sequence number it saw after a reconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+from spendgate.v1 import keys_pb2, keys_pb2_grpc
+
+from dataplane.errors import ControlPlaneUnavailable
+
+log = logging.getLogger(__name__)
+
+NEGATIVE_TTL_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class KeyState:
+    id: str
+    account_id: str
+    name: str
+    master: bool
+    revoked: bool
+    allowed_models: frozenset[str]
+    cap_micros: int | None
+
+    @classmethod
+    def from_pb(cls, key: keys_pb2.Key) -> KeyState:
+        return cls(
+            id=key.id,
+            account_id=key.account_id,
+            name=key.name,
+            master=key.scope == keys_pb2.KEY_SCOPE_MASTER,
+            revoked=key.revoked,
+            allowed_models=frozenset(key.allowed_models),
+            cap_micros=key.cap_micros if key.HasField("cap_micros") else None,
+        )
+
+
+def digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+class KeyCache:
+    def __init__(
+        self,
+        stub: keys_pb2_grpc.KeyServiceStub,
+        metadata: tuple[tuple[str, str], ...],
+        ttl_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._stub = stub
+        self._metadata = metadata
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._entries: dict[bytes, tuple[KeyState | None, float]] = {}
+        self._inflight: dict[bytes, asyncio.Future[KeyState | None]] = {}
+        self._after_seq = 0
+        self.watching = asyncio.Event()
+
+    async def get(self, secret_sha256: bytes) -> KeyState | None:
+        entry = self._entries.get(secret_sha256)
+        if entry is not None and entry[1] > self._clock():
+            return entry[0]
+        pending = self._inflight.get(secret_sha256)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[KeyState | None] = asyncio.get_running_loop().create_future()
+        self._inflight[secret_sha256] = future
+        try:
+            state = await self._lookup(secret_sha256)
+            future.set_result(state)
+            return state
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: concurrent waiters re-raise it themselves
+            raise
+        finally:
+            del self._inflight[secret_sha256]
+
+    async def _lookup(self, secret_sha256: bytes) -> KeyState | None:
+        try:
+            response = await self._stub.LookupKey(
+                keys_pb2.LookupKeyRequest(secret_sha256=secret_sha256), metadata=self._metadata, timeout=5
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                self._entries[secret_sha256] = (None, self._clock() + NEGATIVE_TTL_SECONDS)
+                return None
+            raise ControlPlaneUnavailable("the gateway cannot reach its control plane; try again") from exc
+        state = KeyState.from_pb(response.key)
+        self._entries[secret_sha256] = (state, self._clock() + self._ttl)
+        return state
+
+    def apply(self, change: keys_pb2.WatchKeysResponse) -> None:
+        """Apply one WatchKeys change: replace the cached state (or the cached miss)."""
+        if change.kind == keys_pb2.KEY_CHANGE_KIND_SYNC:
+            self._after_seq = max(self._after_seq, change.seq)
+            return
+        self._after_seq = max(self._after_seq, change.seq)
+        if change.secret_sha256 in self._entries:
+            self._entries[change.secret_sha256] = (KeyState.from_pb(change.key), self._clock() + self._ttl)
+
+    async def watch(self) -> None:
+        """Follow WatchKeys forever, reconnecting with backoff."""
+        backoff = 0.1
+        while True:
+            try:
+                stream = self._stub.WatchKeys(
+                    keys_pb2.WatchKeysRequest(after_seq=self._after_seq), metadata=self._metadata
+                )
+                async for change in stream:
+                    self.apply(change)
+                    self.watching.set()
+                    backoff = 0.1
+            except grpc.aio.AioRpcError as exc:
+                log.warning("WatchKeys stream lost (%s); reconnecting", exc.code().name)
+            self.watching.clear()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)

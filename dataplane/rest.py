@@ -1,0 +1,212 @@
+"""The brief's REST API for keys and usage, translated to the control plane's
+gRPC. The caller's master key is passed through as the gRPC credential, so
+the control plane alone decides who may do what (a standard key gets 403,
+another account's key id 404)."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import grpc
+from spendgate.v1 import keys_pb2, keys_pb2_grpc, usage_pb2, usage_pb2_grpc
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from clients import shapes
+from clients.client import PERIODS, SCOPES
+from controlplane.money import parse_usd
+from dataplane.auth import presented_key
+from dataplane.errors import (
+    BadRequest,
+    ControlPlaneUnavailable,
+    Family,
+    Forbidden,
+    GatewayError,
+    NotFound,
+    Unauthorized,
+    error_response,
+)
+
+STATUS = {
+    grpc.StatusCode.UNAUTHENTICATED: Unauthorized,
+    grpc.StatusCode.PERMISSION_DENIED: Forbidden,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.INVALID_ARGUMENT: BadRequest,
+}
+
+
+class KeysApi:
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._keys = keys_pb2_grpc.KeyServiceStub(channel)
+        self._usage = usage_pb2_grpc.UsageServiceStub(channel)
+
+    async def _call(self, request: Request, method: Any, message: Any) -> Any:
+        secret = presented_key(request)
+        if secret is None:
+            raise Unauthorized("Send your master key as `Authorization: Bearer <key>`.")
+        try:
+            return await method(message, metadata=(("authorization", f"Bearer {secret}"),), timeout=10)
+        except grpc.aio.AioRpcError as exc:
+            error = STATUS.get(exc.code())
+            if error is None:
+                raise ControlPlaneUnavailable("The gateway cannot reach its control plane; try again.") from exc
+            field = (exc.details() or "").split(":", 1)[0] if error is BadRequest else None
+            raise error(exc.details() or exc.code().name, param=field) from exc
+
+    @staticmethod
+    async def _json(request: Request) -> dict[str, Any]:
+        try:
+            body = json.loads(await request.body(), parse_float=Decimal)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BadRequest(f"We could not parse the JSON body of your request: {exc}") from None
+        if not isinstance(body, dict):
+            raise BadRequest("The request body must be a JSON object.")
+        return body
+
+    async def create(self, request: Request) -> Response:
+        body = await self._json(request)
+        message = keys_pb2.CreateKeyRequest(name=_str(body, "name", required=True))
+        message.scope = _choice(body, "scope", SCOPES, "standard")
+        message.cap_period = _choice(body, "cap_period", PERIODS, "lifetime")
+        if body.get("max_spend_usd") is not None:
+            message.cap_micros = _usd(body["max_spend_usd"], "max_spend_usd")
+        message.strict = _bool(body, "strict")
+        message.allowed_models.extend(_models(body))
+        message.metadata.update(_metadata(body))
+        created = await self._call(request, self._keys.CreateKey, message)
+        return JSONResponse({**shapes.key_json(created.key), "secret": created.secret}, status_code=201)
+
+    async def list(self, request: Request) -> Response:
+        params = request.query_params
+        message = keys_pb2.ListKeysRequest(
+            page_size=_int(params.get("limit", "0"), "limit"),
+            page_token=params.get("page_token", ""),
+            include_revoked=params.get("include_revoked", "false").lower() == "true",
+        )
+        page = await self._call(request, self._keys.ListKeys, message)
+        return JSONResponse(
+            {"data": [shapes.key_json(k) for k in page.keys], "next_page_token": page.next_page_token or None}
+        )
+
+    async def get(self, request: Request) -> Response:
+        message = keys_pb2.GetKeyRequest(key_id=request.path_params["key_id"])
+        return JSONResponse(shapes.key_json((await self._call(request, self._keys.GetKey, message)).key))
+
+    async def update(self, request: Request) -> Response:
+        body = await self._json(request)
+        message = keys_pb2.UpdateKeyRequest(key_id=request.path_params["key_id"])
+        if "name" in body:
+            message.name = _str(body, "name", required=True)
+        if "max_spend_usd" in body:
+            if body["max_spend_usd"] is None:
+                message.remove_cap = True
+            else:
+                message.cap_micros = _usd(body["max_spend_usd"], "max_spend_usd")
+        if "cap_period" in body:
+            message.cap_period = _choice(body, "cap_period", PERIODS, "lifetime")
+        if "strict" in body:
+            message.strict = _bool(body, "strict")
+        if "allowed_models" in body:
+            message.allowed_models.CopyFrom(keys_pb2.ModelList(models=_models(body)))
+        return JSONResponse(shapes.key_json((await self._call(request, self._keys.UpdateKey, message)).key))
+
+    async def revoke(self, request: Request) -> Response:
+        message = keys_pb2.RevokeKeyRequest(key_id=request.path_params["key_id"])
+        return JSONResponse(shapes.key_json((await self._call(request, self._keys.RevokeKey, message)).key))
+
+    async def usage(self, request: Request) -> Response:
+        params = request.query_params
+        message = usage_pb2.GetUsageRequest(
+            from_ms=_int(params.get("from_ms", ""), "from_ms"), to_ms=_int(params.get("to_ms", ""), "to_ms")
+        )
+        return JSONResponse(shapes.usage_json(await self._call(request, self._usage.GetUsage, message)))
+
+    async def key_usage(self, request: Request) -> Response:
+        params = request.query_params
+        message = usage_pb2.ListUsageEventsRequest(
+            key_id=request.path_params["key_id"],
+            page_size=_int(params.get("limit", "0"), "limit"),
+            page_token=params.get("page_token", ""),
+        )
+        page = await self._call(request, self._usage.ListUsageEvents, message)
+        key = shapes.key_json(page.key)
+        cap = key["max_spend_micros"]
+        used = key["spent_micros"] + key["reserved_micros"]
+        return JSONResponse(
+            {
+                "key_id": key["id"],
+                "name": key["name"],
+                "max_spend_micros": cap,
+                "spent_micros": key["spent_micros"],
+                "reserved_micros": key["reserved_micros"],
+                "remaining_micros": key["remaining_micros"],
+                "cap_used_bps": None if not cap else min(10_000, used * 10_000 // cap),
+                "period": key["cap_period"],
+                "period_reset_ms": key["period_reset_ms"],
+                "events": [shapes.event_json(e) for e in page.events],
+                "next_page_token": page.next_page_token or None,
+            }
+        )
+
+
+def wrap(handler: Any) -> Any:
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)  # type: ignore[no-any-return]
+        except GatewayError as exc:
+            return error_response(exc, Family.OPENAI)
+
+    return endpoint
+
+
+def _str(body: dict[str, Any], field: str, required: bool = False) -> str:
+    value = body.get(field)
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise BadRequest(f"{field}: must be a non-empty string", param=field)
+    return value
+
+
+def _bool(body: dict[str, Any], field: str) -> bool:
+    value = body.get(field, False)
+    if not isinstance(value, bool):
+        raise BadRequest(f"{field}: must be true or false", param=field)
+    return value
+
+
+def _choice(body: dict[str, Any], field: str, table: dict[str, Any], default: str) -> Any:
+    value = body.get(field, default)
+    if value not in table:
+        raise BadRequest(f"{field}: must be one of {sorted(table)}", param=field)
+    return table[value]
+
+
+def _usd(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
+        raise BadRequest(f"{field}: must be a number of USD", param=field)
+    try:
+        return parse_usd(value)
+    except ValueError as exc:
+        raise BadRequest(f"{field}: {exc}", param=field) from None
+
+
+def _models(body: dict[str, Any]) -> list[str]:
+    value = body.get("allowed_models") or []
+    if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
+        raise BadRequest("allowed_models: must be a list of model names", param="allowed_models")
+    return value
+
+
+def _metadata(body: dict[str, Any]) -> dict[str, str]:
+    value = body.get("metadata") or {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise BadRequest("metadata: must be an object of strings", param="metadata")
+    return value
+
+
+def _int(text: str, field: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise BadRequest(f"{field}: must be an integer", param=field) from None
