@@ -1,0 +1,408 @@
+"""Usage parsers for OpenAI's wire formats (and the OpenAI-compatible providers).
+
+`ChatParser` covers `/v1/chat/completions` and the legacy `/v1/completions`,
+`ResponsesParser` `/v1/responses`, `EmbeddingsParser` `/v1/embeddings`. All are
+sans-IO `UsageParser`s: bytes in, bytes to forward out, `Usage` at the end.
+
+Bounds. A non-streamed body is copied whole up to `MAX_BODY_BYTES`; past that
+only its last `TAIL_BYTES` are kept, and usage is read from the tail by
+`tail_object`, which walks the JSON backwards from its final `}`. Walking
+backwards is exact: whether a byte is inside a string depends only on the
+unescaped quotes after it, so the nesting depth is known without the start of
+the body. That matters for money: a `"usage"` key the client put in `metadata`
+(which the Responses API echoes after the real `usage`) sits one level deeper
+and is not taken for the real one. A streamed event bigger than the SSE cap is
+handled the same way."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+from typing import Any
+
+from dataplane.providers.sse import SSEEvent, SSESplitter
+from dataplane.providers.usage import Usage
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "TAIL_BYTES",
+    "ChatParser",
+    "EmbeddingsParser",
+    "JsonBody",
+    "ResponsesParser",
+    "as_obj",
+    "as_objs",
+    "count",
+    "loads",
+    "tail_object",
+    "utf8_len",
+]
+
+MAX_BODY_BYTES = 32 << 20
+TAIL_BYTES = 1 << 20
+_MAX_COUNT = (1 << 63) - 1  # what the ledger's int64 columns can hold
+
+# --- JSON helpers, shared with the other provider modules ---------------------------------
+
+
+def count(value: object) -> int | None:
+    """A token count, or None when it is not a non-negative int (bool is not an int)."""
+    if type(value) is int and 0 <= value <= _MAX_COUNT:
+        return value
+    return None
+
+
+def loads(text: str | bytes) -> object:
+    """Parsed JSON, or None when it is not JSON (or nests too deeply to parse)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def utf8_len(value: object) -> int:
+    """UTF-8 size of a string (lone surrogates from `\\ud800` escapes count as 3 bytes)."""
+    return len(value.encode("utf-8", "surrogatepass")) if isinstance(value, str) else 0
+
+
+def as_obj(value: object) -> dict[str, Any]:
+    """`value` if it is a JSON object, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
+def as_objs(value: object) -> list[dict[str, Any]]:
+    """The JSON objects in `value` if it is an array."""
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+_STRUCTURE = re.compile(rb'["{}\[\]]')
+_KEY_COLON = re.compile(rb"[ \t\r\n]*:[ \t\r\n]*")
+
+
+def _escaped(text: bytes, quote: int) -> bool:
+    slashes = quote
+    while slashes > 0 and text[slashes - 1] == 0x5C:
+        slashes -= 1
+    return (quote - slashes) % 2 == 1
+
+
+def tail_object(tail: bytes, key: str, depth: int) -> dict[str, Any] | None:
+    """The object under the last `key` at `depth` (1 = the top level) of a JSON text ending `tail`."""
+    text = tail.rstrip(b" \t\r\n")
+    if not text.endswith((b"}", b"]")):
+        return None
+    want = json.dumps(key).encode()
+    marks = [m.start() for m in _STRUCTURE.finditer(text)]
+    level, i = 0, len(marks) - 1
+    while i >= 0:
+        pos = marks[i]
+        char = text[pos : pos + 1]
+        if char in b"}]":
+            level += 1
+        elif char in b"{[":
+            level -= 1
+            if level <= 0:
+                return None
+        else:  # the closing quote of a string: find its opening quote
+            i -= 1
+            while i >= 0 and (text[marks[i]] != 0x22 or _escaped(text, marks[i])):
+                i -= 1
+            if i < 0:
+                return None
+            if level == depth and text[marks[i] : pos + 1] == want:
+                colon = _KEY_COLON.match(text, pos + 1)
+                if colon is not None and text[colon.end() : colon.end() + 1] == b"{":
+                    found = _decode_at(text, colon.end())
+                    if found is not None:
+                        return found
+        i -= 1
+    return None
+
+
+def _decode_at(text: bytes, start: int) -> dict[str, Any] | None:
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text[start:].decode("utf-8", "replace"))
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+class JsonBody:
+    """A bounded copy of a non-streamed JSON body: whole up to `limit`, then only a tail."""
+
+    def __init__(self, limit: int = MAX_BODY_BYTES, tail: int = TAIL_BYTES) -> None:
+        self._limit, self._tail = limit, tail
+        self._buf = bytearray()
+        self.truncated = False
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+        if len(self._buf) > (2 * self._tail if self.truncated else self._limit):
+            del self._buf[: len(self._buf) - self._tail]
+            self.truncated = True
+
+    def value(self) -> dict[str, Any] | None:
+        """The body as a JSON object, or None (not an object, or truncated)."""
+        if self.truncated:
+            return None
+        parsed = loads(bytes(self._buf))
+        return parsed if isinstance(parsed, dict) else None
+
+    def tail_object(self, key: str, depth: int = 1) -> dict[str, Any] | None:
+        return tail_object(bytes(self._buf), key, depth) if self.truncated else None
+
+
+# --- normalisation -------------------------------------------------------------------------
+
+
+def _normalise(prompt: object, output: object, in_details: object, out_details: object) -> Usage:
+    cached = count(as_obj(in_details).get("cached_tokens"))
+    writes = count(as_obj(in_details).get("cache_write_tokens"))
+    billed = count(prompt)
+    if billed is not None:
+        # An inconsistent report (cached > prompt) bills nothing at the full rate, not a negative.
+        billed = max(billed - (cached or 0) - (writes or 0), 0)
+    return Usage(
+        input_tokens=billed,
+        output_tokens=count(output),
+        cached_input_tokens=cached,
+        cache_write_tokens=writes,
+        reasoning_tokens=count(as_obj(out_details).get("reasoning_tokens")),
+    )
+
+
+def _chat_usage(u: dict[str, Any]) -> Usage:
+    details = u.get("prompt_tokens_details"), u.get("completion_tokens_details")
+    return _normalise(u.get("prompt_tokens"), u.get("completion_tokens"), *details)
+
+
+def _responses_usage(u: dict[str, Any]) -> Usage:
+    details = u.get("input_tokens_details"), u.get("output_tokens_details")
+    return _normalise(u.get("input_tokens"), u.get("output_tokens"), *details)
+
+
+def _tool_bytes(holder: dict[str, Any]) -> int:
+    calls = [as_obj(call.get("function")) for call in as_objs(holder.get("tool_calls"))]
+    calls.append(as_obj(holder.get("function_call")))
+    return sum(utf8_len(function.get("arguments")) for function in calls)
+
+
+def _message_bytes(message: dict[str, Any]) -> int:
+    """Text in a chat `delta` or `message`: content, reasoning, refusal and tool arguments."""
+    text_keys = ("content", "reasoning_content", "reasoning", "refusal")
+    return sum(utf8_len(message.get(k)) for k in text_keys) + _tool_bytes(message)
+
+
+def _choice_bytes(choice: dict[str, Any]) -> int:
+    message = as_obj(choice.get("delta")) or as_obj(choice.get("message"))
+    return utf8_len(choice.get("text")) + _message_bytes(message)
+
+
+# --- chat completions ------------------------------------------------------------------------
+
+
+class ChatParser:
+    """`/v1/chat/completions` and `/v1/completions`, streamed or not.
+
+    With `strip_usage_chunk` (stream only), events whose JSON has `"choices": []`
+    and a non-null `usage` are not forwarded: the gateway asked for them, the
+    client did not. Events are then held until whole; otherwise bytes pass
+    straight through."""
+
+    def __init__(self, stream: bool, strip_usage_chunk: bool = False) -> None:
+        self._stream = stream
+        self._strip = stream and strip_usage_chunk
+        self._sse = SSESplitter()
+        self._body = JsonBody()
+        self._usage: dict[str, Any] | None = None
+        self._done = False
+        self._text_bytes = 0
+        self._result: Usage | None = None
+
+    def feed(self, data: bytes) -> bytes:
+        if not self._stream:
+            self._body.feed(data)
+            return data
+        events = self._sse.feed(data)
+        if not self._strip:
+            for event in events:
+                self._on_event(event)
+            return data
+        return b"".join(event.raw for event in events if not self._on_event(event))
+
+    def flush(self) -> bytes:
+        event = self._sse.flush_event()
+        if event is None or self._on_event(event) or not self._strip:
+            return b""
+        return event.raw
+
+    def close(self) -> Usage:
+        if self._result is None:
+            self.flush()
+            self._result = self._stream_usage() if self._stream else self._body_usage()
+        return self._result
+
+    def _on_event(self, event: SSEEvent) -> bool:
+        """Record what `event` says; True when it is to be dropped."""
+        if event.overflow or not event.data:
+            return False
+        if event.data.strip() == "[DONE]":
+            self._done = True
+            return False
+        chunk = loads(event.data)
+        if not isinstance(chunk, dict):
+            return False
+        for choice in as_objs(chunk.get("choices")):
+            self._text_bytes += _choice_bytes(choice)
+            if isinstance(choice.get("usage"), dict):  # Moonshot
+                self._usage = choice["usage"]
+        if isinstance(chunk.get("usage"), dict):
+            self._usage = chunk["usage"]
+        return self._strip and chunk.get("choices") == [] and chunk.get("usage") is not None
+
+    def _stream_usage(self) -> Usage:
+        usage = _chat_usage(self._usage or {})
+        return replace(usage, complete=self._done, delivered_text_bytes=self._text_bytes)
+
+    def _body_usage(self) -> Usage:
+        body = self._body.value()
+        if body is None:
+            tail = self._body.tail_object("usage")
+            return replace(_chat_usage(tail or {}), complete=tail is not None)
+        text_bytes = sum(_choice_bytes(choice) for choice in as_objs(body.get("choices")))
+        usage = _chat_usage(as_obj(body.get("usage")))
+        return replace(usage, complete=True, delivered_text_bytes=text_bytes)
+
+
+# --- responses -----------------------------------------------------------------------------
+
+_RESPONSE_END = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_RESPONSE_TEXT = frozenset(
+    f"response.{kind}.delta"
+    for kind in (
+        "output_text",
+        "refusal",
+        "function_call_arguments",
+        "custom_tool_call_input",
+        "mcp_call_arguments",
+        "reasoning_text",
+        "reasoning_summary_text",
+        "audio.transcript",
+    )
+)
+
+
+def _output_bytes(output: object) -> int:
+    """Text in a response's `output` items: message parts, reasoning, tool arguments."""
+    total = 0
+    for item in as_objs(output):
+        total += utf8_len(item.get("arguments")) + utf8_len(item.get("input"))
+        for part in as_objs(item.get("content")) + as_objs(item.get("summary")):
+            total += utf8_len(part.get("text")) + utf8_len(part.get("refusal"))
+    return total
+
+
+class ResponsesParser:
+    """`/v1/responses`, streamed or not. Forwards everything as it arrives.
+
+    An event too big for the SSE splitter (a `response.completed` carrying
+    generated images, say) is read from its last `TAIL_BYTES`: the usage is
+    then the `usage` object one level down, in `response`."""
+
+    def __init__(self, stream: bool) -> None:
+        self._stream = stream
+        self._sse = SSESplitter()
+        self._body = JsonBody()
+        self._overflow_tail = bytearray()
+        self._usage: dict[str, Any] | None = None
+        self._done = False
+        self._text_bytes = 0
+        self._result: Usage | None = None
+
+    def feed(self, data: bytes) -> bytes:
+        if self._stream:
+            for event in self._sse.feed(data):
+                self._on_event(event)
+        else:
+            self._body.feed(data)
+        return data
+
+    def flush(self) -> bytes:
+        event = self._sse.flush_event()
+        if event is not None:
+            self._on_event(event)
+        self._end_overflow()
+        return b""
+
+    def close(self) -> Usage:
+        if self._result is None:
+            self.flush()
+            if not self._stream:
+                self._read_body()
+            usage = _responses_usage(self._usage or {})
+            self._result = replace(usage, complete=self._done, delivered_text_bytes=self._text_bytes)
+        return self._result
+
+    def _on_event(self, event: SSEEvent) -> None:
+        if event.overflow:
+            self._overflow_tail += event.raw
+            if len(self._overflow_tail) > 2 * TAIL_BYTES:
+                del self._overflow_tail[:-TAIL_BYTES]
+            return
+        self._end_overflow()
+        chunk = loads(event.data) if event.data else None
+        if not isinstance(chunk, dict):
+            return
+        kind = chunk.get("type")
+        if not isinstance(kind, str):
+            kind = event.event
+        if kind in _RESPONSE_END:
+            self._done = True
+            usage = as_obj(chunk.get("response")).get("usage")
+            if isinstance(usage, dict):
+                self._usage = usage
+        elif kind in _RESPONSE_TEXT:
+            self._text_bytes += utf8_len(chunk.get("delta"))
+
+    def _end_overflow(self) -> None:
+        if self._overflow_tail:
+            usage = tail_object(bytes(self._overflow_tail), "usage", 2)
+            if usage is not None:  # only the terminal events carry a non-null response.usage
+                self._usage, self._done = usage, True
+            self._overflow_tail.clear()
+
+    def _read_body(self) -> None:
+        body = self._body.value()
+        if body is None:
+            self._usage = self._body.tail_object("usage")
+            self._done = self._usage is not None
+            return
+        usage = body.get("usage")
+        self._usage = usage if isinstance(usage, dict) else None
+        self._done = True
+        self._text_bytes = _output_bytes(body.get("output"))
+
+
+# --- embeddings ----------------------------------------------------------------------------
+
+
+class EmbeddingsParser:
+    """`/v1/embeddings` (never streamed): input tokens only."""
+
+    def __init__(self) -> None:
+        self._body = JsonBody()
+
+    def feed(self, data: bytes) -> bytes:
+        self._body.feed(data)
+        return data
+
+    def flush(self) -> bytes:
+        return b""
+
+    def close(self) -> Usage:
+        body = self._body.value()
+        usage = as_obj(body.get("usage")) if body is not None else self._body.tail_object("usage")
+        complete = body is not None or usage is not None
+        prompt = count(as_obj(usage).get("prompt_tokens"))
+        return Usage(input_tokens=prompt, output_tokens=None if prompt is None else 0, complete=complete)
