@@ -289,15 +289,18 @@ class MeteredStream(Response):
         self._upstream = upstream
         self._parser = parser
         self._meter = meter
+        self._finished = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         pump = asyncio.create_task(self._pump(send))
         listener = asyncio.create_task(_wait_disconnect(receive))
         await asyncio.wait({pump, listener}, return_when=asyncio.FIRST_COMPLETED)
-        if not pump.done():
+        if not pump.done() and not self._finished:
             pump.cancel()  # the client hung up: stop reading from upstream
         listener.cancel()
-        await asyncio.gather(pump, listener, return_exceptions=True)
+        for result in await asyncio.gather(pump, listener, return_exceptions=True):
+            if isinstance(result, Exception) and not isinstance(result, OSError):
+                log.error("streaming a response failed", exc_info=result)
 
     async def _pump(self, send: Send) -> None:
         outcome = usage_pb2.EVENT_STATUS_OK if self.status_code < 400 else usage_pb2.EVENT_STATUS_UPSTREAM_ERROR
@@ -318,12 +321,15 @@ class MeteredStream(Response):
                 outcome = usage_pb2.EVENT_STATUS_UPSTREAM_ABORTED
             tail = parser.flush() if parser else b""
             await send({"type": "http.response.body", "body": tail, "more_body": False})
+            self._finished = True
         except (asyncio.CancelledError, OSError):
             outcome = usage_pb2.EVENT_STATUS_CLIENT_DISCONNECTED
             raise
         finally:
-            await asyncio.shield(self._upstream.aclose())
+            # Meter first: it is synchronous, so a cancellation arriving while
+            # the upstream connection closes cannot lose the settlement.
             self._meter.done(parser.close() if parser else None, outcome)
+            await self._upstream.aclose()
 
 
 async def _wait_disconnect(receive: Receive) -> None:

@@ -1,0 +1,149 @@
+"""End-to-end fixtures: `spendgate up` as a real process (control plane on
+SQLite + Hypercorn workers) in front of the mock upstream, driven over real
+HTTP by the official SDKs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from clients.client import ControlPlaneClient
+from dataplane.mock_upstream import MockUpstream, running_mock
+from tests.support import SPENDGATE, free_port
+
+UPSTREAM_OPENAI_KEY = "sk-upstream-openai-" + uuid.uuid4().hex
+UPSTREAM_ANTHROPIC_KEY = "sk-ant-upstream-" + uuid.uuid4().hex
+
+
+@dataclass
+class Running:
+    base: str  # http://127.0.0.1:PORT
+    grpc: str
+    data_dir: Path
+    proc: subprocess.Popen[str]
+
+    @property
+    def admin_token(self) -> str:
+        return (self.data_dir / "admin-token").read_text().strip()
+
+
+def start_up(data_dir: Path, env: dict[str, str], workers: int = 2, extra: tuple[str, ...] = ()) -> Running:
+    http_port, grpc_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [
+            SPENDGATE, "up", "--data-dir", str(data_dir), "--http-port", str(http_port),
+            "--grpc-port", str(grpc_port), "--workers", str(workers), *extra,
+        ],
+        env={**os.environ, "SPENDGATE_ADMIN_TOKEN": "", "SPENDGATE_SERVICE_TOKEN": "", **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    running = Running(f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", data_dir, proc)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"spendgate up exited early:\n{proc.stdout.read() if proc.stdout else ''}")
+        try:
+            if httpx.get(running.base + "/healthz", timeout=1).status_code == 200:
+                return running
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise TimeoutError("spendgate up did not become healthy")
+
+
+def stop_up(running: Running) -> str:
+    running.proc.terminate()
+    try:
+        out, _ = running.proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        running.proc.kill()
+        out, _ = running.proc.communicate()
+    return out or ""
+
+
+def upstream_env(mock: MockUpstream) -> dict[str, str]:
+    return {
+        "SPENDGATE_OPENAI_BASE_URL": mock.url + "/v1",
+        "SPENDGATE_ANTHROPIC_BASE_URL": mock.url,
+        "SPENDGATE_OPENAI_API_KEY": UPSTREAM_OPENAI_KEY,
+        "SPENDGATE_ANTHROPIC_API_KEY": UPSTREAM_ANTHROPIC_KEY,
+    }
+
+
+@pytest.fixture(scope="session")
+def mock() -> Iterator[MockUpstream]:
+    with running_mock() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def gateway(mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    running = start_up(tmp_path_factory.mktemp("up") / "data", upstream_env(mock), workers=2)
+    yield running
+    output = stop_up(running)
+    assert running.proc.returncode == 0, output
+    assert "spendgate stopped" in output
+
+
+@dataclass
+class Account:
+    id: str
+    master_key: str
+    gateway: Running
+
+    def mint(self, name: str = "user", **fields: object) -> dict[str, object]:
+        """POST /v1/keys exactly as the brief does it."""
+        response = httpx.post(
+            self.gateway.base + "/v1/keys",
+            headers={"Authorization": f"Bearer {self.master_key}"},
+            json={"name": name, "scope": "standard", **fields},
+        )
+        assert response.status_code == 201, response.text
+        return dict(response.json())
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.gateway.base + path, headers={"Authorization": f"Bearer {self.master_key}"})
+
+    def events(self, key_id: str, count: int, timeout: float = 10) -> list[dict[str, object]]:
+        """The key's usage events once `count` have been settled (settlement is asynchronous)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            body = self.get(f"/v1/keys/{key_id}/usage?limit=1000").json()
+            if len(body["events"]) >= count or time.monotonic() > deadline:
+                assert len(body["events"]) == count, body
+                return list(body["events"])
+            time.sleep(0.05)
+
+    def key_usage(self, key_id: str) -> dict[str, object]:
+        return dict(self.get(f"/v1/keys/{key_id}/usage").json())
+
+
+@pytest.fixture
+def new_account(gateway: Running) -> Callable[..., Account]:
+    def make(credit_micros: int = 100_000_000) -> Account:
+        with ControlPlaneClient(gateway.grpc, gateway.admin_token) as admin:
+            created = admin.create_account("e2e-" + uuid.uuid4().hex[:6], credit_micros)
+        return Account(created.account.id, created.master_key_secret, gateway)
+
+    return make
+
+
+@pytest.fixture
+def account(new_account: Callable[..., Account]) -> Account:
+    return new_account()
+
+
+@pytest.fixture
+def user_key(account: Account) -> dict[str, object]:
+    return account.mint("user_1", max_spend_usd=5)
