@@ -375,7 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--fee-bps", type=int, default=700)
     up.set_defaults(func=cmd_up)
 
-    mock = sub.add_parser("mock-upstream", help="a fake OpenAI/Anthropic server for tests and demos", add_help=False)
+    mock = sub.add_parser(
+        "mock-upstream", help="a fake OpenAI/Anthropic server for tests and demos", add_help=False
+    )
     mock.add_argument("rest", nargs=argparse.REMAINDER)
     mock.set_defaults(func=cmd_mock_upstream)
 

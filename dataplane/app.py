@@ -81,7 +81,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         return JSONResponse(
             {
                 "object": "list",
-                "data": [{"id": m.model, "object": "model", "created": 0, "owned_by": m.provider} for m in allowed],
+                "data": [
+                    {"id": m.model, "object": "model", "created": 0, "owned_by": m.provider} for m in allowed
+                ],
             }
         )
 
@@ -91,7 +93,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             ok = reply.status == health_pb2.HealthCheckResponse.SERVING
         except grpc.aio.AioRpcError:
             ok = False
-        return JSONResponse({"status": "ok" if ok else "control plane unreachable"}, status_code=200 if ok else 503)
+        return JSONResponse(
+            {"status": "ok" if ok else "control plane unreachable"}, status_code=200 if ok else 503
+        )
 
     def rest_route(name: str, path: str, method: str) -> Route:
         async def endpoint(request: Request) -> Response:

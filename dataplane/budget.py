@@ -125,4 +125,6 @@ class GrpcBudget:
                 log.warning("settlement attempt %d failed (%s); retrying", attempt, exc.code().name)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        log.error("settlement for %s dropped after %d attempts", getattr(item, "request_id", item), SETTLE_ATTEMPTS)
+        log.error(
+            "settlement for %s dropped after %d attempts", getattr(item, "request_id", item), SETTLE_ATTEMPTS
+        )

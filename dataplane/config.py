@@ -88,4 +88,6 @@ class Settings:
             upstreams=upstreams,
             max_body_bytes=int(env.get("SPENDGATE_MAX_BODY_BYTES", 32 * 1024 * 1024)),
             key_cache_ttl_seconds=float(env.get("SPENDGATE_KEY_CACHE_TTL", 30.0)),
+            upstream_connect_timeout=float(env.get("SPENDGATE_UPSTREAM_CONNECT_TIMEOUT", 10.0)),
+            upstream_read_timeout=float(env.get("SPENDGATE_UPSTREAM_READ_TIMEOUT", 600.0)),
         )

@@ -47,7 +47,9 @@ class UpstreamResponse:
 
 
 class UpstreamClient(Protocol):
-    async def send(self, method: str, url: str, headers: Mapping[str, str], body: bytes) -> UpstreamResponse: ...
+    async def send(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes
+    ) -> UpstreamResponse: ...
 
     async def aclose(self) -> None: ...
 
@@ -74,7 +76,9 @@ def downstream_headers(upstream: list[tuple[str, str]]) -> list[tuple[str, str]]
 class HttpxUpstream:
     def __init__(self, connect_timeout: float, read_timeout: float, max_connections: int = 1000) -> None:
         self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout),
+            timeout=httpx.Timeout(
+                connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout
+            ),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             follow_redirects=False,
         )

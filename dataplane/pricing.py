@@ -75,7 +75,9 @@ class Catalog:
         return sorted(self._by_qualified.values(), key=lambda p: (p.provider, p.model))
 
 
-async def load(stub: usage_pb2_grpc.UsageServiceStub, metadata: tuple[tuple[str, str], ...]) -> list[ModelPrice]:
+async def load(
+    stub: usage_pb2_grpc.UsageServiceStub, metadata: tuple[tuple[str, str], ...]
+) -> list[ModelPrice]:
     response = await stub.ListPrices(usage_pb2.ListPricesRequest(), metadata=metadata, timeout=10)
     return [ModelPrice.from_pb(p) for p in response.prices]
 

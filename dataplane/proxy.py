@@ -220,14 +220,20 @@ async def handle(request: Request, route: Route, gateway: Gateway) -> Response:
 
     meter = Meter(gateway.budget, request_id, prepared, started, response.status, route.metered)
     parser = route.parser(prepared.stream, prepared.strip_usage) if response.status < 400 else None
-    return MeteredStream(response, parser, meter)
+    return MeteredStream(response, parser, meter, family)
 
 
 class Meter:
     """Turns what a response delivered into exactly one Settle."""
 
     def __init__(
-        self, budget: Reserver, request_id: str, prepared: Prepared, started_ms: int, status: int, metered: bool
+        self,
+        budget: Reserver,
+        request_id: str,
+        prepared: Prepared,
+        started_ms: int,
+        status: int,
+        metered: bool,
     ) -> None:
         self._budget = budget
         self._request_id = request_id
@@ -280,16 +286,23 @@ class MeteredStream(Response):
     parser. A client disconnect cancels the pump; either way the upstream
     response is closed and the meter is told what was delivered."""
 
-    def __init__(self, upstream: UpstreamResponse, parser: UsageParser | None, meter: Meter) -> None:
+    def __init__(
+        self, upstream: UpstreamResponse, parser: UsageParser | None, meter: Meter, family: Family
+    ) -> None:
         self.status_code = upstream.status
         self.background = None
         self.raw_headers = [
-            (n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in downstream_headers(upstream.headers)
+            (n.lower().encode("latin-1"), v.encode("latin-1"))
+            for n, v in downstream_headers(upstream.headers)
         ]
         self._upstream = upstream
         self._parser = parser
         self._meter = meter
+        self._family = family
         self._finished = False
+        self._sse = any(
+            n.lower() == "content-type" and v.startswith("text/event-stream") for n, v in upstream.headers
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         pump = asyncio.create_task(self._pump(send))
@@ -299,15 +312,21 @@ class MeteredStream(Response):
             pump.cancel()  # the client hung up: stop reading from upstream
         listener.cancel()
         for result in await asyncio.gather(pump, listener, return_exceptions=True):
+            if isinstance(result, UpstreamAborted):
+                raise result  # the server drops the connection: the client sees the cut
             if isinstance(result, Exception) and not isinstance(result, OSError):
                 log.error("streaming a response failed", exc_info=result)
 
     async def _pump(self, send: Send) -> None:
-        outcome = usage_pb2.EVENT_STATUS_OK if self.status_code < 400 else usage_pb2.EVENT_STATUS_UPSTREAM_ERROR
+        outcome = (
+            usage_pb2.EVENT_STATUS_OK if self.status_code < 400 else usage_pb2.EVENT_STATUS_UPSTREAM_ERROR
+        )
         parser = self._parser
         first = True
         try:
-            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            await send(
+                {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            )
             try:
                 async for chunk in self._upstream.body:
                     out = parser.feed(chunk) if parser else chunk
@@ -319,7 +338,11 @@ class MeteredStream(Response):
             except httpx.HTTPError as exc:
                 log.warning("upstream response ended early: %s", exc.__class__.__name__)
                 outcome = usage_pb2.EVENT_STATUS_UPSTREAM_ABORTED
+                if not self._sse:
+                    raise UpstreamAborted from exc  # a cut JSON body: drop the connection
             tail = parser.flush() if parser else b""
+            if outcome == usage_pb2.EVENT_STATUS_UPSTREAM_ABORTED:
+                tail += stream_error_event(self._family)  # the SDK raises its usual stream error
             await send({"type": "http.response.body", "body": tail, "more_body": False})
             self._finished = True
         except (asyncio.CancelledError, OSError):
@@ -330,6 +353,19 @@ class MeteredStream(Response):
             # the upstream connection closes cannot lose the settlement.
             self._meter.done(parser.close() if parser else None, outcome)
             await self._upstream.aclose()
+
+
+class UpstreamAborted(Exception):
+    """The upstream connection broke in the middle of a non-streamed body."""
+
+
+def stream_error_event(family: Family) -> bytes:
+    message = "The upstream provider closed the stream before it finished."
+    if family is Family.ANTHROPIC:
+        error = {"type": "error", "error": {"type": "api_error", "message": message}}
+        return b"\n\nevent: error\ndata: " + json.dumps(error).encode() + b"\n\n"
+    error = {"error": {"message": message, "type": "server_error", "param": None, "code": "upstream_aborted"}}
+    return b"\n\ndata: " + json.dumps(error).encode() + b"\n\n"
 
 
 async def _wait_disconnect(receive: Receive) -> None:

@@ -51,7 +51,9 @@ class KeysApi:
         except grpc.aio.AioRpcError as exc:
             error = STATUS.get(exc.code())
             if error is None:
-                raise ControlPlaneUnavailable("The gateway cannot reach its control plane; try again.") from exc
+                raise ControlPlaneUnavailable(
+                    "The gateway cannot reach its control plane; try again."
+                ) from exc
             field = (exc.details() or "").split(":", 1)[0] if error is BadRequest else None
             raise error(exc.details() or exc.code().name, param=field) from exc
 

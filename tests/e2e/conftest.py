@@ -39,8 +39,17 @@ def start_up(data_dir: Path, env: dict[str, str], workers: int = 2, extra: tuple
     http_port, grpc_port = free_port(), free_port()
     proc = subprocess.Popen(
         [
-            SPENDGATE, "up", "--data-dir", str(data_dir), "--http-port", str(http_port),
-            "--grpc-port", str(grpc_port), "--workers", str(workers), *extra,
+            SPENDGATE,
+            "up",
+            "--data-dir",
+            str(data_dir),
+            "--http-port",
+            str(http_port),
+            "--grpc-port",
+            str(grpc_port),
+            "--workers",
+            str(workers),
+            *extra,
         ],
         env={**os.environ, "SPENDGATE_ADMIN_TOKEN": "", "SPENDGATE_SERVICE_TOKEN": "", **env},
         stdout=subprocess.PIPE,

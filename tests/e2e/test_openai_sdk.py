@@ -27,7 +27,9 @@ MESSAGES = [{"role": "user", "content": "Say hello to the gateway, please."}]
 PROMPT = count_prompt_tokens({"messages": MESSAGES})
 
 
-def test_chat_completion_is_metered_exactly(gateway: Running, account: Account, user_key: dict[str, object], mock: MockUpstream) -> None:
+def test_chat_completion_is_metered_exactly(
+    gateway: Running, account: Account, user_key: dict[str, object], mock: MockUpstream
+) -> None:
     with client(gateway, user_key) as sdk:
         reply = sdk.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=12)  # type: ignore[arg-type]
     assert reply.choices[0].message.content == reply_text(12)
@@ -56,22 +58,35 @@ def test_stream_without_usage_option_hides_the_injected_usage_chunk(
     assert (event["input_tokens"], event["output_tokens"], event["estimated"]) == (PROMPT, 16, False)
 
 
-def test_stream_with_usage_option_keeps_the_usage_chunk(gateway: Running, account: Account, user_key: dict[str, object]) -> None:
+def test_stream_with_usage_option_keeps_the_usage_chunk(
+    gateway: Running, account: Account, user_key: dict[str, object]
+) -> None:
     with client(gateway, user_key) as sdk:
         chunks = list(
             sdk.chat.completions.create(
-                model="gpt-4o-mini", messages=MESSAGES, stream=True, stream_options={"include_usage": True}  # type: ignore[arg-type]
+                model="gpt-4o-mini",
+                messages=MESSAGES,
+                stream=True,
+                stream_options={"include_usage": True},  # type: ignore[arg-type]
             )
         )
-    assert chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 16
+    assert (
+        chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 16
+    )
     (event,) = account.events(str(user_key["id"]), 1)
     assert event["cost_micros"] == cost(PROMPT, 16)
 
 
-def test_async_client_streams_and_provider_prefixed_model(gateway: Running, account: Account, user_key: dict[str, object], mock: MockUpstream) -> None:
+def test_async_client_streams_and_provider_prefixed_model(
+    gateway: Running, account: Account, user_key: dict[str, object], mock: MockUpstream
+) -> None:
     async def run() -> str:
-        async with openai.AsyncOpenAI(base_url=gateway.base + "/v1", api_key=str(user_key["secret"]), max_retries=0) as sdk:
-            stream = await sdk.chat.completions.create(model="openai/gpt-4o-mini", messages=MESSAGES, stream=True, max_tokens=5)  # type: ignore[arg-type]
+        async with openai.AsyncOpenAI(
+            base_url=gateway.base + "/v1", api_key=str(user_key["secret"]), max_retries=0
+        ) as sdk:
+            stream = await sdk.chat.completions.create(
+                model="openai/gpt-4o-mini", messages=MESSAGES, stream=True, max_tokens=5
+            )  # type: ignore[arg-type]
             return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
 
     assert asyncio.run(run()) == reply_text(5)
@@ -80,15 +95,21 @@ def test_async_client_streams_and_provider_prefixed_model(gateway: Running, acco
     assert event["output_tokens"] == 5
 
 
-def test_cached_prompt_tokens_are_priced_at_the_cached_rate(gateway: Running, account: Account, user_key: dict[str, object]) -> None:
+def test_cached_prompt_tokens_are_priced_at_the_cached_rate(
+    gateway: Running, account: Account, user_key: dict[str, object]
+) -> None:
     with client(gateway, user_key) as sdk:
-        sdk.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=3, extra_headers={"x-mock-cached-tokens": "8"})  # type: ignore[arg-type]
+        sdk.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, max_tokens=3, extra_headers={"x-mock-cached-tokens": "8"}
+        )  # type: ignore[arg-type]
     (event,) = account.events(str(user_key["id"]), 1)
     assert (event["input_tokens"], event["cached_input_tokens"]) == (PROMPT - 8, 8)
     assert event["cost_micros"] == cost(PROMPT, 3, cached=8)
 
 
-def test_completions_embeddings_responses_and_models(gateway: Running, account: Account, user_key: dict[str, object]) -> None:
+def test_completions_embeddings_responses_and_models(
+    gateway: Running, account: Account, user_key: dict[str, object]
+) -> None:
     key_id = str(user_key["id"])
     with client(gateway, user_key) as sdk:
         legacy = sdk.completions.create(model="gpt-4o-mini", prompt="Once upon a time", max_tokens=4)
@@ -98,7 +119,10 @@ def test_completions_embeddings_responses_and_models(gateway: Running, account: 
         answer = sdk.responses.create(model="gpt-4o-mini", input="Hi there", max_output_tokens=6)
         assert answer.output_text == reply_text(6)
         with sdk.responses.stream(
-            model="gpt-4o-mini", input="Hi there", max_output_tokens=50, extra_headers={"x-mock-output-tokens": "7"}
+            model="gpt-4o-mini",
+            input="Hi there",
+            max_output_tokens=50,
+            extra_headers={"x-mock-output-tokens": "7"},
         ) as stream:
             final = stream.get_final_response()
         assert final.usage is not None and final.usage.output_tokens == 7
@@ -106,7 +130,12 @@ def test_completions_embeddings_responses_and_models(gateway: Running, account: 
     assert {"gpt-4o-mini", "gpt-5.4", "claude-sonnet-4-6"} <= models
     events = account.events(key_id, 4)
     by_model = [(e["model"], e["output_tokens"]) for e in reversed(events)]
-    assert by_model == [("gpt-4o-mini", 4), ("text-embedding-3-small", 0), ("gpt-4o-mini", 6), ("gpt-4o-mini", 7)]
+    assert by_model == [
+        ("gpt-4o-mini", 4),
+        ("text-embedding-3-small", 0),
+        ("gpt-4o-mini", 6),
+        ("gpt-4o-mini", 7),
+    ]
     embedding = events[2]
     assert embedding["input_tokens"] == count_prompt_tokens({"input": ["a", "bb"]})
     assert all(not e["estimated"] for e in events)
@@ -121,11 +150,15 @@ def test_models_list_is_filtered_by_allowed_models(gateway: Running, account: Ac
     assert info.value.status_code == 403 and "gpt-5.4" in info.value.message
 
 
-def test_client_headers_pass_through_and_hop_by_hop_do_not(gateway: Running, user_key: dict[str, object], mock: MockUpstream) -> None:
+def test_client_headers_pass_through_and_hop_by_hop_do_not(
+    gateway: Running, user_key: dict[str, object], mock: MockUpstream
+) -> None:
     with client(gateway, user_key, organization="org-123", project="proj-9") as sdk:
         sdk.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=1)  # type: ignore[arg-type]
     received = mock.requests[-1]
-    assert received.header("openai-organization") == "org-123" and received.header("openai-project") == "proj-9"
+    assert (
+        received.header("openai-organization") == "org-123" and received.header("openai-project") == "proj-9"
+    )
     assert received.header("x-stainless-lang") == "python"
     assert received.header("proxy-authorization") is None
 
