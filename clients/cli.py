@@ -24,6 +24,7 @@ from typing import Any
 
 from clients import shapes
 from clients.client import PERIODS, SCOPES, ControlPlaneClient, SpendgateRpcError
+from dataplane import mock_upstream
 from controlplane.money import format_usd, parse_usd
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -184,10 +185,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_mock_upstream(args: argparse.Namespace) -> int:
-    from dataplane import mock_upstream
-
-    mock_upstream.main(args.rest)
-    return 0
+    return mock_upstream.run(args)
 
 
 def cmd_accounts_create(args: argparse.Namespace) -> int:
@@ -375,10 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--fee-bps", type=int, default=700)
     up.set_defaults(func=cmd_up)
 
-    mock = sub.add_parser(
-        "mock-upstream", help="a fake OpenAI/Anthropic server for tests and demos", add_help=False
-    )
-    mock.add_argument("rest", nargs=argparse.REMAINDER)
+    mock = sub.add_parser("mock-upstream", help="a fake OpenAI/Anthropic server for tests and demos (no internet needed)")
+    mock_upstream.add_arguments(mock)
     mock.set_defaults(func=cmd_mock_upstream)
 
     accounts = sub.add_parser("accounts", help="operator: accounts and wallets").add_subparsers(
