@@ -32,4 +32,5 @@ def test_mock_upstream_command_serves_openai_and_anthropic_shapes() -> None:
         assert [r["path"] for r in recorded] == ["/v1/chat/completions", "/v1/messages"]
     finally:
         proc.terminate()
-        assert proc.wait(10) == 0
+        proc.communicate(timeout=10)
+    assert proc.returncode == 0
