@@ -24,8 +24,8 @@ from typing import Any
 
 from clients import shapes
 from clients.client import PERIODS, SCOPES, ControlPlaneClient, SpendgateRpcError
-from dataplane import mock_upstream
 from controlplane.money import format_usd, parse_usd
+from dataplane import mock_upstream
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_DATA_DIR = "./spendgate-data"
@@ -373,7 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--fee-bps", type=int, default=700)
     up.set_defaults(func=cmd_up)
 
-    mock = sub.add_parser("mock-upstream", help="a fake OpenAI/Anthropic server for tests and demos (no internet needed)")
+    mock = sub.add_parser(
+        "mock-upstream", help="a fake OpenAI/Anthropic server for tests and demos (no internet needed)"
+    )
     mock_upstream.add_arguments(mock)
     mock.set_defaults(func=cmd_mock_upstream)
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 from spendgate.v1 import usage_pb2
@@ -188,9 +189,10 @@ async def handle(request: Request, route: Route, gateway: Gateway) -> Response:
     try:
         key = await authenticate(request, gateway.keys)
         raw = await read_body(request, gateway.settings.max_body_bytes)
-        prepared = prepare(raw, parse_json(raw), route, key, gateway.catalog)
+        body = parse_json(raw)
+        prepared = prepare(raw, body, route, key, gateway.catalog)
         if route.metered:
-            amount = estimate.upper_bound_micros(len(raw), parse_json(prepared.body), prepared.price)
+            amount = estimate.upper_bound_micros(len(raw), body, prepared.price)
             decision = await gateway.budget.reserve(key.id, request_id, amount)
             if not decision.granted:
                 if decision.reason == "key_revoked":
@@ -202,9 +204,8 @@ async def handle(request: Request, route: Route, gateway: Gateway) -> Response:
         return error_response(exc, family)
 
     upstream = gateway.settings.upstreams[prepared.price.provider]
-    query = "&".join(
-        f"{k}={v}" for k, v in request.query_params.multi_items() if k != "key"
-    )  # the gateway key never travels upstream, in a header or the URL
+    # The gateway key never travels upstream, in a header or in the URL.
+    query = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "key"])
     started = now_ms()
     try:
         response = await gateway.upstream.send(

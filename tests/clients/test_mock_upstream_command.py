@@ -11,7 +11,9 @@ from tests.support import SPENDGATE, free_port
 
 def test_mock_upstream_command_serves_openai_and_anthropic_shapes() -> None:
     port = free_port()
-    proc = subprocess.Popen([SPENDGATE, "mock-upstream", "--port", str(port)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [SPENDGATE, "mock-upstream", "--port", str(port)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout is not None
         assert f"listening on http://127.0.0.1:{port}" in proc.stdout.readline()
@@ -25,7 +27,11 @@ def test_mock_upstream_command_serves_openai_and_anthropic_shapes() -> None:
         message = httpx.post(
             base + "/v1/messages",
             headers={"x-api-key": "sk-ant-test", "anthropic-version": "2023-06-01"},
-            json={"model": "claude-sonnet-4-6", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+            json={
+                "model": "claude-sonnet-4-6",
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": "hi"}],
+            },
         )
         assert message.json()["usage"]["output_tokens"] == 5
         recorded = httpx.get(base + "/_mock/requests").json()

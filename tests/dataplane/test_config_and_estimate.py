@@ -1,0 +1,75 @@
+"""Upstream settings (environment over file over defaults) and the upper-bound estimate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dataplane.config import Settings
+from dataplane.errors import UnknownModel
+from dataplane.estimate import output_limit, upper_bound_micros
+from dataplane.pricing import Catalog, ModelPrice
+
+MINI = ModelPrice("openai", "gpt-4o-mini", 150_000, 600_000, 75_000, None, 16_384)
+SONNET = ModelPrice("anthropic", "claude-sonnet-4-6", 3_000_000, 15_000_000, 300_000, 3_750_000, 64_000)
+
+
+def test_defaults_are_the_real_providers() -> None:
+    settings = Settings.from_env({})
+    assert settings.upstreams["openai"].base_url == "https://api.openai.com/v1"
+    assert settings.upstreams["anthropic"].base_url == "https://api.anthropic.com"
+    assert settings.upstreams["openai"].api_key == ""
+
+
+def test_environment_wins_over_file_and_usual_variables_are_a_fallback(tmp_path: Path) -> None:
+    config = tmp_path / "spendgate.toml"
+    config.write_text(
+        '[upstreams.openai]\nbase_url = "http://file.example/v1"\napi_key = "sk-file"\n'
+        '[upstreams.anthropic]\nbase_url = "http://file.example/"\napi_key = "sk-ant-file"\n'
+    )
+    env = {
+        "SPENDGATE_CONFIG": str(config),
+        "SPENDGATE_OPENAI_BASE_URL": "http://env.example/v1/",
+        "OPENAI_API_KEY": "sk-usual",
+    }
+    settings = Settings.from_env(env)
+    openai, anthropic = settings.upstreams["openai"], settings.upstreams["anthropic"]
+    assert (openai.base_url, openai.api_key) == ("http://env.example/v1", "sk-usual")
+    assert (anthropic.base_url, anthropic.api_key) == ("http://file.example", "sk-ant-file")
+    assert openai.auth_headers() == {"authorization": "Bearer sk-usual"}
+    assert anthropic.auth_headers() == {"x-api-key": "sk-ant-file"}
+    explicit = Settings.from_env({**env, "SPENDGATE_OPENAI_API_KEY": "sk-explicit"})
+    assert explicit.upstreams["openai"].api_key == "sk-explicit"
+
+
+def test_service_token_from_the_data_dir(tmp_path: Path) -> None:
+    (tmp_path / "service-token").write_text("tok\n")
+    assert Settings.from_env({"SPENDGATE_DATA_DIR": str(tmp_path)}).service_token == "tok"
+
+
+def test_output_limit_takes_the_request_limit_capped_by_the_catalog() -> None:
+    assert output_limit({"max_tokens": 100}, MINI) == 100
+    assert output_limit({"max_completion_tokens": 50, "max_tokens": 100}, MINI) == 50
+    assert output_limit({"max_output_tokens": 10**9}, MINI) == 16_384
+    assert output_limit({}, MINI) == 16_384
+    assert output_limit({"max_tokens": "100"}, MINI) == 16_384  # wrong type: fall back to the bound
+    assert output_limit({"max_tokens": -5}, MINI) == 16_384
+
+
+def test_estimate_bounds_the_real_cost_from_above() -> None:
+    # Any token may be a cache write, the dearest input kind for Claude.
+    assert upper_bound_micros(1000, {"max_tokens": 100}, SONNET) == -(
+        -(1000 * 3_750_000 + 100 * 15_000_000) // 10**6
+    )
+    assert upper_bound_micros(1000, {"max_tokens": 100}, MINI) == 150 + 60
+
+
+def test_catalog_resolves_plain_and_qualified_names_within_the_route() -> None:
+    catalog = Catalog([MINI, SONNET])
+    assert catalog.resolve("gpt-4o-mini", ("openai",)) is MINI
+    assert catalog.resolve("openai/gpt-4o-mini", ("openai",)) is MINI
+    with pytest.raises(UnknownModel):
+        catalog.resolve("claude-sonnet-4-6", ("openai",))  # an Anthropic model on an OpenAI route
+    with pytest.raises(UnknownModel):
+        catalog.resolve("gpt-nope", ("openai",))
