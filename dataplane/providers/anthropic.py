@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from dataplane.providers.openai import JsonBody, as_obj, as_objs, count, loads, utf8_len
+from dataplane.providers.jsonbody import JsonBody, as_obj, as_objs, count, loads, utf8_len
 from dataplane.providers.sse import SSEEvent, SSESplitter
 from dataplane.providers.usage import Usage
 

@@ -8,13 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dataplane.providers.openai import (
-    MAX_BODY_BYTES,
-    ChatParser,
-    EmbeddingsParser,
-    ResponsesParser,
-    tail_object,
-)
+from dataplane.providers.jsonbody import MAX_BODY_BYTES, tail_object
+from dataplane.providers.openai import ChatParser, EmbeddingsParser, ResponsesParser
 from dataplane.providers.usage import Usage, UsageParser
 
 Factory = Callable[[], UsageParser]
