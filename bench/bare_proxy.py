@@ -102,7 +102,9 @@ def httpx_tuned(module: Any) -> Any:
         max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE, keepalive_expiry=60.0
     )
     return module.AsyncClient(
-        transport=module.AsyncHTTPTransport(limits=limits, http1=True, http2=False, retries=0, trust_env=False),
+        transport=module.AsyncHTTPTransport(
+            limits=limits, http1=True, http2=False, retries=0, trust_env=False
+        ),
         timeout=module.Timeout(
             connect=CONNECT_TIMEOUT, read=READ_TIMEOUT, write=READ_TIMEOUT, pool=CONNECT_TIMEOUT
         ),
@@ -187,7 +189,9 @@ class Passthrough(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            await send(
+                {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            )
             async for chunk in self._body:
                 if chunk:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})

@@ -49,6 +49,7 @@ class ResponseReader(asyncio.Protocol):
         self.remaining = -1  # Content-Length bytes still expected
         self.chunk_left = -1  # bytes left in the current chunk (+2 for its CRLF); -1: expect a size line
         self.first_body_at = 0.0
+        self.must_close = False  # the server said `Connection: close`
 
     # asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -101,6 +102,8 @@ class ResponseReader(asyncio.Protocol):
                     self.remaining = int(value)
                 elif name == "transfer-encoding" and "chunked" in value.lower():
                     self.chunked = True
+                elif name == "connection" and "close" in value.lower():
+                    self.must_close = True  # e.g. Hypercorn's keep_alive_max_requests
             if not self.chunked and self.remaining < 0:
                 raise ValueError("response without Content-Length or chunked framing")
         if not self.chunked:
@@ -180,6 +183,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     latencies: list[float] = []
     ttfbs: list[float] = []
     statuses: dict[int, int] = {}
+    error_kinds: dict[str, int] = {}
     errors = 0
     completed_in_window = 0
     start = time.perf_counter()
@@ -207,17 +211,24 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 issued += 1
                 try:
                     status = await asyncio.wait_for(conn.request(payload), args.timeout)
-                except (ConnectionError, ValueError, TimeoutError):
-                    errors += t0 >= measure_from
+                except (ConnectionError, ValueError, TimeoutError) as exc:
+                    if t0 >= measure_from:
+                        errors += 1
+                        kind = f"{type(exc).__name__}: {exc}"[:120]
+                        error_kinds[kind] = error_kinds.get(kind, 0) + 1
                     conn.transport.close()  # type: ignore[union-attr]
                     conn = await connect()
                     continue
                 t1 = time.perf_counter()
+                first_body_at = conn.first_body_at
+                if conn.must_close:
+                    conn.transport.close()  # type: ignore[union-attr]
+                    conn = await connect()
                 if t0 >= measure_from:
                     statuses[status] = statuses.get(status, 0) + 1
                     if 200 <= status < 300:
                         latencies.append(t1 - t0)
-                        ttfbs.append(conn.first_body_at - t0)
+                        ttfbs.append(first_body_at - t0)
                     else:
                         errors += 1
                 if measure_from <= t1 <= measure_to and 200 <= status < 300:
@@ -239,6 +250,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "latency_ms": percentiles(latencies),
         "ttfb_ms": percentiles(ttfbs),
         "status": {str(k): v for k, v in sorted(statuses.items())},
+        "error_kinds": error_kinds,
     }
 
 

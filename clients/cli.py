@@ -146,7 +146,7 @@ def cmd_controlplane(args: argparse.Namespace) -> int:
 def cmd_dataplane(args: argparse.Namespace) -> int:
     from dataplane.serve import serve
 
-    env = {"SPENDGATE_CONTROLPLANE": args.controlplane}
+    env = {"SPENDGATE_CONTROLPLANE": args.controlplane, "SPENDGATE_SPOOL_DIR": args.spool_dir}
     print(f"spendgate data plane: http://{args.host}:{args.http_port} ({args.workers} worker(s))", flush=True)
     return serve(args.host, args.http_port, args.workers, env)
 
@@ -176,7 +176,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         "spendgate accounts create my-app --credit-usd 20 --json",
         flush=True,
     )
-    env = {"SPENDGATE_CONTROLPLANE": plane.address, "SPENDGATE_SERVICE_TOKEN": plane.tokens.service}
+    env = {
+        "SPENDGATE_CONTROLPLANE": plane.address,
+        "SPENDGATE_SERVICE_TOKEN": plane.tokens.service,
+        "SPENDGATE_SPOOL_DIR": str(data_dir / "spool"),
+    }
     try:
         return serve(args.host, args.http_port, args.workers, env)
     finally:
@@ -360,6 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--host", default="127.0.0.1")
     dp.add_argument("--http-port", type=int, default=8080)
     dp.add_argument("--workers", type=int, default=1)
+    dp.add_argument(
+        "--spool-dir",
+        default=os.environ.get("SPENDGATE_SPOOL_DIR", "./spendgate-spool"),
+        help="where workers keep undelivered settlements (durable; replayed on restart)",
+    )
     dp.set_defaults(func=cmd_dataplane)
 
     up = sub.add_parser("up", help="the embedded default: control plane + data-plane workers")

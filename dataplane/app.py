@@ -24,6 +24,7 @@ from dataplane.config import Settings
 from dataplane.errors import Family, GatewayError, error_response
 from dataplane.forward import HttpxUpstream
 from dataplane.keycache import KeyCache
+from dataplane.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         metadata = (("authorization", f"Bearer {settings.service_token}"),)
         keys = KeyCache(keys_pb2_grpc.KeyServiceStub(channel), metadata, settings.key_cache_ttl_seconds)
         usage_stub = usage_pb2_grpc.UsageServiceStub(channel)
-        budget = GrpcBudget(usage_stub, metadata, settings.reservation_ttl_ms)
+        spool = Spool(settings.spool_dir) if settings.spool_dir else None
+        budget = GrpcBudget(usage_stub, metadata, settings.reservation_ttl_ms, spool)
         catalog = pricing.Catalog()
         upstream = HttpxUpstream(settings.upstream_connect_timeout, settings.upstream_read_timeout)
         state["gateway"] = proxy.Gateway(settings, keys, budget, catalog, upstream)

@@ -57,6 +57,7 @@ class Settings:
     reservation_ttl_ms: int = 10 * 60 * 1000
     upstream_connect_timeout: float = 10.0
     upstream_read_timeout: float = 600.0
+    spool_dir: Path | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -90,4 +91,6 @@ class Settings:
             key_cache_ttl_seconds=float(env.get("SPENDGATE_KEY_CACHE_TTL", 30.0)),
             upstream_connect_timeout=float(env.get("SPENDGATE_UPSTREAM_CONNECT_TIMEOUT", 10.0)),
             upstream_read_timeout=float(env.get("SPENDGATE_UPSTREAM_READ_TIMEOUT", 600.0)),
+            spool_dir=Path(env.get("SPENDGATE_SPOOL_DIR", "./spendgate-spool")),
+            reservation_ttl_ms=int(env.get("SPENDGATE_RESERVATION_TTL_MS", 10 * 60 * 1000)),
         )
