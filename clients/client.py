@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
+
 from spendgate.v1 import admin_pb2, admin_pb2_grpc, keys_pb2, keys_pb2_grpc, usage_pb2, usage_pb2_grpc
 
 T = TypeVar("T")

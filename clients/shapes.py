@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from spendgate.v1 import keys_pb2, usage_pb2
-
 from controlplane.money import format_usd
+from spendgate.v1 import keys_pb2, usage_pb2
 
 SCOPE_NAMES = {keys_pb2.KEY_SCOPE_STANDARD: "standard", keys_pb2.KEY_SCOPE_MASTER: "master"}
 PERIOD_NAMES = {

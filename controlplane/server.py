@@ -15,7 +15,6 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from spendgate.v1 import admin_pb2, admin_pb2_grpc, keys_pb2, keys_pb2_grpc, usage_pb2, usage_pb2_grpc
 
 from controlplane import catalog
 from controlplane.auth import Authenticator, AuthInterceptor, Tokens
@@ -29,6 +28,7 @@ from controlplane.services.keys import KeyService
 from controlplane.services.usage import UsageService
 from controlplane.store import db
 from controlplane.watch import KeyChangeFeed
+from spendgate.v1 import admin_pb2, admin_pb2_grpc, keys_pb2, keys_pb2_grpc, usage_pb2, usage_pb2_grpc
 
 log = logging.getLogger(__name__)
 

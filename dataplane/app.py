@@ -11,7 +11,6 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from spendgate.v1 import keys_pb2_grpc, usage_pb2_grpc
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -25,6 +24,7 @@ from dataplane.errors import Family, GatewayError, error_response
 from dataplane.forward import HttpxUpstream
 from dataplane.keycache import KeyCache
 from dataplane.spool import Spool
+from spendgate.v1 import keys_pb2_grpc, usage_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        channel = grpc.aio.insecure_channel(settings.controlplane)
+        channel = grpc.aio.insecure_channel(
+            settings.controlplane,
+            # Come back quickly after a control-plane restart (gRPC's default backoff reaches 2 minutes).
+            options=[("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 2000)],
+        )
         metadata = (("authorization", f"Bearer {settings.service_token}"),)
         keys = KeyCache(keys_pb2_grpc.KeyServiceStub(channel), metadata, settings.key_cache_ttl_seconds)
         usage_stub = usage_pb2_grpc.UsageServiceStub(channel)

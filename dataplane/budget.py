@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
-from spendgate.v1 import usage_pb2, usage_pb2_grpc
 
 from dataplane.errors import ControlPlaneUnavailable
 from dataplane.spool import Item, Spool, item_id
+from spendgate.v1 import usage_pb2, usage_pb2_grpc
 
 log = logging.getLogger(__name__)
 

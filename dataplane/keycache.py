@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
-from spendgate.v1 import keys_pb2, keys_pb2_grpc
 
 from dataplane.errors import ControlPlaneUnavailable
+from spendgate.v1 import keys_pb2, keys_pb2_grpc
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ import logging
 from dataclasses import dataclass
 
 import grpc
-from spendgate.v1 import usage_pb2, usage_pb2_grpc
 
 from dataplane.errors import UnknownModel
+from spendgate.v1 import usage_pb2, usage_pb2_grpc
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
-from spendgate.v1 import usage_pb2
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -47,6 +46,7 @@ from dataplane.keycache import KeyCache, KeyState
 from dataplane.pricing import Catalog, ModelPrice
 from dataplane.providers import anthropic, openai
 from dataplane.providers.usage import Usage, UsageParser
+from spendgate.v1 import usage_pb2
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ from decimal import Decimal
 from typing import Any
 
 import grpc
-from spendgate.v1 import keys_pb2, keys_pb2_grpc, usage_pb2, usage_pb2_grpc
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -28,6 +27,7 @@ from dataplane.errors import (
     Unauthorized,
     error_response,
 )
+from spendgate.v1 import keys_pb2, keys_pb2_grpc, usage_pb2, usage_pb2_grpc
 
 STATUS = {
     grpc.StatusCode.UNAUTHENTICATED: Unauthorized,

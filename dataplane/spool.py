@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from google.protobuf.message import DecodeError
+
 from spendgate.v1 import usage_pb2
 
 log = logging.getLogger(__name__)

@@ -37,10 +37,10 @@ def spendgate(
 
 
 def start_controlplane(
-    data_dir: Path, extra: Sequence[str] = (), env: dict[str, str] | None = None
+    data_dir: Path, extra: Sequence[str] = (), env: dict[str, str] | None = None, port: int = 0
 ) -> tuple[subprocess.Popen[str], str]:
     """Start `spendgate controlplane` and wait until its health check serves."""
-    port = free_port()
+    port = port or free_port()
     proc = subprocess.Popen(
         [SPENDGATE, "controlplane", "--data-dir", str(data_dir), "--grpc-port", str(port), *extra],
         env={**os.environ, **(env or {})},

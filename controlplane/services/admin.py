@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import grpc
-from spendgate.v1 import admin_pb2, admin_pb2_grpc
 from sqlalchemy import Engine
 
 from controlplane import catalog
@@ -11,6 +10,7 @@ from controlplane.errors import InvalidArgument
 from controlplane.keystore import KeyStore
 from controlplane.records import Clock
 from controlplane.services import convert
+from spendgate.v1 import admin_pb2, admin_pb2_grpc
 
 
 class AdminService(admin_pb2_grpc.AdminServiceServicer):

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from spendgate.v1 import admin_pb2, keys_pb2, usage_pb2
-
 from controlplane.errors import InvalidArgument
 from controlplane.ledger import Refusal
 from controlplane.money import Price, Units
 from controlplane.periods import CapPeriod
 from controlplane.records import Account, EventStatus, Key, Scope, UsageEvent
+from spendgate.v1 import admin_pb2, keys_pb2, usage_pb2
 
 SCOPES = {Scope.STANDARD: keys_pb2.KEY_SCOPE_STANDARD, Scope.MASTER: keys_pb2.KEY_SCOPE_MASTER}
 PERIODS = {

@@ -6,7 +6,6 @@ import queue
 from collections.abc import Iterator
 
 import grpc
-from spendgate.v1 import keys_pb2, keys_pb2_grpc
 
 from controlplane import auth
 from controlplane.errors import InvalidArgument, NotFound
@@ -14,6 +13,7 @@ from controlplane.keystore import KeyChange, KeySpec, KeyStore, KeyUpdate
 from controlplane.records import Clock, Key
 from controlplane.services import convert
 from controlplane.watch import KeyChangeFeed
+from spendgate.v1 import keys_pb2, keys_pb2_grpc
 
 KINDS = {
     "created": keys_pb2.KEY_CHANGE_KIND_CREATED,

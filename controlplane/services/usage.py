@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import grpc
-from spendgate.v1 import usage_pb2, usage_pb2_grpc
 from sqlalchemy import Engine
 
 from controlplane import auth, catalog
@@ -13,6 +12,7 @@ from controlplane.ledger import Ledger, Settlement
 from controlplane.records import Clock
 from controlplane.reports import Reports, Totals
 from controlplane.services import convert
+from spendgate.v1 import usage_pb2, usage_pb2_grpc
 
 
 class UsageService(usage_pb2_grpc.UsageServiceServicer):

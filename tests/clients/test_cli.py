@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from spendgate.v1 import usage_pb2
 
 from clients.client import ControlPlaneClient
+from spendgate.v1 import usage_pb2
 from tests.support import spendgate, start_controlplane, stop
 
 

@@ -6,11 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from spendgate.v1 import usage_pb2
 
 from clients.client import ControlPlaneClient
 from controlplane import catalog
 from controlplane.server import ControlPlane
+from spendgate.v1 import usage_pb2
 from tests.conftest import FakeClock
 
 

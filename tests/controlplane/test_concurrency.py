@@ -5,12 +5,12 @@ from __future__ import annotations
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from spendgate.v1 import usage_pb2
 from sqlalchemy import func, select
 
 from clients.client import ControlPlaneClient
 from controlplane.server import ControlPlane
 from controlplane.store.schema import accounts, keys, reservations, usage_events
+from spendgate.v1 import usage_pb2
 
 ESTIMATE = 400  # an upper bound of the actual cost below (360), as the data plane's estimates are
 CAP = 2_000

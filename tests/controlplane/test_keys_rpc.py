@@ -9,10 +9,10 @@ from collections.abc import Callable
 
 import grpc
 import pytest
-from spendgate.v1 import keys_pb2
 
 from clients.client import ControlPlaneClient, SpendgateRpcError
 from controlplane.server import ControlPlane
+from spendgate.v1 import keys_pb2
 
 
 def rpc_error(fn: Callable[[], object]) -> SpendgateRpcError:

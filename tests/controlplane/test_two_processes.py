@@ -10,9 +10,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from spendgate.v1 import keys_pb2
 
 from clients.client import ControlPlaneClient
+from spendgate.v1 import keys_pb2
 from tests.support import start_controlplane, stop
 
 pytestmark = pytest.mark.postgres

@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import grpc
 import pytest
-from spendgate.v1 import usage_pb2
 
 from clients.client import ControlPlaneClient, SpendgateRpcError
+from spendgate.v1 import usage_pb2
 from tests.conftest import FakeClock
 
 # gpt-4o-mini in the built-in catalog: input 150_000, cached 75_000, output 600_000 micros per Mtok.

@@ -128,7 +128,11 @@ class Account:
         """The key's usage events once `count` have been settled (settlement is asynchronous)."""
         deadline = time.monotonic() + timeout
         while True:
-            body = self.get(f"/v1/keys/{key_id}/usage?limit=1000").json()
+            response = self.get(f"/v1/keys/{key_id}/usage?limit=1000")
+            if response.status_code == 503 and time.monotonic() < deadline:
+                time.sleep(0.1)  # the control plane is coming back
+                continue
+            body = response.json()
             if len(body["events"]) >= count or time.monotonic() > deadline:
                 assert len(body["events"]) == count, body
                 return list(body["events"])
