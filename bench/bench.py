@@ -596,6 +596,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; every process the bench started has been stopped", file=sys.stderr)
         return 130
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", None) or ""
+        print(f"\nbench failed: {exc}\n{detail}", file=sys.stderr)
+        return 1
     out.append(f"\ntotal wall time {time.monotonic() - started:.0f} s")
     print("\n" + "\n".join(out), flush=True)
     if args.json:

@@ -19,6 +19,8 @@ from clients.client import ControlPlaneClient
 from dataplane.mock_upstream import MockUpstream, running_mock
 from tests.support import SPENDGATE, free_port
 
+# Every secret minted in this run: none may ever show up in a log or in the database.
+MINTED_SECRETS: list[str] = []
 UPSTREAM_OPENAI_KEY = "sk-upstream-openai-" + uuid.uuid4().hex
 UPSTREAM_ANTHROPIC_KEY = "sk-ant-upstream-" + uuid.uuid4().hex
 
@@ -103,6 +105,12 @@ def gateway(mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory) -> Ite
     output = stop_up(running)
     assert running.proc.returncode == 0, output
     assert "spendgate stopped" in output
+    # Secrets never appear in logs or at rest (only their SHA-256 is stored).
+    stored = b"".join(p.read_bytes() for p in running.data_dir.rglob("*") if p.is_file())
+    assert len(MINTED_SECRETS) > 10
+    for secret in MINTED_SECRETS:
+        assert secret not in output
+        assert secret.encode() not in stored
 
 
 @dataclass
@@ -119,6 +127,7 @@ class Account:
             json={"name": name, "scope": "standard", **fields},
         )
         assert response.status_code == 201, response.text
+        MINTED_SECRETS.append(response.json()["secret"])
         return dict(response.json())
 
     def get(self, path: str) -> httpx.Response:
@@ -147,6 +156,7 @@ def new_account(gateway: Running) -> Callable[..., Account]:
     def make(credit_micros: int = 100_000_000) -> Account:
         with ControlPlaneClient(gateway.grpc, gateway.admin_token) as admin:
             created = admin.create_account("e2e-" + uuid.uuid4().hex[:6], credit_micros)
+        MINTED_SECRETS.append(created.master_key_secret)
         return Account(created.account.id, created.master_key_secret, gateway)
 
     return make
