@@ -107,7 +107,7 @@ def gateway(mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory) -> Ite
     assert "spendgate stopped" in output
     # Secrets never appear in logs or at rest (only their SHA-256 is stored).
     stored = b"".join(p.read_bytes() for p in running.data_dir.rglob("*") if p.is_file())
-    assert len(MINTED_SECRETS) > 10
+    assert MINTED_SECRETS
     for secret in MINTED_SECRETS:
         assert secret not in output
         assert secret.encode() not in stored
