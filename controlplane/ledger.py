@@ -7,12 +7,15 @@ Invariants, for every key and every account, at every commit:
     account.spent_micros    = Σ (cost + fee) of its usage events
     key.spent_micros        = Σ cost of its usage events settled in the current period
 
-Every operation runs in one transaction that locks the key row, then the
-account row (always in that order, so two transactions never wait on each
-other in a cycle): `SELECT … FOR UPDATE` on PostgreSQL, `BEGIN IMMEDIATE` on
-SQLite. Decisions are pure functions of the locked rows (`admit`). Every
-operation is idempotent by request_id: a reservation row is the record of a
-Reserve, a usage_events row the record of a Settle.
+Every operation runs in one transaction that first locks the key row
+(`SELECT … FOR UPDATE` on PostgreSQL, `BEGIN IMMEDIATE` on SQLite), so all
+work on one key — and on its reservations — is serialised. The account row,
+shared by all of an account's keys, is only ever touched by atomic UPDATEs
+issued last in a transaction, so its lock is held for the shortest time and
+always after the key's (no cycles). The key's half of admission is a pure
+function of the locked row (`admit_key`); the wallet's half is a conditional
+UPDATE. Every operation is idempotent by request_id: a reservation row is the
+record of a Reserve, a usage_events row the record of a Settle.
 
 Admission (the brief's FAQ): a request is admitted while the key has budget
 left (`cap - spent - reserved > 0`) and so does the wallet; a strict key
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import Connection, Engine, select
 
@@ -76,17 +79,22 @@ class Settlement:
     estimated: bool = False
 
 
-def admit(key: Key, account: Account, amount: int, wallet_amount: int) -> Refusal | None:
-    """The admission rule, on locked and expired-swept rows."""
+def admit_key(key: Key, amount: int) -> Refusal | None:
+    """The key's half of the admission rule, on the locked, swept row. The
+    wallet's half is a conditional UPDATE (see Ledger._hold_wallet)."""
     if key.revoked:
         return Refusal.KEY_REVOKED
     if key.cap_micros is not None:
         left = key.cap_micros - key.spent_micros - key.reserved_micros
         if left <= 0 or (key.strict and amount > left):
             return Refusal.KEY_CAP
-    if account.remaining_micros <= 0 or (key.strict and wallet_amount > account.remaining_micros):
-        return Refusal.WALLET
     return None
+
+
+class _WalletRefused(Exception):
+    def __init__(self, key: Key) -> None:
+        super().__init__(key.id)
+        self.key = key
 
 
 def _check_request_id(request_id: str) -> None:
@@ -100,7 +108,7 @@ class Ledger:
         self._clock = clock
         self.fee_bps = fee_bps
 
-    # locking helpers ------------------------------------------------------
+    # helpers --------------------------------------------------------------
 
     @staticmethod
     def _lock_key(conn: Connection, key_id: str) -> Key:
@@ -110,28 +118,26 @@ class Ledger:
         return Key.from_row(row)
 
     @staticmethod
-    def _lock_account(conn: Connection, account_id: str) -> Account:
-        row = (
-            conn.execute(select(accounts).where(accounts.c.id == account_id).with_for_update())
-            .mappings()
-            .first()
+    def _account(conn: Connection, account_id: str) -> Account:
+        return Account.from_row(
+            conn.execute(select(accounts).where(accounts.c.id == account_id)).mappings().one()
         )
-        if row is None:
-            raise NotFound(f"account {account_id} not found")
-        return Account.from_row(row)
 
-    def _sweep_and_roll(self, conn: Connection, key: Key, now: int) -> tuple[Key, Account]:
-        """Lock the account, expire the key's stale leases and start a new cap
-        period if one began; returns the fresh rows."""
-        self._lock_account(conn, key.account_id)
+    @staticmethod
+    def _key(conn: Connection, key_id: str) -> Key:
+        return Key.from_row(conn.execute(select(keys).where(keys.c.id == key_id)).mappings().one())
+
+    def _sweep_and_roll(self, conn: Connection, key: Key, now: int) -> Key:
+        """On the locked key: expire its stale leases and start a new cap
+        period if one began; returns the fresh row."""
         stale = conn.execute(
-            select(reservations.c.request_id, reservations.c.amount_micros, reservations.c.wallet_micros)
-            .where(
+            select(
+                reservations.c.request_id, reservations.c.amount_micros, reservations.c.wallet_micros
+            ).where(
                 reservations.c.key_id == key.id,
                 reservations.c.state == "active",
                 reservations.c.expires_ms <= now,
             )
-            .with_for_update()
         ).all()
         if stale:
             conn.execute(
@@ -139,49 +145,49 @@ class Ledger:
                 .where(reservations.c.request_id.in_([r.request_id for r in stale]))
                 .values(state="expired")
             )
-            self._move(
-                conn,
-                key.id,
-                key.account_id,
-                key_reserved=-sum(r.amount_micros for r in stale),
-                wallet_reserved=-sum(r.wallet_micros for r in stale),
-            )
+            self._move_key(conn, key.id, reserved=-sum(r.amount_micros for r in stale))
+            self._move_wallet(conn, key.account_id, reserved=-sum(r.wallet_micros for r in stale))
             log.info("expired %d reservation(s) of key %s", len(stale), key.id)
         start = bounds(key.cap_period, now)[0]
         if start > key.period_start_ms:
             conn.execute(
                 keys.update().where(keys.c.id == key.id).values(spent_micros=0, period_start_ms=start)
             )
-        key_row = conn.execute(select(keys).where(keys.c.id == key.id)).mappings().one()
-        account_row = conn.execute(select(accounts).where(accounts.c.id == key.account_id)).mappings().one()
-        return Key.from_row(key_row), Account.from_row(account_row)
+        return self._key(conn, key.id) if stale or start > key.period_start_ms else key
 
     @staticmethod
-    def _move(
-        conn: Connection,
-        key_id: str,
-        account_id: str,
-        key_reserved: int = 0,
-        key_spent: int = 0,
-        wallet_reserved: int = 0,
-        wallet_spent: int = 0,
-    ) -> None:
+    def _move_key(conn: Connection, key_id: str, reserved: int = 0, spent: int = 0) -> None:
         conn.execute(
             keys.update()
             .where(keys.c.id == key_id)
             .values(
-                reserved_micros=keys.c.reserved_micros + key_reserved,
-                spent_micros=keys.c.spent_micros + key_spent,
+                reserved_micros=keys.c.reserved_micros + reserved, spent_micros=keys.c.spent_micros + spent
             )
         )
+
+    @staticmethod
+    def _move_wallet(conn: Connection, account_id: str, reserved: int = 0, spent: int = 0) -> None:
+        """Always the last write of a transaction that has one: the account row
+        is shared by all of an account's keys, so its lock is held briefly."""
         conn.execute(
             accounts.update()
             .where(accounts.c.id == account_id)
             .values(
-                reserved_micros=accounts.c.reserved_micros + wallet_reserved,
-                spent_micros=accounts.c.spent_micros + wallet_spent,
+                reserved_micros=accounts.c.reserved_micros + reserved,
+                spent_micros=accounts.c.spent_micros + spent,
             )
         )
+
+    @staticmethod
+    def _hold_wallet(conn: Connection, account_id: str, amount: int, strict: bool) -> bool:
+        """The wallet's half of admission as one atomic conditional UPDATE."""
+        left = accounts.c.credit_micros - accounts.c.spent_micros - accounts.c.reserved_micros
+        done = conn.execute(
+            accounts.update()
+            .where(accounts.c.id == account_id, left >= amount if strict else left > 0)
+            .values(reserved_micros=accounts.c.reserved_micros + amount)
+        )
+        return done.rowcount == 1
 
     # operations -----------------------------------------------------------
 
@@ -193,37 +199,44 @@ class Ledger:
             raise InvalidArgument("ttl_ms", f"must be between 0 and {MAX_TTL_MS}")
         now = self._clock()
         wallet_amount = amount_micros + fee_micros(amount_micros, self.fee_bps)
-        with self._engine.begin() as conn:
-            key = self._lock_key(conn, key_id)
-            existing = conn.execute(
-                select(reservations).where(reservations.c.request_id == request_id)
-            ).first()
-            key, account = self._sweep_and_roll(conn, key, now)
-            if existing is not None:
-                if existing.key_id != key_id:
-                    raise InvalidArgument("request_id", "already used for another key")
-                return self._outcome(key, account, None, existing.expires_ms, now)
-            refusal = admit(key, account, amount_micros, wallet_amount)
-            if refusal is not None:
-                return self._outcome(key, account, refusal, 0, now)
-            expires = now + (ttl_ms or DEFAULT_TTL_MS)
-            conn.execute(
-                reservations.insert().values(
-                    request_id=request_id,
-                    key_id=key_id,
-                    account_id=key.account_id,
-                    amount_micros=amount_micros,
-                    wallet_micros=wallet_amount,
-                    state="active",
-                    created_ms=now,
-                    expires_ms=expires,
+        try:
+            with self._engine.begin() as conn:
+                key = self._sweep_and_roll(conn, self._lock_key(conn, key_id), now)
+                existing = conn.execute(
+                    select(reservations).where(reservations.c.request_id == request_id)
+                ).first()
+                if existing is not None:
+                    if existing.key_id != key_id:
+                        raise InvalidArgument("request_id", "already used for another key")
+                    return self._outcome(
+                        key, self._account(conn, key.account_id), None, existing.expires_ms, now
+                    )
+                refusal = admit_key(key, amount_micros)
+                if refusal is not None:
+                    return self._outcome(key, self._account(conn, key.account_id), refusal, 0, now)
+                expires = now + (ttl_ms or DEFAULT_TTL_MS)
+                conn.execute(
+                    reservations.insert().values(
+                        request_id=request_id,
+                        key_id=key_id,
+                        account_id=key.account_id,
+                        amount_micros=amount_micros,
+                        wallet_micros=wallet_amount,
+                        state="active",
+                        created_ms=now,
+                        expires_ms=expires,
+                    )
                 )
-            )
-            self._move(
-                conn, key_id, key.account_id, key_reserved=amount_micros, wallet_reserved=wallet_amount
-            )
-            key, account = self._sweep_and_roll(conn, key, now)
-            return self._outcome(key, account, None, expires, now)
+                self._move_key(conn, key_id, reserved=amount_micros)
+                # Last, so the shared account row is locked only until the commit right after.
+                if not self._hold_wallet(conn, key.account_id, wallet_amount, key.strict):
+                    raise _WalletRefused(key)
+                held = replace(key, reserved_micros=key.reserved_micros + amount_micros)
+                return self._outcome(held, self._account(conn, key.account_id), None, expires, now)
+        except _WalletRefused as refused:  # rolled back: nothing was held
+            with self._engine.connect() as conn:
+                account = self._account(conn, refused.key.account_id)
+            return self._outcome(refused.key, account, Refusal.WALLET, 0, now)
 
     @staticmethod
     def _outcome(key: Key, account: Account, refusal: Refusal | None, expires: int, now: int) -> Reservation:
@@ -257,9 +270,10 @@ class Ledger:
             price = catalog.lookup(conn, s.provider, s.model, started)
             if price is None:
                 raise InvalidArgument("model", f"unknown model {s.provider}/{s.model}: not in the catalog")
-            key, _ = self._sweep_and_roll(conn, key, now)
+            key = self._sweep_and_roll(conn, key, now)
+            # Every operation on a reservation first locks its key, so no row lock is needed here.
             lease = conn.execute(
-                select(reservations).where(reservations.c.request_id == s.request_id).with_for_update()
+                select(reservations).where(reservations.c.request_id == s.request_id)
             ).first()
             if lease is not None and lease.key_id != s.key_id:
                 raise InvalidArgument("request_id", "reserved for another key")
@@ -274,15 +288,6 @@ class Ledger:
                     .where(reservations.c.request_id == s.request_id)
                     .values(state="settled")
                 )
-            self._move(
-                conn,
-                key.id,
-                key.account_id,
-                key_reserved=-held,
-                key_spent=cost,
-                wallet_reserved=-wallet_held,
-                wallet_spent=cost + fee,
-            )
             event = UsageEvent(
                 request_id=s.request_id,
                 key_id=key.id,
@@ -320,6 +325,8 @@ class Ledger:
                     estimated=event.estimated,
                 )
             )
+            self._move_key(conn, key.id, reserved=-held, spent=cost)
+            self._move_wallet(conn, key.account_id, reserved=-wallet_held, spent=cost + fee)
             return event, False
 
     def release(self, request_id: str) -> bool:
@@ -330,22 +337,14 @@ class Ledger:
             if lease is None:
                 return False
             self._lock_key(conn, lease.key_id)
-            self._lock_account(conn, lease.account_id)
-            lease = conn.execute(
-                select(reservations).where(reservations.c.request_id == request_id).with_for_update()
-            ).one()
+            lease = conn.execute(select(reservations).where(reservations.c.request_id == request_id)).one()
             if lease.state != "active":
                 return False
             conn.execute(
                 reservations.update().where(reservations.c.request_id == request_id).values(state="released")
             )
-            self._move(
-                conn,
-                lease.key_id,
-                lease.account_id,
-                key_reserved=-lease.amount_micros,
-                wallet_reserved=-lease.wallet_micros,
-            )
+            self._move_key(conn, lease.key_id, reserved=-lease.amount_micros)
+            self._move_wallet(conn, lease.account_id, reserved=-lease.wallet_micros)
             return True
 
     def expire_stale(self) -> int:

@@ -107,6 +107,7 @@ class GrpcBudget:
         try:
             r = await self._stub.Reserve(request, metadata=self._metadata, timeout=5)
         except grpc.aio.AioRpcError as exc:
+            log.warning("Reserve failed: %s %s", exc.code().name, exc.details())
             raise ControlPlaneUnavailable("the gateway cannot reach its control plane; try again") from exc
         return Decision(
             granted=r.granted,

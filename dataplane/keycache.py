@@ -98,6 +98,7 @@ class KeyCache:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 self._entries[secret_sha256] = (None, self._clock() + NEGATIVE_TTL_SECONDS)
                 return None
+            log.warning("LookupKey failed: %s %s", exc.code().name, exc.details())
             raise ControlPlaneUnavailable("the gateway cannot reach its control plane; try again") from exc
         state = KeyState.from_pb(response.key)
         self._entries[secret_sha256] = (state, self._clock() + self._ttl)
