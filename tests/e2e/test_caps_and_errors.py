@@ -269,3 +269,34 @@ def test_healthz_is_503_without_a_control_plane(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def test_garbage_sse_is_passed_on_and_metered_from_what_parses(
+    gateway: Running, account: Account, user_key: dict[str, object]
+) -> None:
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True, "max_tokens": 5}
+    headers = {"Authorization": f"Bearer {user_key['secret']}", "x-mock-garbage": "1"}
+    with httpx.stream("POST", gateway.base + "/v1/chat/completions", json=body, headers=headers) as response:
+        raw = b"".join(response.iter_bytes())
+    assert response.status_code == 200 and b"[DONE]" in raw
+    (event,) = account.events(str(user_key["id"]), 1)
+    assert event["output_tokens"] == 5 and event["status"] == "ok" and event["estimated"] is False
+
+
+def test_upstream_hanging_mid_stream_times_out_with_a_stream_error(strict_gateway: Running) -> None:
+    account = strict_account(strict_gateway)
+    key = account.mint("hang")
+    with sdk(strict_gateway, key) as client, pytest.raises(openai.APIError) as info:
+        for _ in client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            stream=True,
+            max_tokens=10,  # type: ignore[arg-type]
+            extra_headers={"x-mock-chunk-delay-ms": "1500"},  # longer than the 1 s read timeout
+        ):
+            pass
+    assert "closed the stream" in str(info.value)
+    (event,) = account.events(str(key["id"]), 1)
+    # Nothing was delivered before the provider went quiet: nothing is billed.
+    assert (event["status"], event["cost_micros"], event["output_tokens"]) == ("upstream_aborted", 0, 0)
+    assert account.key_usage(str(key["id"]))["reserved_micros"] == 0
