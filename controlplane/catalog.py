@@ -1,7 +1,8 @@
 """The pricing catalog: TOML files in, effective-dated rows out.
 
-The built-in catalog ships as catalog.toml beside this module; ``--catalog
-FILE`` merges a file of the same format over it (same provider and name →
+The built-in catalog ships as one TOML file per provider in catalog_data/
+beside this module, each saying where its prices came from and when;
+``--catalog FILE`` merges a file of the same format over it (same provider and name →
 the file wins). On start the merged list is synced into the `prices` table:
 a model whose price changed gets a new row effective from now, so events
 already recorded keep the price they were charged."""
@@ -19,7 +20,7 @@ from controlplane.errors import InvalidArgument
 from controlplane.money import Price
 from controlplane.store.schema import prices
 
-BUILTIN = Path(__file__).resolve().parent / "catalog.toml"
+BUILTIN = Path(__file__).resolve().parent / "catalog_data"
 _PRICE_FIELDS = (
     "input_micros_per_mtok",
     "output_micros_per_mtok",
@@ -83,9 +84,13 @@ def validate(price: Price) -> None:
             raise InvalidArgument(f"price.{f.name}", "must not be negative")
 
 
+def builtin() -> list[Price]:
+    return [price for path in sorted(BUILTIN.glob("*.toml")) for price in load_toml(path)]
+
+
 def merged(extra: Path | None) -> list[Price]:
     """The built-in catalog with ``extra`` merged over it."""
-    by_name = {(p.provider, p.model): p for p in load_toml(BUILTIN)}
+    by_name = {(p.provider, p.model): p for p in builtin()}
     if extra is not None:
         by_name.update({(p.provider, p.model): p for p in load_toml(extra)})
     return list(by_name.values())

@@ -3,8 +3,9 @@ base URL and API key.
 
 Per provider, `SPENDGATE_<PROVIDER>_BASE_URL` and `SPENDGATE_<PROVIDER>_API_KEY`
 (falling back to the provider's usual variable, e.g. OPENAI_API_KEY). Base URLs
-follow each provider's own SDK convention: `…/v1` for OpenAI, the bare origin
-for Anthropic. A TOML file (SPENDGATE_CONFIG) may set the same; the
+follow each provider's own SDK convention: `…/v1` for OpenAI and the
+OpenAI-compatible providers, the bare origin for Anthropic, Google,
+ElevenLabs and Deepgram. A TOML file (SPENDGATE_CONFIG) may set the same; the
 environment wins:
 
     [upstreams.openai]
@@ -24,14 +25,60 @@ from pathlib import Path
 @dataclass(frozen=True)
 class ProviderDefaults:
     base_url: str
-    key_variable: str
-    auth_header: str  # "authorization" (Bearer) or "x-api-key"
+    key_variables: tuple[str, ...]  # the provider's usual variables, first found wins
+    auth_header: str  # the header the provider's own SDK sends its key in
+    auth_scheme: str = ""  # "Bearer", "Token", or "" for the bare key
+    # OpenAI-style base URLs carry the version (…/v1) and the gateway path's /v1 is dropped;
+    # the others are bare origins and the gateway path is appended whole.
+    versioned_base: bool = True
+    # Whether streams may be sent stream_options.include_usage (Mistral once answered 422).
+    stream_usage_option: bool = True
 
 
 PROVIDERS: dict[str, ProviderDefaults] = {
-    "openai": ProviderDefaults("https://api.openai.com/v1", "OPENAI_API_KEY", "authorization"),
-    "anthropic": ProviderDefaults("https://api.anthropic.com", "ANTHROPIC_API_KEY", "x-api-key"),
+    "openai": ProviderDefaults("https://api.openai.com/v1", ("OPENAI_API_KEY",), "authorization", "Bearer"),
+    "anthropic": ProviderDefaults(
+        "https://api.anthropic.com", ("ANTHROPIC_API_KEY",), "x-api-key", versioned_base=False
+    ),
+    "google": ProviderDefaults(
+        "https://generativelanguage.googleapis.com",
+        ("GOOGLE_API_KEY", "GEMINI_API_KEY"),
+        "x-goog-api-key",
+        versioned_base=False,
+    ),
+    "elevenlabs": ProviderDefaults(
+        "https://api.elevenlabs.io", ("ELEVENLABS_API_KEY",), "xi-api-key", versioned_base=False
+    ),
+    "deepgram": ProviderDefaults(
+        "https://api.deepgram.com", ("DEEPGRAM_API_KEY",), "authorization", "Token", versioned_base=False
+    ),
+    "xai": ProviderDefaults("https://api.x.ai/v1", ("XAI_API_KEY",), "authorization", "Bearer"),
+    "qwen": ProviderDefaults(
+        "https://dashscope-intl.aliyuncs.com/compatible-mode/v1",
+        ("DASHSCOPE_API_KEY",),
+        "authorization",
+        "Bearer",
+    ),
+    "moonshot": ProviderDefaults(
+        "https://api.moonshot.ai/v1", ("MOONSHOT_API_KEY",), "authorization", "Bearer"
+    ),
+    "minimax": ProviderDefaults("https://api.minimax.io/v1", ("MINIMAX_API_KEY",), "authorization", "Bearer"),
+    "deepseek": ProviderDefaults(
+        "https://api.deepseek.com/v1", ("DEEPSEEK_API_KEY",), "authorization", "Bearer"
+    ),
+    "mistral": ProviderDefaults(
+        "https://api.mistral.ai/v1",
+        ("MISTRAL_API_KEY",),
+        "authorization",
+        "Bearer",
+        stream_usage_option=False,
+    ),
+    "cerebras": ProviderDefaults(
+        "https://api.cerebras.ai/v1", ("CEREBRAS_API_KEY",), "authorization", "Bearer"
+    ),
 }
+# Providers that speak OpenAI's chat-completions wire format, routed by model name.
+OPENAI_COMPATIBLE = ("openai", "xai", "qwen", "moonshot", "minimax", "deepseek", "mistral", "cerebras")
 
 
 @dataclass(frozen=True)
@@ -39,12 +86,15 @@ class Upstream:
     provider: str
     base_url: str  # no trailing slash
     api_key: str
-    auth_header: str
+    defaults: ProviderDefaults
 
     def auth_headers(self) -> dict[str, str]:
-        if self.auth_header == "authorization":
-            return {"authorization": f"Bearer {self.api_key}"}
-        return {self.auth_header: self.api_key}
+        scheme = self.defaults.auth_scheme
+        return {self.defaults.auth_header: f"{scheme} {self.api_key}" if scheme else self.api_key}
+
+    def url(self, gateway_path: str, query: str) -> str:
+        path = gateway_path.removeprefix("/v1") if self.defaults.versioned_base else gateway_path
+        return self.base_url + path + (f"?{query}" if query else "")
 
 
 @dataclass(frozen=True)
@@ -74,11 +124,11 @@ class Settings:
             base = env.get(f"SPENDGATE_{upper}_BASE_URL") or from_file.get("base_url") or defaults.base_url
             key = (
                 env.get(f"SPENDGATE_{upper}_API_KEY")
-                or env.get(defaults.key_variable)
+                or next((env[v] for v in defaults.key_variables if env.get(v)), None)
                 or from_file.get("api_key")
                 or ""
             )
-            upstreams[name] = Upstream(name, base.rstrip("/"), key, defaults.auth_header)
+            upstreams[name] = Upstream(name, base.rstrip("/"), key, defaults)
         token = env.get("SPENDGATE_SERVICE_TOKEN", "")
         if not token and env.get("SPENDGATE_DATA_DIR"):
             token_file = Path(env["SPENDGATE_DATA_DIR"]) / "service-token"

@@ -30,7 +30,7 @@ from controlplane.money import format_usd
 from dataplane import estimate
 from dataplane.auth import authenticate
 from dataplane.budget import Decision, Reserver
-from dataplane.config import Settings
+from dataplane.config import OPENAI_COMPATIBLE, PROVIDERS, Settings
 from dataplane.errors import (
     BadRequest,
     Family,
@@ -61,14 +61,19 @@ class Route:
     parser: ParserFactory
     inject_usage: bool = False  # OpenAI-family streams: ask for the usage chunk
     metered: bool = True
+    # Where the model and the stream flag come from: the JSON body ("model",
+    # "stream"), or — for APIs like Gemini's — the URL (`{model}` in the path,
+    # and a fixed stream flag per route).
+    model_in_path: bool = False
+    stream: bool | None = None
 
-    def upstream_url(self, base_url: str, provider: str, query: str) -> str:
-        # OpenAI-style base URLs end in /v1; Anthropic's is the bare origin.
-        suffix = self.path.removeprefix("/v1") if provider != "anthropic" else self.path
-        return base_url + suffix + (f"?{query}" if query else "")
+    def model_and_stream(self, request: Request, body: dict[str, Any]) -> tuple[object, bool]:
+        if self.model_in_path:
+            return request.path_params.get("model"), bool(self.stream)
+        return body.get("model"), body.get("stream") is True
 
 
-OPENAI_FAMILY = ("openai",)
+OPENAI_FAMILY = OPENAI_COMPATIBLE
 ROUTES = (
     Route("/v1/chat/completions", Family.OPENAI, OPENAI_FAMILY, openai.ChatParser, inject_usage=True),
     Route("/v1/completions", Family.OPENAI, OPENAI_FAMILY, openai.ChatParser, inject_usage=True),
@@ -157,18 +162,19 @@ class Prepared:
     input_estimate: int  # tokens, for an aborted response that never reported input
 
 
-def prepare(raw: bytes, body: dict[str, Any], route: Route, key: KeyState, catalog: Catalog) -> Prepared:
-    model = body.get("model")
+def prepare(
+    raw: bytes, body: dict[str, Any], route: Route, key: KeyState, catalog: Catalog, request: Request
+) -> Prepared:
+    model, stream = route.model_and_stream(request, body)
     if not isinstance(model, str) or not model:
         raise BadRequest("You must provide a model parameter.", param="model")
     price = catalog.resolve(model, route.providers)
     check_allowed(key, price)
-    stream = body.get("stream") is True
     strip = False
-    changed = model != price.model
+    changed = model != price.model and not route.model_in_path
     if changed:
         body["model"] = price.model  # "openai/gpt-4o" → "gpt-4o" upstream
-    if stream and route.inject_usage:
+    if stream and route.inject_usage and PROVIDERS[price.provider].stream_usage_option:
         options = body.get("stream_options")
         if not (isinstance(options, dict) and options.get("include_usage") is True):
             body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
@@ -190,7 +196,7 @@ async def handle(request: Request, route: Route, gateway: Gateway) -> Response:
         key = await authenticate(request, gateway.keys)
         raw = await read_body(request, gateway.settings.max_body_bytes)
         body = parse_json(raw)
-        prepared = prepare(raw, body, route, key, gateway.catalog)
+        prepared = prepare(raw, body, route, key, gateway.catalog, request)
         if route.metered:
             amount = estimate.upper_bound_micros(len(raw), body, prepared.price)
             decision = await gateway.budget.reserve(key.id, request_id, amount)
@@ -210,7 +216,7 @@ async def handle(request: Request, route: Route, gateway: Gateway) -> Response:
     try:
         response = await gateway.upstream.send(
             "POST",
-            route.upstream_url(upstream.base_url, upstream.provider, query),
+            upstream.url(request.url.path, query),
             upstream_headers(request.headers.items(), upstream.auth_headers()),
             prepared.body,
         )
