@@ -55,6 +55,9 @@ def _totals(row: usage_pb2.KeyUsage | usage_pb2.ModelUsage) -> dict[str, int]:
         "cache_write_tokens": row.cache_write_tokens,
         "cost_micros": row.cost_micros,
         "fee_micros": row.fee_micros,
+        "characters": row.characters,
+        "audio_ms": row.audio_ms,
+        "images": row.images,
     }
 
 
@@ -92,6 +95,11 @@ def event_json(event: usage_pb2.UsageEvent) -> dict[str, Any]:
         "cached_input_tokens": u.cached_input_tokens,
         "cache_write_tokens": u.cache_write_tokens,
         "reasoning_tokens": u.reasoning_tokens,
+        "audio_input_tokens": u.audio_input_tokens,
+        "audio_output_tokens": u.audio_output_tokens,
+        "characters": u.characters,
+        "audio_ms": u.audio_ms,
+        "images": u.images,
         "cost_micros": event.cost_micros,
         "fee_micros": event.fee_micros,
         "latency_ms": event.latency_ms,
@@ -102,6 +110,17 @@ def event_json(event: usage_pb2.UsageEvent) -> dict[str, Any]:
     }
 
 
+OPTIONAL_RATES = (
+    "cached_input_micros_per_mtok",
+    "cache_write_micros_per_mtok",
+    "audio_input_micros_per_mtok",
+    "audio_output_micros_per_mtok",
+    "characters_micros_per_mchar",
+    "audio_seconds_micros_per_msec",
+    "images_micros_per_mimage",
+)
+
+
 def price_json(price: usage_pb2.Price) -> dict[str, Any]:
     return {
         "provider": price.provider,
@@ -109,12 +128,7 @@ def price_json(price: usage_pb2.Price) -> dict[str, Any]:
         "effective_from_ms": price.effective_from_ms,
         "input_micros_per_mtok": price.input_micros_per_mtok,
         "output_micros_per_mtok": price.output_micros_per_mtok,
-        "cached_input_micros_per_mtok": (
-            price.cached_input_micros_per_mtok if price.HasField("cached_input_micros_per_mtok") else None
-        ),
-        "cache_write_micros_per_mtok": (
-            price.cache_write_micros_per_mtok if price.HasField("cache_write_micros_per_mtok") else None
-        ),
+        **{name: getattr(price, name) if price.HasField(name) else None for name in OPTIONAL_RATES},
         "max_output_tokens": price.max_output_tokens,
         "source": price.source,
     }

@@ -21,18 +21,22 @@ from controlplane.money import Price
 from controlplane.store.schema import prices
 
 BUILTIN = Path(__file__).resolve().parent / "catalog_data"
-_PRICE_FIELDS = (
-    "input_micros_per_mtok",
-    "output_micros_per_mtok",
+_OPTIONAL_RATES = (
     "cached_input_micros_per_mtok",
     "cache_write_micros_per_mtok",
-    "max_output_tokens",
+    "audio_input_micros_per_mtok",
+    "audio_output_micros_per_mtok",
+    "characters_micros_per_mchar",
+    "audio_seconds_micros_per_msec",
+    "images_micros_per_mimage",
 )
-_OPTIONAL = {"cached_input_micros_per_mtok", "cache_write_micros_per_mtok", "max_output_tokens", "source"}
+_PRICE_FIELDS = ("input_micros_per_mtok", "output_micros_per_mtok", *_OPTIONAL_RATES, "max_output_tokens")
 
 
 def load_toml(path: Path) -> list[Price]:
-    """Parse a catalog file; errors name the file, the entry and the field."""
+    """Parse a catalog file; errors name the file, the entry and the field.
+    Rates are micro-USD per million units: `*_per_mtok` tokens, `*_per_mchar`
+    characters, `*_per_msec` seconds of audio, `*_per_mimage` images."""
     try:
         doc = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -63,11 +67,10 @@ def _parse_entry(entry: Any, where: str, default_source: str) -> Price:
         model=str(entry["name"]),
         input_micros_per_mtok=entry["input_micros_per_mtok"],
         output_micros_per_mtok=entry["output_micros_per_mtok"],
-        cached_input_micros_per_mtok=entry.get("cached_input_micros_per_mtok"),
-        cache_write_micros_per_mtok=entry.get("cache_write_micros_per_mtok"),
         max_output_tokens=entry.get("max_output_tokens", 0),
         effective_from_ms=entry.get("effective_from_ms", 0),
         source=str(entry.get("source", default_source)),
+        **{name: entry.get(name) for name in _OPTIONAL_RATES},
     )
     validate(price)
     return price
@@ -97,17 +100,7 @@ def merged(extra: Path | None) -> list[Price]:
 
 
 def _row_to_price(row: Any) -> Price:
-    return Price(
-        provider=row.provider,
-        model=row.model,
-        input_micros_per_mtok=row.input_micros_per_mtok,
-        output_micros_per_mtok=row.output_micros_per_mtok,
-        cached_input_micros_per_mtok=row.cached_input_micros_per_mtok,
-        cache_write_micros_per_mtok=row.cache_write_micros_per_mtok,
-        max_output_tokens=row.max_output_tokens,
-        effective_from_ms=row.effective_from_ms,
-        source=row.source,
-    )
+    return Price(**{f.name: getattr(row, f.name) for f in fields(Price)})
 
 
 def _same_price(a: Price, b: Price) -> bool:

@@ -36,7 +36,7 @@ from sqlalchemy import Connection, Engine, select
 
 from controlplane import catalog
 from controlplane.errors import InvalidArgument, NotFound
-from controlplane.money import Units, cost_micros, fee_micros
+from controlplane.money import Units, Unpriced, cost_micros, fee_micros
 from controlplane.periods import bounds
 from controlplane.records import Account, Clock, EventStatus, Key, UsageEvent
 from controlplane.store.schema import accounts, keys, reservations, usage_events
@@ -277,7 +277,10 @@ class Ledger:
             ).first()
             if lease is not None and lease.key_id != s.key_id:
                 raise InvalidArgument("request_id", "reserved for another key")
-            cost = cost_micros(s.units, price)
+            try:
+                cost = cost_micros(s.units, price)
+            except Unpriced as exc:
+                raise InvalidArgument("units", str(exc)) from None
             fee = fee_micros(cost, self.fee_bps)
             held, wallet_held = 0, 0
             if lease is not None and lease.state == "active":
@@ -311,11 +314,7 @@ class Ledger:
                     ts_ms=event.ts_ms,
                     provider=event.provider,
                     model=event.model,
-                    input_tokens=s.units.input_tokens,
-                    output_tokens=s.units.output_tokens,
-                    cached_input_tokens=s.units.cached_input_tokens,
-                    cache_write_tokens=s.units.cache_write_tokens,
-                    reasoning_tokens=s.units.reasoning_tokens,
+                    **vars(s.units),
                     cost_micros=cost,
                     fee_micros=fee,
                     latency_ms=event.latency_ms,

@@ -13,15 +13,21 @@ DEFAULT_FEE_BPS = 700  # 7 %
 
 @dataclass(frozen=True)
 class Units:
-    """What one request consumed. Input kinds are disjoint: ``input_tokens``
-    excludes cached reads and cache writes. ``reasoning_tokens`` is already
-    part of ``output_tokens`` and is kept for reporting only."""
+    """What one request consumed. Every kind is disjoint and priced by its own
+    column: ``input_tokens`` excludes cached reads, cache writes and audio
+    input; ``output_tokens`` excludes audio output. ``reasoning_tokens`` is
+    already part of ``output_tokens`` and is kept for reporting only."""
 
     input_tokens: int = 0
     output_tokens: int = 0
     cached_input_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
+    audio_input_tokens: int = 0
+    audio_output_tokens: int = 0
+    characters: int = 0
+    audio_ms: int = 0
+    images: int = 0
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
@@ -42,6 +48,11 @@ class Price:
     max_output_tokens: int = 0
     effective_from_ms: int = 0
     source: str = ""
+    audio_input_micros_per_mtok: int | None = None
+    audio_output_micros_per_mtok: int | None = None
+    characters_micros_per_mchar: int | None = None
+    audio_seconds_micros_per_msec: int | None = None
+    images_micros_per_mimage: int | None = None
 
     @property
     def qualified_name(self) -> str:
@@ -52,20 +63,39 @@ def ceil_div(numerator: int, denominator: int) -> int:
     return -(-numerator // denominator)
 
 
+class Unpriced(ValueError):
+    """The request consumed a unit kind the model's catalog row has no price for."""
+
+
 def cost_micros(units: Units, price: Price) -> int:
     """``ceil(Σ units × price / 1e6)``: at most one micro over, never under.
 
-    A dimension the catalog does not price separately falls back to the input
-    price, so nothing is ever priced at 0 by omission."""
-    cached = price.cached_input_micros_per_mtok
-    write = price.cache_write_micros_per_mtok
-    total = (
+    Token kinds the catalog does not price separately fall back to the input
+    (or output) price, so nothing is priced at 0 by omission. Characters,
+    audio and images have no fallback: consuming them without a price raises
+    `Unpriced`. Audio is counted in milliseconds and priced per second, so the
+    sum is taken in thousandths and divided once, exactly."""
+
+    def rate(value: int | None, fallback: int) -> int:
+        return fallback if value is None else value
+
+    def required(units_used: int, value: int | None, kind: str) -> int:
+        if units_used and value is None:
+            raise Unpriced(f"{price.qualified_name} has no catalog price for {kind}")
+        return value or 0
+
+    per_million = (
         units.input_tokens * price.input_micros_per_mtok
         + units.output_tokens * price.output_micros_per_mtok
-        + units.cached_input_tokens * (price.input_micros_per_mtok if cached is None else cached)
-        + units.cache_write_tokens * (price.input_micros_per_mtok if write is None else write)
+        + units.cached_input_tokens * rate(price.cached_input_micros_per_mtok, price.input_micros_per_mtok)
+        + units.cache_write_tokens * rate(price.cache_write_micros_per_mtok, price.input_micros_per_mtok)
+        + units.audio_input_tokens * rate(price.audio_input_micros_per_mtok, price.input_micros_per_mtok)
+        + units.audio_output_tokens * rate(price.audio_output_micros_per_mtok, price.output_micros_per_mtok)
+        + units.characters * required(units.characters, price.characters_micros_per_mchar, "characters")
+        + units.images * required(units.images, price.images_micros_per_mimage, "images")
     )
-    return ceil_div(total, UNITS_PER_PRICE)
+    audio = units.audio_ms * required(units.audio_ms, price.audio_seconds_micros_per_msec, "audio seconds")
+    return ceil_div(per_million * 1000 + audio, UNITS_PER_PRICE * 1000)
 
 
 def fee_micros(cost: int, fee_bps: int) -> int:

@@ -7,7 +7,7 @@ import enum
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Generic, TypeVar
 
 from controlplane.money import Units
@@ -128,13 +128,7 @@ class UsageEvent:
             ts_ms=row["ts_ms"],
             provider=row["provider"],
             model=row["model"],
-            units=Units(
-                input_tokens=row["input_tokens"],
-                output_tokens=row["output_tokens"],
-                cached_input_tokens=row["cached_input_tokens"],
-                cache_write_tokens=row["cache_write_tokens"],
-                reasoning_tokens=row["reasoning_tokens"],
-            ),
+            units=Units(**{f.name: row[f.name] for f in fields(Units)}),
             cost_micros=row["cost_micros"],
             fee_micros=row["fee_micros"],
             latency_ms=row["latency_ms"],

@@ -22,6 +22,9 @@ class Totals:
     cost_micros: int = 0
     fee_micros: int = 0
     latency_ms_sum: int = 0
+    characters: int = 0
+    audio_ms: int = 0
+    images: int = 0
 
     def __add__(self, other: Totals) -> Totals:
         return Totals(*(a + b for a, b in zip(vars(self).values(), vars(other).values(), strict=True)))
@@ -64,13 +67,18 @@ class Reports:
                 e.provider,
                 e.model,
                 func.count().label("requests"),
-                func.sum(e.input_tokens + e.cached_input_tokens + e.cache_write_tokens).label("input_tokens"),
-                func.sum(e.output_tokens).label("output_tokens"),
+                func.sum(
+                    e.input_tokens + e.cached_input_tokens + e.cache_write_tokens + e.audio_input_tokens
+                ).label("input_tokens"),
+                func.sum(e.output_tokens + e.audio_output_tokens).label("output_tokens"),
                 func.sum(e.cached_input_tokens).label("cached_input_tokens"),
                 func.sum(e.cache_write_tokens).label("cache_write_tokens"),
                 func.sum(e.cost_micros).label("cost_micros"),
                 func.sum(e.fee_micros).label("fee_micros"),
                 func.sum(e.latency_ms).label("latency_ms_sum"),
+                func.sum(e.characters).label("characters"),
+                func.sum(e.audio_ms).label("audio_ms"),
+                func.sum(e.images).label("images"),
             )
             .join(keys, keys.c.id == e.key_id)
             .where(e.account_id == account_id, e.ts_ms >= from_ms, e.ts_ms < to_ms)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import grpc
 
@@ -27,21 +27,26 @@ class ModelPrice:
     cached_input_micros_per_mtok: int | None
     cache_write_micros_per_mtok: int | None
     max_output_tokens: int
+    audio_input_micros_per_mtok: int | None = None
+    audio_output_micros_per_mtok: int | None = None
+    characters_micros_per_mchar: int | None = None
+    audio_seconds_micros_per_msec: int | None = None
+    images_micros_per_mimage: int | None = None
 
     @classmethod
     def from_pb(cls, p: usage_pb2.Price) -> ModelPrice:
+        optional = {
+            f.name: getattr(p, f.name) if p.HasField(f.name) else None
+            for f in fields(cls)
+            if f.type == "int | None"
+        }
         return cls(
             provider=p.provider,
             model=p.model,
             input_micros_per_mtok=p.input_micros_per_mtok,
             output_micros_per_mtok=p.output_micros_per_mtok,
-            cached_input_micros_per_mtok=(
-                p.cached_input_micros_per_mtok if p.HasField("cached_input_micros_per_mtok") else None
-            ),
-            cache_write_micros_per_mtok=(
-                p.cache_write_micros_per_mtok if p.HasField("cache_write_micros_per_mtok") else None
-            ),
             max_output_tokens=p.max_output_tokens,
+            **optional,
         )
 
 

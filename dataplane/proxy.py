@@ -274,18 +274,26 @@ class Meter:
         if usage is None or self._status >= 400:
             return usage_pb2.Units(), False  # upstream refused: costs nothing
         reported = usage.output_tokens is not None
-        if not reported and usage.delivered_text_bytes == 0 and usage.input_tokens is None:
+        non_token = any(v is not None for v in (usage.characters, usage.audio_ms, usage.images))
+        if non_token:  # billed by characters, audio time or images: no token estimate applies
+            reported = True
+        elif not reported and usage.delivered_text_bytes == 0 and usage.input_tokens is None:
             return usage_pb2.Units(), False  # nothing came back
         output = usage.output_tokens if reported else -(-usage.delivered_text_bytes // 4)
-        inputs = usage.input_tokens if usage.input_tokens is not None else self._p.input_estimate
+        inputs = usage.input_tokens if usage.input_tokens is not None or non_token else self._p.input_estimate
         units = usage_pb2.Units(
-            input_tokens=inputs,
+            input_tokens=inputs or 0,
             output_tokens=output or 0,
             cached_input_tokens=usage.cached_input_tokens or 0,
             cache_write_tokens=usage.cache_write_tokens or 0,
             reasoning_tokens=usage.reasoning_tokens or 0,
+            audio_input_tokens=usage.audio_input_tokens or 0,
+            audio_output_tokens=usage.audio_output_tokens or 0,
+            characters=usage.characters or 0,
+            audio_ms=usage.audio_ms or 0,
+            images=usage.images or 0,
         )
-        return units, usage.estimated or not reported or usage.input_tokens is None
+        return units, usage.estimated or not reported or (usage.input_tokens is None and not non_token)
 
 
 class MeteredStream(Response):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import TypeVar
 
 from controlplane.errors import InvalidArgument
@@ -93,13 +94,7 @@ def account_to_pb(account: Account) -> admin_pb2.Account:
 
 def units_from(msg: usage_pb2.Units) -> Units:
     try:
-        return Units(
-            input_tokens=msg.input_tokens,
-            output_tokens=msg.output_tokens,
-            cached_input_tokens=msg.cached_input_tokens,
-            cache_write_tokens=msg.cache_write_tokens,
-            reasoning_tokens=msg.reasoning_tokens,
-        )
+        return Units(**{f.name: getattr(msg, f.name) for f in fields(Units)})
     except ValueError as exc:
         raise InvalidArgument("units", str(exc)) from None
 
@@ -126,6 +121,10 @@ def event_to_pb(event: UsageEvent) -> usage_pb2.UsageEvent:
     )
 
 
+# Optional rates: unset in protobuf means "not priced separately" (None), not 0.
+OPTIONAL_RATES = tuple(f.name for f in fields(Price) if f.type == "int | None")
+
+
 def price_to_pb(price: Price) -> usage_pb2.Price:
     msg = usage_pb2.Price(
         provider=price.provider,
@@ -136,10 +135,9 @@ def price_to_pb(price: Price) -> usage_pb2.Price:
         max_output_tokens=price.max_output_tokens,
         source=price.source,
     )
-    if price.cached_input_micros_per_mtok is not None:
-        msg.cached_input_micros_per_mtok = price.cached_input_micros_per_mtok
-    if price.cache_write_micros_per_mtok is not None:
-        msg.cache_write_micros_per_mtok = price.cache_write_micros_per_mtok
+    for name in OPTIONAL_RATES:
+        if getattr(price, name) is not None:
+            setattr(msg, name, getattr(price, name))
     return msg
 
 
@@ -149,13 +147,8 @@ def price_from(msg: usage_pb2.Price) -> Price:
         model=msg.model,
         input_micros_per_mtok=msg.input_micros_per_mtok,
         output_micros_per_mtok=msg.output_micros_per_mtok,
-        cached_input_micros_per_mtok=(
-            msg.cached_input_micros_per_mtok if msg.HasField("cached_input_micros_per_mtok") else None
-        ),
-        cache_write_micros_per_mtok=(
-            msg.cache_write_micros_per_mtok if msg.HasField("cache_write_micros_per_mtok") else None
-        ),
         max_output_tokens=msg.max_output_tokens,
         effective_from_ms=msg.effective_from_ms,
         source=msg.source or "admin api",
+        **{name: getattr(msg, name) if msg.HasField(name) else None for name in OPTIONAL_RATES},
     )

@@ -131,4 +131,7 @@ def _totals(t: Totals) -> dict[str, int]:
         "cache_write_tokens": t.cache_write_tokens,
         "cost_micros": t.cost_micros,
         "fee_micros": t.fee_micros,
+        "characters": t.characters,
+        "audio_ms": t.audio_ms,
+        "images": t.images,
     }

@@ -5,7 +5,9 @@ kinds are disjoint, already normalised per provider: `input_tokens` is what is
 billed at the full input rate (OpenAI's prompt_tokens minus cached and
 cache-write tokens; Anthropic's input_tokens as is), `cached_input_tokens` the
 cache reads, `cache_write_tokens` the cache writes. `reasoning_tokens` is part
-of `output_tokens` and kept for reporting only."""
+of `output_tokens` and kept for reporting only. Audio tokens are disjoint from
+the text counts; `characters`, `audio_ms` and `images` are the non-token units
+(text-to-speech, speech-to-text, image generation)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,11 @@ class Usage:
     cached_input_tokens: int | None = None
     cache_write_tokens: int | None = None
     reasoning_tokens: int | None = None
+    audio_input_tokens: int | None = None
+    audio_output_tokens: int | None = None
+    characters: int | None = None
+    audio_ms: int | None = None
+    images: int | None = None
     # True when the counts were estimated (e.g. from delivered text) rather than reported.
     estimated: bool = False
     # True when the response reached its terminal event / was a complete JSON body.

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, select, text
+from sqlalchemy import select, text
 
 from controlplane.store import db
-from controlplane.store.schema import accounts, metadata
+from controlplane.store.schema import accounts, metadata, prices, usage_events
 
 
 def test_migrated_schema_matches_the_code(db_url: str) -> None:
@@ -19,23 +21,47 @@ def test_migrated_schema_matches_the_code(db_url: str) -> None:
     engine.dispose()
 
 
-def test_upgrade_is_in_place_and_keeps_data(db_url: str) -> None:
+def test_an_old_database_is_upgraded_in_place_and_keeps_its_data(db_url: str) -> None:
+    """A database left at revision 0001 (before non-token units) upgrades to head:
+    its rows stay, and the new columns read as 0 / not priced."""
     engine = db.make_engine(db_url)
-    db.migrate(engine)
+    config = Config()
+    config.set_main_option("script_location", str(db.MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
     with engine.begin() as conn:
         conn.execute(
-            accounts.insert().values(
-                id="acct_x", name="kept", created_ms=1, credit_micros=5, spent_micros=0, reserved_micros=0
+            text(
+                "INSERT INTO accounts (id, name, created_ms, credit_micros, spent_micros, reserved_micros) "
+                "VALUES ('acct_x', 'kept', 1, 5, 0, 0)"
             )
         )
-    db.migrate(engine)  # already at head: a no-op that must not touch data
+        conn.execute(
+            text(
+                "INSERT INTO usage_events (request_id, key_id, account_id, ts_ms, provider, model, input_tokens, "
+                "output_tokens, cached_input_tokens, cache_write_tokens, reasoning_tokens, cost_micros, fee_micros, "
+                "latency_ms, ttfb_ms, status, http_status, estimated) VALUES ('r1', 'k', 'acct_x', 1, 'openai', "
+                "'gpt-4o-mini', 10, 5, 0, 0, 0, 3, 1, 7, 2, 'ok', 200, false)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO prices (provider, model, effective_from_ms, input_micros_per_mtok, "
+                "output_micros_per_mtok, max_output_tokens, source, origin) "
+                "VALUES ('openai', 'old', 1, 1, 2, 0, 'test', 'api')"
+            )
+        )
+    db.migrate(engine)
+    db.migrate(engine)  # at head: a no-op
     with engine.connect() as conn:
         assert conn.execute(select(accounts.c.name)).scalars().all() == ["kept"]
+        event = conn.execute(select(usage_events)).mappings().one()
+        assert (event["cost_micros"], event["characters"], event["audio_ms"], event["images"]) == (3, 0, 0, 0)
+        price = conn.execute(select(prices)).mappings().one()
+        assert price["input_micros_per_mtok"] == 1 and price["characters_micros_per_mchar"] is None
         version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
-    assert version == "0001"
-    assert {"accounts", "keys", "reservations", "usage_events", "prices", "key_changes"} <= set(
-        inspect(engine).get_table_names()
-    )
+    assert version == "0002"
     engine.dispose()
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controlplane.money import Price, Units, cost_micros, fee_micros, format_usd, parse_usd
+from controlplane.money import Price, Units, Unpriced, cost_micros, fee_micros, format_usd, parse_usd
 
 counts = st.integers(min_value=0, max_value=10**9)
 rates = st.integers(min_value=0, max_value=10**9)
@@ -60,3 +60,72 @@ def test_parse_usd_rejects_what_it_cannot_represent(text: str) -> None:
 def test_units_refuse_negative_counts() -> None:
     with pytest.raises(ValueError, match="output_tokens"):
         Units(output_tokens=-1)
+
+
+@given(
+    counts,
+    counts,
+    counts,
+    counts,
+    counts,
+    counts,
+    rates,
+    rates,
+    optional_rates,
+    optional_rates,
+    rates,
+    rates,
+    rates,
+)
+def test_non_token_units_cost_the_exact_ceiling_too(
+    audio_in: int,
+    audio_out: int,
+    chars: int,
+    audio_ms: int,
+    images: int,
+    inp: int,
+    pin: int,
+    pout: int,
+    paudio_in: int | None,
+    paudio_out: int | None,
+    pchar: int,
+    psec: int,
+    pimage: int,
+) -> None:
+    units = Units(
+        input_tokens=inp,
+        audio_input_tokens=audio_in,
+        audio_output_tokens=audio_out,
+        characters=chars,
+        audio_ms=audio_ms,
+        images=images,
+    )
+    price = Price(
+        "p",
+        "m",
+        pin,
+        pout,
+        audio_input_micros_per_mtok=paudio_in,
+        audio_output_micros_per_mtok=paudio_out,
+        characters_micros_per_mchar=pchar,
+        audio_seconds_micros_per_msec=psec,
+        images_micros_per_mimage=pimage,
+    )
+    exact = (
+        Fraction(inp * pin, 10**6)
+        + Fraction(audio_in * (pin if paudio_in is None else paudio_in), 10**6)
+        + Fraction(audio_out * (pout if paudio_out is None else paudio_out), 10**6)
+        + Fraction(chars * pchar, 10**6)
+        + Fraction(audio_ms, 1000) * Fraction(psec, 10**6)  # milliseconds priced per second
+        + Fraction(images * pimage, 10**6)
+    )
+    assert cost_micros(units, price) == math.ceil(exact)
+
+
+@pytest.mark.parametrize(
+    ("units", "kind"),
+    [(Units(characters=1), "characters"), (Units(audio_ms=1), "audio seconds"), (Units(images=1), "images")],
+)
+def test_unpriced_units_are_refused_never_free(units: Units, kind: str) -> None:
+    with pytest.raises(Unpriced, match=kind):
+        cost_micros(units, Price("p", "m", 1, 1))

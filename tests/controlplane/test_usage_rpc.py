@@ -350,3 +350,49 @@ def test_list_prices_and_effective_dated_upsert(
     assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT and info.value.details.startswith(
         "price.model"
     )
+
+
+def test_characters_and_audio_are_priced_by_their_own_columns(
+    master: ControlPlaneClient, service: ControlPlaneClient, admin: ControlPlaneClient
+) -> None:
+    admin.upsert_price(
+        usage_pb2.Price(
+            provider="acme",
+            model="voice-1",
+            input_micros_per_mtok=0,
+            output_micros_per_mtok=0,
+            characters_micros_per_mchar=180_000_000,  # $180 per million characters
+            audio_seconds_micros_per_msec=120_000_000,  # $0.12 per second
+        )
+    )
+    listed = {(p.provider, p.model): p for p in master.list_prices().prices}
+    assert listed[("acme", "voice-1")].characters_micros_per_mchar == 180_000_000
+    assert not listed[("acme", "voice-1")].HasField("images_micros_per_mimage")
+    key, _ = master.create_key("u")
+    event = service.settle(
+        usage_pb2.SettleRequest(
+            request_id="tts",
+            key_id=key.id,
+            provider="acme",
+            model="voice-1",
+            units=usage_pb2.Units(characters=1234, audio_ms=2500),
+        )
+    ).event
+    assert event.units.characters == 1234 and event.units.audio_ms == 2500
+    assert event.cost_micros == -(-(1234 * 180_000_000 * 1000 + 2500 * 120_000_000) // 10**9)
+    (row,) = master.get_usage(0, 2**62).by_key
+    assert (row.characters, row.audio_ms) == (1234, 2500)
+    with pytest.raises(SpendgateRpcError) as info:
+        service.settle(
+            usage_pb2.SettleRequest(
+                request_id="img",
+                key_id=key.id,
+                provider="acme",
+                model="voice-1",
+                units=usage_pb2.Units(images=1),
+            )
+        )
+    assert (
+        info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        and "no catalog price for images" in info.value.details
+    )

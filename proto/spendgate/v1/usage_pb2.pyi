@@ -33,18 +33,28 @@ EVENT_STATUS_CLIENT_DISCONNECTED: EventStatus
 EVENT_STATUS_UPSTREAM_ABORTED: EventStatus
 
 class Units(_message.Message):
-    __slots__ = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens")
+    __slots__ = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens", "audio_input_tokens", "audio_output_tokens", "characters", "audio_ms", "images")
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     CACHED_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     CACHE_WRITE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     REASONING_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CHARACTERS_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_MS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
     input_tokens: int
     output_tokens: int
     cached_input_tokens: int
     cache_write_tokens: int
     reasoning_tokens: int
-    def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ...) -> None: ...
+    audio_input_tokens: int
+    audio_output_tokens: int
+    characters: int
+    audio_ms: int
+    images: int
+    def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., audio_input_tokens: _Optional[int] = ..., audio_output_tokens: _Optional[int] = ..., characters: _Optional[int] = ..., audio_ms: _Optional[int] = ..., images: _Optional[int] = ...) -> None: ...
 
 class ReserveRequest(_message.Message):
     __slots__ = ("key_id", "request_id", "amount_micros", "ttl_ms")
@@ -165,7 +175,7 @@ class GetUsageRequest(_message.Message):
     def __init__(self, from_ms: _Optional[int] = ..., to_ms: _Optional[int] = ...) -> None: ...
 
 class ModelUsage(_message.Message):
-    __slots__ = ("provider", "model", "requests", "input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "cost_micros", "fee_micros", "avg_latency_ms")
+    __slots__ = ("provider", "model", "requests", "input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "cost_micros", "fee_micros", "avg_latency_ms", "characters", "audio_ms", "images")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
@@ -176,6 +186,9 @@ class ModelUsage(_message.Message):
     COST_MICROS_FIELD_NUMBER: _ClassVar[int]
     FEE_MICROS_FIELD_NUMBER: _ClassVar[int]
     AVG_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    CHARACTERS_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_MS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
     provider: str
     model: str
     requests: int
@@ -186,10 +199,13 @@ class ModelUsage(_message.Message):
     cost_micros: int
     fee_micros: int
     avg_latency_ms: int
-    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., cost_micros: _Optional[int] = ..., fee_micros: _Optional[int] = ..., avg_latency_ms: _Optional[int] = ...) -> None: ...
+    characters: int
+    audio_ms: int
+    images: int
+    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., cost_micros: _Optional[int] = ..., fee_micros: _Optional[int] = ..., avg_latency_ms: _Optional[int] = ..., characters: _Optional[int] = ..., audio_ms: _Optional[int] = ..., images: _Optional[int] = ...) -> None: ...
 
 class KeyUsage(_message.Message):
-    __slots__ = ("key_id", "name", "requests", "input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "cost_micros", "fee_micros", "by_model")
+    __slots__ = ("key_id", "name", "requests", "input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "cost_micros", "fee_micros", "by_model", "characters", "audio_ms", "images")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
@@ -200,6 +216,9 @@ class KeyUsage(_message.Message):
     COST_MICROS_FIELD_NUMBER: _ClassVar[int]
     FEE_MICROS_FIELD_NUMBER: _ClassVar[int]
     BY_MODEL_FIELD_NUMBER: _ClassVar[int]
+    CHARACTERS_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_MS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     name: str
     requests: int
@@ -210,7 +229,10 @@ class KeyUsage(_message.Message):
     cost_micros: int
     fee_micros: int
     by_model: _containers.RepeatedCompositeFieldContainer[ModelUsage]
-    def __init__(self, key_id: _Optional[str] = ..., name: _Optional[str] = ..., requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., cost_micros: _Optional[int] = ..., fee_micros: _Optional[int] = ..., by_model: _Optional[_Iterable[_Union[ModelUsage, _Mapping]]] = ...) -> None: ...
+    characters: int
+    audio_ms: int
+    images: int
+    def __init__(self, key_id: _Optional[str] = ..., name: _Optional[str] = ..., requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., cost_micros: _Optional[int] = ..., fee_micros: _Optional[int] = ..., by_model: _Optional[_Iterable[_Union[ModelUsage, _Mapping]]] = ..., characters: _Optional[int] = ..., audio_ms: _Optional[int] = ..., images: _Optional[int] = ...) -> None: ...
 
 class GetUsageResponse(_message.Message):
     __slots__ = ("by_key",)
@@ -239,7 +261,7 @@ class ListUsageEventsResponse(_message.Message):
     def __init__(self, key: _Optional[_Union[_keys_pb2.Key, _Mapping]] = ..., events: _Optional[_Iterable[_Union[UsageEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Price(_message.Message):
-    __slots__ = ("provider", "model", "effective_from_ms", "input_micros_per_mtok", "output_micros_per_mtok", "cached_input_micros_per_mtok", "cache_write_micros_per_mtok", "max_output_tokens", "source")
+    __slots__ = ("provider", "model", "effective_from_ms", "input_micros_per_mtok", "output_micros_per_mtok", "cached_input_micros_per_mtok", "cache_write_micros_per_mtok", "max_output_tokens", "source", "audio_input_micros_per_mtok", "audio_output_micros_per_mtok", "characters_micros_per_mchar", "audio_seconds_micros_per_msec", "images_micros_per_mimage")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     EFFECTIVE_FROM_MS_FIELD_NUMBER: _ClassVar[int]
@@ -249,6 +271,11 @@ class Price(_message.Message):
     CACHE_WRITE_MICROS_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
     MAX_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_INPUT_MICROS_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_OUTPUT_MICROS_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
+    CHARACTERS_MICROS_PER_MCHAR_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_SECONDS_MICROS_PER_MSEC_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_MICROS_PER_MIMAGE_FIELD_NUMBER: _ClassVar[int]
     provider: str
     model: str
     effective_from_ms: int
@@ -258,7 +285,12 @@ class Price(_message.Message):
     cache_write_micros_per_mtok: int
     max_output_tokens: int
     source: str
-    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., effective_from_ms: _Optional[int] = ..., input_micros_per_mtok: _Optional[int] = ..., output_micros_per_mtok: _Optional[int] = ..., cached_input_micros_per_mtok: _Optional[int] = ..., cache_write_micros_per_mtok: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., source: _Optional[str] = ...) -> None: ...
+    audio_input_micros_per_mtok: int
+    audio_output_micros_per_mtok: int
+    characters_micros_per_mchar: int
+    audio_seconds_micros_per_msec: int
+    images_micros_per_mimage: int
+    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., effective_from_ms: _Optional[int] = ..., input_micros_per_mtok: _Optional[int] = ..., output_micros_per_mtok: _Optional[int] = ..., cached_input_micros_per_mtok: _Optional[int] = ..., cache_write_micros_per_mtok: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., source: _Optional[str] = ..., audio_input_micros_per_mtok: _Optional[int] = ..., audio_output_micros_per_mtok: _Optional[int] = ..., characters_micros_per_mchar: _Optional[int] = ..., audio_seconds_micros_per_msec: _Optional[int] = ..., images_micros_per_mimage: _Optional[int] = ...) -> None: ...
 
 class ListPricesRequest(_message.Message):
     __slots__ = ("at_ms", "include_history")
