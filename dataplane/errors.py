@@ -16,12 +16,14 @@ class Family(Enum):
 
     OPENAI = "openai"
     ANTHROPIC = "anthropic"
+    GOOGLE = "google"
 
 
 class GatewayError(Exception):
     status = 500
     openai_type = "server_error"
     anthropic_type = "api_error"
+    google_status = "INTERNAL"
     code: str | None = None
 
     def __init__(self, message: str, param: str | None = None) -> None:
@@ -34,6 +36,7 @@ class BadRequest(GatewayError):
     status = 400
     openai_type = "invalid_request_error"
     anthropic_type = "invalid_request_error"
+    google_status = "INVALID_ARGUMENT"
 
 
 class UnknownModel(BadRequest):
@@ -44,6 +47,7 @@ class Unauthorized(GatewayError):
     status = 401
     openai_type = "invalid_request_error"
     anthropic_type = "authentication_error"
+    google_status = "UNAUTHENTICATED"
     code = "invalid_api_key"
 
 
@@ -51,6 +55,7 @@ class OverCap(GatewayError):
     status = 402
     openai_type = "insufficient_quota"
     anthropic_type = "billing_error"
+    google_status = "RESOURCE_EXHAUSTED"
     code = "spend_cap_exceeded"
 
 
@@ -58,6 +63,7 @@ class Forbidden(GatewayError):
     status = 403
     openai_type = "invalid_request_error"
     anthropic_type = "permission_error"
+    google_status = "PERMISSION_DENIED"
     code = "model_not_allowed"
 
 
@@ -65,18 +71,21 @@ class NotFound(GatewayError):
     status = 404
     openai_type = "invalid_request_error"
     anthropic_type = "not_found_error"
+    google_status = "NOT_FOUND"
 
 
 class TooLarge(GatewayError):
     status = 413
     openai_type = "invalid_request_error"
     anthropic_type = "request_too_large"
+    google_status = "INVALID_ARGUMENT"
 
 
 class UpstreamUnreachable(GatewayError):
     status = 502
     openai_type = "server_error"
     anthropic_type = "api_error"
+    google_status = "UNAVAILABLE"
     code = "upstream_unreachable"
 
 
@@ -84,6 +93,7 @@ class ControlPlaneUnavailable(GatewayError):
     status = 503
     openai_type = "server_error"
     anthropic_type = "overloaded_error"
+    google_status = "UNAVAILABLE"
     code = "gateway_unavailable"
 
 
@@ -91,12 +101,16 @@ class UpstreamTimeout(GatewayError):
     status = 504
     openai_type = "server_error"
     anthropic_type = "timeout_error"
+    google_status = "DEADLINE_EXCEEDED"
     code = "upstream_timeout"
 
 
 def error_body(exc: GatewayError, family: Family) -> dict[str, object]:
     if family is Family.ANTHROPIC:
         return {"type": "error", "error": {"type": exc.anthropic_type, "message": exc.message}}
+    if family is Family.GOOGLE:
+        # google-genai raises ClientError / ServerError from the HTTP status and reads these fields.
+        return {"error": {"code": exc.status, "message": exc.message, "status": exc.google_status}}
     return {"error": {"message": exc.message, "type": exc.openai_type, "param": exc.param, "code": exc.code}}
 
 

@@ -1,4 +1,6 @@
-"""A fake OpenAI and Anthropic upstream for tests, the quickstart and benchmarks.
+"""A fake upstream for tests, the quickstart and benchmarks: OpenAI, Anthropic,
+Google Gemini and the OpenAI-compatible providers (xAI, Qwen, Moonshot,
+MiniMax, DeepSeek, Mistral, Cerebras).
 
 These machines have no internet, so the gateway is pointed at this server. It
 answers the routes the official SDKs call with the providers' JSON and SSE
@@ -9,11 +11,20 @@ chunked encoding. JSON replies carry a Content-Length; SSE replies are chunked.
 
 Routes. The OpenAI routes need `Authorization: Bearer <key>`:
 POST /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/responses,
-and GET /v1/models. The Anthropic routes need `x-api-key` or a Bearer token:
-POST /v1/messages and /v1/messages/count_tokens. Auth failures get a 401 in
-the provider's error shape. GET /_mock/requests lists the recorded requests
-and DELETE /_mock/requests clears them. DELETE /_mock/cache forgets the
-prompt-cache prefixes.
+and GET /v1/models (mock_openai.py). The Anthropic routes need `x-api-key` or
+a Bearer token: POST /v1/messages and /v1/messages/count_tokens
+(mock_anthropic.py). Auth failures get a 401 in the provider's error shape.
+The Gemini routes, /v1beta/models/{model}:generateContent and its siblings,
+need `x-goog-api-key`; their formats and counts are in mock_gemini.py.
+
+The OpenAI-compatible providers are served under a path prefix: a base URL of
+`{mock}/deepseek/v1` reaches /v1/chat/completions with DeepSeek's quirks
+(mock_compat.py lists each provider's). The prefix is stripped before routing
+and recorded as `RecordedRequest.provider`, so tests can tell which upstream
+was called.
+
+GET /_mock/requests lists the recorded requests and DELETE /_mock/requests
+clears them. DELETE /_mock/cache forgets the prompt-cache prefixes.
 
 Streamed Chat and legacy Completions chunks carry `"usage": null` only when
 `stream_options.include_usage` is set, as upstream does. The usage chunk
@@ -25,7 +36,7 @@ Token counts are deterministic, so tests can compute expected costs:
 * Prompt tokens are `ceil(B / 4)`, with no per-message overhead
   (`count_prompt_tokens`). B is the UTF-8 byte count of every string under the
   body fields tools, system, instructions, messages, prompt and input, walked
-  in that order. Values of the keys in `_SKIPPED_KEYS` (type, role, ids, …) and
+  in that order. Values of the keys in `mock_wire._SKIPPED_KEYS` (type, role, ids, …) and
   whole `cache_control` objects are not counted. An integer in a prompt or
   input token array is a token id and counts as 4 bytes.
 * Output: `desired` is x-mock-output-tokens if sent, else 16. `limit` is the
@@ -55,14 +66,17 @@ Token counts are deterministic, so tests can compute expected costs:
 Header knobs, all optional, are read from the request:
 
 * x-mock-status: N (400 or above) replies with status N and a provider-shaped
-  error body. Auth is checked first.
+  error body (MiniMax's is an HTTP 200 with a `base_resp` error). Auth is
+  checked first.
 * x-mock-delay-ms: N waits N ms before replying.
 * x-mock-chunk-delay-ms: N waits N ms between SSE events.
 * x-mock-abort-after: N sends N SSE events, counting garbage lines, and then
-  closes the connection without the terminating chunk. For a JSON reply, it
-  sends the head and the first N body bytes, then closes.
+  closes the connection without the terminating chunk (for Gemini's streamed
+  JSON array, N array elements). For a JSON reply, it sends the head and the
+  first N body bytes, then closes.
 * x-mock-output-tokens: N sets the desired reply length (see above).
-* x-mock-cached-tokens: N is the OpenAI cached_tokens.
+* x-mock-cached-tokens: N is the OpenAI cached_tokens (and the cache hits of
+  the OpenAI-compatible providers, and Gemini's cachedContentTokenCount).
 * x-mock-garbage: 1 puts a non-JSON `data:` line, with no event name, before
   every SSE event. The stream still ends normally.
 """
@@ -73,20 +87,39 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import hashlib
 import http
 import json
 import logging
-import math
 import os
 import signal
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
-from typing import Any, Literal
+from typing import Any
+
+from dataplane import mock_anthropic, mock_gemini, mock_openai
+from dataplane.mock_compat import COMPATIBLE, quirks_for
+from dataplane.mock_wire import (
+    DEFAULT_REPLY_TOKENS,
+    NO_KNOBS,
+    REPLY_WORDS,
+    THINKING_TOKENS,
+    BadRequest,
+    Call,
+    Flavor,
+    Knobs,
+    Reply,
+    count_prompt_tokens,
+    error_reply,
+    json_reply,
+    mock_embedding,
+    parse_knobs,
+    reply_text,
+    reply_tokens,
+    thinking_tokens,
+)
 
 __all__ = [
     "DEFAULT_REPLY_TOKENS",
@@ -106,153 +139,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_REPLY_TOKENS = 16
-THINKING_TOKENS = 8
-EMBEDDING_DIMS = 8
 MAX_RECORDED = 10_000
-REPLY_WORDS = ("mock", "reply", "from", "the", "fake", "upstream")
-THINKING_WORDS = ("let", "me", "think", "about", "this", "mock", "request", "first")
-MODELS = (
-    "gpt-4o-mini",
-    "gpt-4o",
-    "gpt-4.1-mini",
-    "o4-mini",
-    "text-embedding-3-small",
-    "gpt-3.5-turbo-instruct",
-)
 
 _MAX_HEAD = 64 * 1024
 _MAX_BODY = 64 * 1024 * 1024
 _MAX_CACHED_PREFIXES = 1_000_000
-_PROMPT_FIELDS = ("tools", "system", "instructions", "messages", "prompt", "input")
-_SKIPPED_KEYS = frozenset(
-    {
-        "type",
-        "role",
-        "id",
-        "tool_use_id",
-        "tool_call_id",
-        "call_id",
-        "signature",
-        "cache_control",
-        "media_type",
-    }
-)
-_FINGERPRINT = "fp_mock0000"
-
-_Flavor = Literal["openai", "anthropic"]
-
-
-# --- token accounting (pure) -------------------------------------------------
-
-
-def _prompt_pieces(body: dict[str, Any]) -> list[bytes | str]:
-    """The counted text of a request as byte strings, in order. A `str` item
-    marks the end of a block that has `cache_control`; its value is the TTL."""
-    out: list[bytes | str] = []
-
-    def walk(node: object, key: str, token_ids: bool) -> None:
-        if isinstance(node, str):
-            if key not in _SKIPPED_KEYS:
-                out.append(node.encode())
-        elif isinstance(node, bool):
-            pass
-        elif isinstance(node, int):
-            if token_ids:
-                out.append(b"\0\0\0\0")
-        elif isinstance(node, list):
-            for item in node:
-                walk(item, key, token_ids)
-        elif isinstance(node, dict):
-            for k, v in node.items():
-                if k not in _SKIPPED_KEYS:
-                    walk(v, k, False)
-            cache = node.get("cache_control")
-            if isinstance(cache, dict):
-                out.append(str(cache.get("ttl") or "5m"))
-
-    for field in _PROMPT_FIELDS:
-        if field in body:
-            walk(body[field], field, field in ("prompt", "input"))
-    return out
-
-
-def _tokens(n_bytes: int) -> int:
-    return math.ceil(n_bytes / 4)
-
-
-def count_prompt_tokens(body: dict[str, Any]) -> int:
-    """ceil(UTF-8 bytes of the request's text / 4); see the module docstring."""
-    return _tokens(sum(len(p) for p in _prompt_pieces(body) if isinstance(p, bytes)))
-
-
-def _output_limit(body: dict[str, Any]) -> int | None:
-    for key in ("max_completion_tokens", "max_output_tokens", "max_tokens"):
-        value = body.get(key)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return max(value, 0)
-    return None
-
-
-def thinking_tokens(body: dict[str, Any]) -> int:
-    """Tokens of the thinking block the mock emits (Anthropic extended thinking)."""
-    thinking = body.get("thinking")
-    if not (isinstance(thinking, dict) and thinking.get("type") == "enabled"):
-        return 0
-    limit = _output_limit(body)
-    return THINKING_TOKENS if limit is None else min(THINKING_TOKENS, limit)
-
-
-def reply_tokens(body: dict[str, Any], forced: int | None = None) -> int:
-    """Words in the visible reply (text or tool arguments), excluding thinking."""
-    desired = DEFAULT_REPLY_TOKENS if forced is None else forced
-    limit = _output_limit(body)
-    return desired if limit is None else max(0, min(desired, limit - thinking_tokens(body)))
-
-
-def _truncated(body: dict[str, Any], forced: int | None) -> bool:
-    limit = _output_limit(body)
-    desired = DEFAULT_REPLY_TOKENS if forced is None else forced
-    return limit is not None and desired + thinking_tokens(body) > limit
-
-
-def _words(n: int, words: Sequence[str] = REPLY_WORDS) -> list[str]:
-    """The stream deltas of an n-token reply: the first word bare, then ' word'."""
-    return [("" if i == 0 else " ") + words[i % len(words)] for i in range(n)]
-
-
-def reply_text(n: int) -> str:
-    return "".join(_words(n))
-
-
-def mock_embedding(item: object, dimensions: int = EMBEDDING_DIMS) -> list[float]:
-    """A deterministic vector for one input item (a string or a token array)."""
-    seed = json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode()
-    raw = b""
-    while len(raw) < dimensions:
-        raw += hashlib.sha256(seed + len(raw).to_bytes(4, "big")).digest()
-    return [(b - 128) / 128 for b in raw[:dimensions]]
-
-
-def _cache_split(body: dict[str, Any], seen: set[bytes]) -> tuple[int, int, int, str]:
-    """(input, cache_creation, cache_read, ttl of the writes) for an Anthropic request."""
-    digest = hashlib.sha256(str(body.get("model")).encode())
-    size = 0
-    marks: list[tuple[int, bytes, str]] = []
-    for piece in _prompt_pieces(body):
-        if isinstance(piece, str):
-            marks.append((size, digest.copy().digest(), piece))
-        else:
-            digest.update(len(piece).to_bytes(8, "big") + piece)
-            size += len(piece)
-    total = _tokens(size)
-    if not marks:
-        return total, 0, 0, "5m"
-    read = _tokens(max((at for at, key, _ in marks if key in seen), default=0))
-    last = _tokens(marks[-1][0])
-    seen.update(key for _, key, _ in marks)
-    ttl = "1h" if any(t == "1h" for _, _, t in marks) else "5m"
-    return total - last, last - read, read, ttl
 
 
 # --- HTTP/1.1 request parsing (sans-IO) ----------------------------------------
@@ -265,6 +156,7 @@ class RecordedRequest:
     query: str
     headers: list[tuple[str, str]]  # names lowercased, in arrival order
     body: bytes
+    provider: str = ""  # the upstream a path prefix named (/deepseek/v1/…), "" when none
 
     def header(self, name: str) -> str | None:
         name = name.lower()
@@ -401,515 +293,52 @@ class _RequestParser:
             del buf[: eol + 4 + size]
 
 
-# --- replies -----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Reply:
-    status: int
-    headers: tuple[tuple[str, str], ...]
-    body: bytes = b""
-    events: tuple[bytes, ...] | None = None  # SSE events, sent as one chunk each
-
-
-@dataclass(frozen=True, slots=True)
-class _Knobs:
-    status: int | None = None
-    delay_ms: int = 0
-    chunk_delay_ms: int = 0
-    abort_after: int | None = None
-    output_tokens: int | None = None
-    cached_tokens: int = 0
-    garbage: bool = False
-
-    @property
-    def immediate(self) -> bool:
-        return not self.delay_ms and not self.chunk_delay_ms and self.abort_after is None
-
-
-_NO_KNOBS = _Knobs()
-_KNOB_FIELDS = {
-    "x-mock-status": "status",
-    "x-mock-delay-ms": "delay_ms",
-    "x-mock-chunk-delay-ms": "chunk_delay_ms",
-    "x-mock-abort-after": "abort_after",
-    "x-mock-output-tokens": "output_tokens",
-    "x-mock-cached-tokens": "cached_tokens",
-    "x-mock-garbage": "garbage",
-}
-
-
-def _parse_knobs(headers: list[tuple[str, str]]) -> _Knobs:
-    values: dict[str, Any] = {}
-    for name, value in headers:
-        field = _KNOB_FIELDS.get(name)
-        if field is None:
-            continue
-        if not value.isdigit():
-            raise ValueError(f"header {name} must be a non-negative integer, got {value!r}")
-        values[field] = bool(int(value)) if field == "garbage" else int(value)
-    if values.get("status", 400) < 400:
-        del values["status"]
-    return _Knobs(**values) if values else _NO_KNOBS
-
-
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-
-def _dumps(obj: object) -> bytes:
-    return _encode(obj).encode()
-
-
-def _chunk_framer(head: dict[str, Any], with_usage: bool) -> Callable[[dict[str, Any]], bytes]:
-    """`data: {**head, "choices": [choice], ("usage": null)}` with the constant part encoded once."""
-    prefix = b"data: " + _dumps(head)[:-1] + b',"choices":['
-    suffix = b'],"usage":null}\n\n' if with_usage else b"]}\n\n"
-    return lambda choice: prefix + _dumps(choice) + suffix
-
-
-def _request_id_header(flavor: _Flavor, rid: str) -> tuple[str, str]:
-    return ("request-id" if flavor == "anthropic" else "x-request-id", f"req_{rid}")
-
-
-def _json_reply(obj: object, flavor: _Flavor, rid: str, status: int = 200) -> _Reply:
-    return _Reply(
-        status, (("content-type", "application/json"), _request_id_header(flavor, rid)), _dumps(obj)
-    )
-
-
-def _sse_reply(events: list[bytes], flavor: _Flavor, rid: str, knobs: _Knobs) -> _Reply:
-    if knobs.garbage:
-        events = [e for i, ev in enumerate(events) for e in (b"data: garbage %d {{not json\n\n" % i, ev)]
-    headers = (
-        ("content-type", "text/event-stream; charset=utf-8"),
-        ("cache-control", "no-cache"),
-        _request_id_header(flavor, rid),
-    )
-    return _Reply(200, headers, events=tuple(events))
-
-
-def _data(obj: object) -> bytes:
-    return b"data: " + _dumps(obj) + b"\n\n"
-
-
-def _event(name: str, obj: object) -> bytes:
-    return b"event: " + name.encode() + b"\ndata: " + _dumps(obj) + b"\n\n"
-
-
-_OPENAI_ERROR_TYPES = {401: "invalid_request_error", 403: "permission_error", 429: "tokens"}
-_ANTHROPIC_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    402: "billing_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    504: "timeout_error",
-    529: "overloaded_error",
-}
-
-
-def _error(flavor: _Flavor, status: int, message: str, rid: str, *, param: str | None = None) -> _Reply:
-    if flavor == "anthropic":
-        kind = _ANTHROPIC_ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-        body: dict[str, Any] = {
-            "type": "error",
-            "error": {"type": kind, "message": message},
-            "request_id": f"req_{rid}",
-        }
-    else:
-        kind = _OPENAI_ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-        code = {401: "invalid_api_key", 404: "not_found", 429: "rate_limit_exceeded"}.get(status)
-        body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return _json_reply(body, flavor, rid, status)
-
-
-class _BadRequest(Exception):
-    """A request the provider would reject with 400; carries the offending param."""
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.param = param
-
-
-def _require(body: dict[str, Any], key: str, kind: type | tuple[type, ...], flavor: _Flavor) -> Any:
-    value = body.get(key)
-    if not isinstance(value, kind) or isinstance(value, bool):
-        if flavor == "anthropic":
-            raise _BadRequest(f"{key}: Field required" if value is None else f"{key}: invalid value", key)
-        raise _BadRequest(f"Missing required parameter: '{key}'.", key)
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class _Call:
-    """Everything a route needs to build its reply."""
-
-    body: dict[str, Any]
-    knobs: _Knobs
-    rid: str  # fresh random hex, the suffix of every id in this reply
-    created: int
-    prompt_cache: set[bytes]
-
-
-# --- OpenAI routes -------------------------------------------------------------
-
-
-def _tool_name(tool: object) -> str | None:
-    if not isinstance(tool, dict):
-        return None
-    fn = tool.get("function")
-    name = fn.get("name") if isinstance(fn, dict) else tool.get("name")
-    return name if isinstance(name, str) else None
-
-
-def _openai_forced_tool(body: dict[str, Any]) -> str | None:
-    tools, choice = body.get("tools"), body.get("tool_choice")
-    if not isinstance(tools, list) or not tools:
-        return None
-    if choice == "required":
-        return _tool_name(tools[0])
-    return _tool_name(choice) if isinstance(choice, dict) else None
-
-
-def _chat_usage(call: _Call, completion: int) -> dict[str, Any]:
-    prompt = count_prompt_tokens(call.body)
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": min(call.knobs.cached_tokens, prompt), "audio_tokens": 0},
-        "completion_tokens_details": {
-            "reasoning_tokens": 0,
-            "audio_tokens": 0,
-            "accepted_prediction_tokens": 0,
-            "rejected_prediction_tokens": 0,
-        },
-    }
-
-
-def _include_usage(body: dict[str, Any]) -> bool:
-    options = body.get("stream_options")
-    return isinstance(options, dict) and options.get("include_usage") is True
-
-
-def _chat(call: _Call) -> _Reply:
-    body = call.body
-    model = _require(body, "model", str, "openai")
-    _require(body, "messages", list, "openai")
-    tool = _openai_forced_tool(body)
-    n = reply_tokens(body, call.knobs.output_tokens)
-    finish = "length" if _truncated(body, call.knobs.output_tokens) else "tool_calls" if tool else "stop"
-    call_id = f"call_{call.rid[:24]}"
-    head = {
-        "id": f"chatcmpl-{call.rid}",
-        "object": "chat.completion",
-        "created": call.created,
-        "model": model,
-    }
-    if not body.get("stream"):
-        message: dict[str, Any] = {
-            "role": "assistant",
-            "content": reply_text(n),
-            "refusal": None,
-            "annotations": [],
-        }
-        if tool:
-            arguments = json.dumps({"input": reply_text(n)})
-            message["content"] = None
-            message["tool_calls"] = [
-                {"id": call_id, "type": "function", "function": {"name": tool, "arguments": arguments}}
-            ]
-        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
-        reply = {**head, "choices": [choice], "usage": _chat_usage(call, n), "service_tier": "default"}
-        return _json_reply({**reply, "system_fingerprint": _FINGERPRINT}, "openai", call.rid)
-
-    head.update(object="chat.completion.chunk", service_tier="default", system_fingerprint=_FINGERPRINT)
-    with_usage = _include_usage(body)
-    frame = _chunk_framer(head, with_usage)
-
-    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        return frame({"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason})
-
-    if tool:
-        start = {"index": 0, "id": call_id, "type": "function", "function": {"name": tool, "arguments": ""}}
-        events = [chunk({"role": "assistant", "content": None, "tool_calls": [start], "refusal": None})]
-        events += [
-            chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
-            for piece in _json_pieces({"input": reply_text(n)})
-        ]
-    else:
-        events = [chunk({"role": "assistant", "content": "", "refusal": None})]
-        events += [chunk({"content": word}) for word in _words(n)]
-    events.append(chunk({}, finish))
-    if with_usage:
-        events.append(_data({**head, "choices": [], "usage": _chat_usage(call, n)}))
-    events.append(b"data: [DONE]\n\n")
-    return _sse_reply(events, "openai", call.rid, call.knobs)
-
-
-def _json_pieces(obj: dict[str, Any]) -> list[str]:
-    """A JSON document split the way models stream tool arguments: word by word."""
-    text = json.dumps(obj)
-    pieces, start = [], 0
-    while start < len(text):
-        end = text.find(" ", start + 1)
-        end = len(text) if end < 0 else end
-        pieces.append(text[start:end])
-        start = end
-    return pieces
-
-
-def _completions(call: _Call) -> _Reply:
-    body = call.body
-    model = _require(body, "model", str, "openai")
-    if "prompt" not in body:
-        raise _BadRequest("Missing required parameter: 'prompt'.", "prompt")
-    n = reply_tokens(body, call.knobs.output_tokens)
-    finish = "length" if _truncated(body, call.knobs.output_tokens) else "stop"
-    head = {"id": f"cmpl-{call.rid}", "object": "text_completion", "created": call.created, "model": model}
-    prompt = count_prompt_tokens(body)
-    usage = {"prompt_tokens": prompt, "completion_tokens": n, "total_tokens": prompt + n}
-    if not body.get("stream"):
-        choice = {"text": reply_text(n), "index": 0, "logprobs": None, "finish_reason": finish}
-        return _json_reply({**head, "choices": [choice], "usage": usage}, "openai", call.rid)
-    with_usage = _include_usage(body)
-    frame = _chunk_framer(head, with_usage)
-
-    def chunk(text: str, finish_reason: str | None = None) -> bytes:
-        return frame({"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason})
-
-    events = [chunk(word) for word in _words(n)]
-    events.append(chunk("", finish))
-    if with_usage:
-        events.append(_data({**head, "choices": [], "usage": usage}))
-    events.append(b"data: [DONE]\n\n")
-    return _sse_reply(events, "openai", call.rid, call.knobs)
-
-
-def _embeddings(call: _Call) -> _Reply:
-    body = call.body
-    model = _require(body, "model", str, "openai")
-    raw = body.get("input")
-    if isinstance(raw, str) or (isinstance(raw, list) and raw and all(isinstance(x, int) for x in raw)):
-        items: list[Any] = [raw]
-    elif isinstance(raw, list) and raw and all(isinstance(x, str | list) for x in raw):
-        items = raw
-    else:
-        raise _BadRequest(
-            "'input' must be a string, an array of strings or an array of token arrays.", "input"
-        )
-    dims = body.get("dimensions", EMBEDDING_DIMS)
-    if not isinstance(dims, int) or not 1 <= dims <= 4096:
-        raise _BadRequest("'dimensions' must be an integer between 1 and 4096.", "dimensions")
-    as_base64 = body.get("encoding_format") == "base64"
-    data = []
-    for index, item in enumerate(items):
-        vector: Any = mock_embedding(item, dims)
-        if as_base64:
-            vector = base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode()
-        data.append({"object": "embedding", "index": index, "embedding": vector})
-    prompt = count_prompt_tokens(body)
-    usage = {"prompt_tokens": prompt, "total_tokens": prompt}
-    return _json_reply({"object": "list", "data": data, "model": model, "usage": usage}, "openai", call.rid)
-
-
-def _responses(call: _Call) -> _Reply:
-    body = call.body
-    model = _require(body, "model", str, "openai")
-    if "input" not in body and "instructions" not in body:
-        raise _BadRequest("Missing required parameter: 'input'.", "input")
-    n = reply_tokens(body, call.knobs.output_tokens)
-    incomplete = _truncated(body, call.knobs.output_tokens)
-    prompt = count_prompt_tokens(body)
-    usage = {
-        "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": min(call.knobs.cached_tokens, prompt)},
-        "output_tokens": n,
-        "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": prompt + n,
-    }
-    status = "incomplete" if incomplete else "completed"
-    text = reply_text(n)
-    part = {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
-    item = {
-        "id": f"msg_{call.rid}",
-        "type": "message",
-        "status": status,
-        "content": [part],
-        "role": "assistant",
-    }
-
-    def response(state: str, output: list[Any], used: dict[str, Any] | None) -> dict[str, Any]:
-        return {
-            "id": f"resp_{call.rid}",
-            "object": "response",
-            "created_at": call.created,
-            "status": state,
-            "background": False,
-            "error": None,
-            "incomplete_details": {"reason": "max_output_tokens"} if state == "incomplete" else None,
-            "instructions": body.get("instructions"),
-            "max_output_tokens": body.get("max_output_tokens"),
-            "model": model,
-            "output": output,
-            "parallel_tool_calls": body.get("parallel_tool_calls", True),
-            "previous_response_id": body.get("previous_response_id"),
-            "reasoning": {"effort": None, "summary": None},
-            "store": body.get("store", True),
-            "temperature": body.get("temperature", 1.0),
-            "text": {"format": {"type": "text"}},
-            "tool_choice": body.get("tool_choice", "auto"),
-            "tools": body.get("tools", []),
-            "top_p": body.get("top_p", 1.0),
-            "truncation": "disabled",
-            "usage": used,
-            "user": None,
-            "metadata": body.get("metadata") or {},
-        }
-
-    if not body.get("stream"):
-        return _json_reply(response(status, [item], usage), "openai", call.rid)
-    events: list[bytes] = []
-
-    def emit(kind: str, **fields: Any) -> None:
-        events.append(_event(kind, {"type": kind, "sequence_number": len(events), **fields}))
-
-    where = {"item_id": item["id"], "output_index": 0}
-    emit("response.created", response=response("in_progress", [], None))
-    emit("response.in_progress", response=response("in_progress", [], None))
-    emit("response.output_item.added", output_index=0, item={**item, "status": "in_progress", "content": []})
-    emit("response.content_part.added", **where, content_index=0, part={**part, "text": ""})
-    for word in _words(n):
-        emit("response.output_text.delta", **where, content_index=0, delta=word, logprobs=[])
-    emit("response.output_text.done", **where, content_index=0, text=text, logprobs=[])
-    emit("response.content_part.done", **where, content_index=0, part=part)
-    emit("response.output_item.done", output_index=0, item=item)
-    emit(f"response.{status}", response=response(status, [item], usage))
-    return _sse_reply(events, "openai", call.rid, call.knobs)
-
-
-def _models(call: _Call) -> _Reply:
-    data = [{"id": m, "object": "model", "created": 1_700_000_000, "owned_by": "system"} for m in MODELS]
-    return _json_reply({"object": "list", "data": data}, "openai", call.rid)
-
-
-# --- Anthropic routes ----------------------------------------------------------
-
-
-def _anthropic_forced_tool(body: dict[str, Any]) -> str | None:
-    tools, choice = body.get("tools"), body.get("tool_choice")
-    if not isinstance(tools, list) or not tools or not isinstance(choice, dict):
-        return None
-    if choice.get("type") == "any":
-        return _tool_name(tools[0])
-    return _tool_name(choice) if choice.get("type") == "tool" else None
-
-
-def _messages(call: _Call) -> _Reply:
-    body = call.body
-    model = _require(body, "model", str, "anthropic")
-    _require(body, "max_tokens", int, "anthropic")
-    _require(body, "messages", list, "anthropic")
-    fresh, creation, read, ttl = _cache_split(body, call.prompt_cache)
-    think = thinking_tokens(body)
-    n = reply_tokens(body, call.knobs.output_tokens)
-    tool = _anthropic_forced_tool(body)
-    stop = "max_tokens" if _truncated(body, call.knobs.output_tokens) else "tool_use" if tool else "end_turn"
-    thought = "".join(_words(think, THINKING_WORDS))
-    signature = base64.b64encode(hashlib.sha256(thought.encode() + call.rid.encode()).digest()).decode()
-    usage = {
-        "input_tokens": fresh,
-        "cache_creation_input_tokens": creation,
-        "cache_read_input_tokens": read,
-        "cache_creation": {
-            "ephemeral_5m_input_tokens": creation if ttl == "5m" else 0,
-            "ephemeral_1h_input_tokens": creation if ttl == "1h" else 0,
-        },
-        "output_tokens": think + n,
-        "service_tier": "standard",
-    }
-    tool_id = f"toolu_{call.rid[:24]}"
-    blocks: list[dict[str, Any]] = []
-    if think:
-        blocks.append({"type": "thinking", "thinking": thought, "signature": signature})
-    if tool:
-        blocks.append({"type": "tool_use", "id": tool_id, "name": tool, "input": {"input": reply_text(n)}})
-    else:
-        blocks.append({"type": "text", "text": reply_text(n)})
-    message = {"id": f"msg_{call.rid}", "type": "message", "role": "assistant", "model": model}
-    if not body.get("stream"):
-        full = {**message, "content": blocks, "stop_reason": stop, "stop_sequence": None, "usage": usage}
-        return _json_reply(full, "anthropic", call.rid)
-
-    start = {
-        **message,
-        "content": [],
-        "stop_reason": None,
-        "stop_sequence": None,
-        "usage": {**usage, "output_tokens": 1},
-    }
-    events = [_event("message_start", {"type": "message_start", "message": start})]
-
-    def block(index: int, opening: dict[str, Any], deltas: list[dict[str, Any]]) -> None:
-        events.append(
-            _event(
-                "content_block_start",
-                {"type": "content_block_start", "index": index, "content_block": opening},
-            )
-        )
-        if index == 0:
-            events.append(b'event: ping\ndata: {"type": "ping"}\n\n')
-        for delta in deltas:
-            events.append(
-                _event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
-            )
-        events.append(_event("content_block_stop", {"type": "content_block_stop", "index": index}))
-
-    if think:
-        deltas = [{"type": "thinking_delta", "thinking": w} for w in _words(think, THINKING_WORDS)]
-        block(
-            0,
-            {"type": "thinking", "thinking": "", "signature": ""},
-            [*deltas, {"type": "signature_delta", "signature": signature}],
-        )
-    index = 1 if think else 0
-    if tool:
-        pieces = ["", *_json_pieces({"input": reply_text(n)})]
-        deltas = [{"type": "input_json_delta", "partial_json": p} for p in pieces]
-        block(index, {"type": "tool_use", "id": tool_id, "name": tool, "input": {}}, deltas)
-    else:
-        block(index, {"type": "text", "text": ""}, [{"type": "text_delta", "text": w} for w in _words(n)])
-    delta = {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None}}
-    events.append(_event("message_delta", {**delta, "usage": {"output_tokens": think + n}}))
-    events.append(_event("message_stop", {"type": "message_stop"}))
-    return _sse_reply(events, "anthropic", call.rid, call.knobs)
-
-
-def _count_tokens(call: _Call) -> _Reply:
-    _require(call.body, "model", str, "anthropic")
-    _require(call.body, "messages", list, "anthropic")
-    return _json_reply({"input_tokens": count_prompt_tokens(call.body)}, "anthropic", call.rid)
-
+# --- routing ---------------------------------------------------------------------
 
 # (method, path) -> (provider, handler, whether the body is JSON)
-_ROUTES: dict[tuple[str, str], tuple[_Flavor, Callable[[_Call], _Reply], bool]] = {
-    ("POST", "/v1/chat/completions"): ("openai", _chat, True),
-    ("POST", "/v1/completions"): ("openai", _completions, True),
-    ("POST", "/v1/embeddings"): ("openai", _embeddings, True),
-    ("POST", "/v1/responses"): ("openai", _responses, True),
-    ("GET", "/v1/models"): ("openai", _models, False),
-    ("POST", "/v1/messages"): ("anthropic", _messages, True),
-    ("POST", "/v1/messages/count_tokens"): ("anthropic", _count_tokens, True),
+_ROUTES: dict[tuple[str, str], tuple[Flavor, Callable[[Call], Reply], bool]] = {
+    ("POST", "/v1/chat/completions"): ("openai", mock_openai.chat, True),
+    ("POST", "/v1/completions"): ("openai", mock_openai.completions, True),
+    ("POST", "/v1/embeddings"): ("openai", mock_openai.embeddings, True),
+    ("POST", "/v1/responses"): ("openai", mock_openai.responses, True),
+    ("GET", "/v1/models"): ("openai", mock_openai.models, False),
+    ("POST", "/v1/messages"): ("anthropic", mock_anthropic.messages, True),
+    ("POST", "/v1/messages/count_tokens"): ("anthropic", mock_anthropic.count_tokens, True),
 }
 
 
-def _authorized(flavor: _Flavor, request: RecordedRequest) -> bool:
+def _split_prefix(path: str) -> tuple[str, str]:
+    """(provider, path without it) for `/<provider>/v1/…`; ("", path) otherwise."""
+    first, sep, rest = path[1:].partition("/")
+    if sep and first in COMPATIBLE:
+        return first, "/" + rest
+    return "", path
+
+
+def _route(method: str, path: str) -> tuple[Flavor, Callable[[Call], Reply], bool, dict[str, str]] | None:
+    found = _ROUTES.get((method, path.rstrip("/") or "/"))
+    if found is not None:
+        return (*found, {})
+    gemini = mock_gemini.route(method, path)
+    return None if gemini is None else ("google", gemini[0], True, gemini[1])
+
+
+def _authorized(flavor: Flavor, request: RecordedRequest) -> bool:
     bearer = request.header("authorization") or ""
     if bearer[:7].lower() == "bearer " and bearer[7:].strip():
         return True
     return flavor == "anthropic" and bool((request.header("x-api-key") or "").strip())
+
+
+def _unauthorized(flavor: Flavor, request: RecordedRequest, rid: str) -> Reply | None:
+    if flavor == "google":
+        return mock_gemini.authorize(request.header, request.query, rid)
+    if _authorized(flavor, request):
+        return None
+    if flavor == "anthropic":
+        return error_reply(flavor, 401, "x-api-key header is required", rid)
+    message = "You didn't provide an API key. Provide it in an Authorization header using Bearer auth."
+    return error_reply(flavor, 401, message, rid)
 
 
 # --- wire rendering --------------------------------------------------------------
@@ -932,7 +361,7 @@ def _phrase(status: int) -> str:
     return _PHRASES.get(status, "Unknown")
 
 
-def _render_head(reply: _Reply, keep_alive: bool) -> bytes:
+def _render_head(reply: Reply, keep_alive: bool) -> bytes:
     lines = [f"HTTP/1.1 {reply.status} {_phrase(reply.status)}\r\ndate: {_http_date()}\r\n"]
     lines += [f"{name}: {value}\r\n" for name, value in reply.headers]
     if reply.events is None:
@@ -949,7 +378,7 @@ def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-def _render(reply: _Reply, keep_alive: bool) -> bytes:
+def _render(reply: Reply, keep_alive: bool) -> bytes:
     head = _render_head(reply, keep_alive)
     if reply.events is None:
         return head + reply.body
@@ -957,7 +386,7 @@ def _render(reply: _Reply, keep_alive: bool) -> bytes:
 
 
 def _plain_error(status: int, message: str) -> bytes:
-    reply = _Reply(status, (("content-type", "text/plain"),), message.encode())
+    reply = Reply(status, (("content-type", "text/plain"),), message.encode())
     return _render(reply, keep_alive=False)
 
 
@@ -1003,62 +432,74 @@ class MockUpstream:
         self.requests.clear()
         self._prompt_cache.clear()
 
-    def _respond(self, request: RecordedRequest) -> tuple[_Reply, _Knobs]:
+    def _respond(self, request: RecordedRequest) -> tuple[Reply, Knobs]:
         """The reply to one request, and how to deliver it. No I/O."""
         rid = os.urandom(12).hex()
         if request.path.startswith("/_mock/"):
-            return self._introspect(request, rid), _NO_KNOBS
+            return self._introspect(request, rid), NO_KNOBS
+        provider, path = _split_prefix(request.path)
+        if provider:
+            request = RecordedRequest(
+                request.method, request.path, request.query, request.headers, request.body, provider
+            )
         if self.record:
             self.requests.append(request)
             if len(self.requests) > self.max_recorded:
                 del self.requests[0]
-        route = _ROUTES.get((request.method, request.path.rstrip("/") or "/"))
-        flavor: _Flavor = "anthropic" if request.path.startswith("/v1/messages") else "openai"
+        route = _route(request.method, path)
         if route is None:
-            return _error(
-                flavor, 404, f"Unknown request URL: {request.method} {request.path}.", rid
-            ), _NO_KNOBS
-        flavor, handler, takes_json = route
-        try:
-            knobs = _parse_knobs(request.headers)
-        except ValueError as exc:
-            return _error(flavor, 400, str(exc), rid), _NO_KNOBS
-        if not _authorized(flavor, request):
-            if flavor == "anthropic":
-                return _error(flavor, 401, "x-api-key header is required", rid), knobs
-            message = (
-                "You didn't provide an API key. Provide it in an Authorization header using Bearer auth."
+            flavor: Flavor = (
+                "anthropic"
+                if path.startswith("/v1/messages")
+                else "google"
+                if mock_gemini.GEMINI_PATH.match(path)
+                else "openai"
             )
-            return _error(flavor, 401, message, rid), knobs
+            return error_reply(flavor, 404, f"Unknown request URL: {request.method} {path}.", rid), NO_KNOBS
+        flavor, handler, takes_json, params = route
+        quirks = quirks_for(provider)
+        try:
+            knobs = parse_knobs(request.headers)
+        except ValueError as exc:
+            return error_reply(flavor, 400, str(exc), rid), NO_KNOBS
+        refusal = _unauthorized(flavor, request, rid)
+        if refusal is not None:
+            if quirks.error_in_body is not None:
+                return quirks.error_in_body(401, "invalid api key", rid), knobs
+            return refusal, knobs
         if knobs.status is not None:
-            return _error(flavor, knobs.status, f"Mock error {knobs.status} (x-mock-status).", rid), knobs
+            message = f"Mock error {knobs.status} (x-mock-status)."
+            if quirks.error_in_body is not None:
+                return quirks.error_in_body(knobs.status, message, rid), knobs
+            return error_reply(flavor, knobs.status, message, rid), knobs
         body: Any = {}
         if takes_json:
             try:
                 body = json.loads(request.body)
             except ValueError as exc:
-                return _error(flavor, 400, f"The request body is not valid JSON: {exc}", rid), knobs
+                return error_reply(flavor, 400, f"The request body is not valid JSON: {exc}", rid), knobs
             if not isinstance(body, dict):
-                return _error(flavor, 400, "The request body must be a JSON object.", rid), knobs
+                return error_reply(flavor, 400, "The request body must be a JSON object.", rid), knobs
         if len(self._prompt_cache) > _MAX_CACHED_PREFIXES:  # bound memory in long benchmarks
             self._prompt_cache.clear()
+        call = Call(body, knobs, rid, int(time.time()), self._prompt_cache, provider, request.query, params)
         try:
-            return handler(_Call(body, knobs, rid, int(time.time()), self._prompt_cache)), knobs
-        except _BadRequest as exc:
-            return _error(flavor, 400, str(exc), rid, param=exc.param), knobs
+            return handler(call), knobs
+        except BadRequest as exc:
+            return error_reply(flavor, 400, str(exc), rid, param=exc.param), knobs
 
-    def _introspect(self, request: RecordedRequest, rid: str) -> _Reply:
+    def _introspect(self, request: RecordedRequest, rid: str) -> Reply:
         if request.path == "/_mock/requests" and request.method == "GET":
-            return _json_reply([_request_json(r) for r in list(self.requests)], "openai", rid)
+            return json_reply([_request_json(r) for r in list(self.requests)], "openai", rid)
         if request.path == "/_mock/requests" and request.method == "DELETE":
             cleared = len(self.requests)
             self.requests.clear()
-            return _json_reply({"cleared": cleared}, "openai", rid)
+            return json_reply({"cleared": cleared}, "openai", rid)
         if request.path == "/_mock/cache" and request.method == "DELETE":
             cleared = len(self._prompt_cache)
             self._prompt_cache.clear()
-            return _json_reply({"cleared": cleared}, "openai", rid)
-        return _error("openai", 404, f"Unknown mock endpoint: {request.method} {request.path}", rid)
+            return json_reply({"cleared": cleared}, "openai", rid)
+        return error_reply("openai", 404, f"Unknown mock endpoint: {request.method} {request.path}", rid)
 
 
 def _request_json(request: RecordedRequest) -> dict[str, Any]:
@@ -1070,6 +511,7 @@ def _request_json(request: RecordedRequest) -> dict[str, Any]:
         "path": request.path,
         "query": request.query,
         "headers": headers,
+        "provider": request.provider,
     }
     try:
         out["body"] = request.body.decode()
@@ -1143,7 +585,7 @@ class _Connection(asyncio.Protocol):
                 reply, knobs = self._mock._respond(request)
             except Exception as exc:  # a bug in the mock: answer 500 rather than hang the client
                 log.exception("mock upstream failed on %s %s", request.method, request.path)
-                reply, knobs = _error("openai", 500, f"mock upstream bug: {exc!r}", "bug"), _NO_KNOBS
+                reply, knobs = error_reply("openai", 500, f"mock upstream bug: {exc!r}", "bug"), NO_KNOBS
             if knobs.immediate:
                 transport.write(_render(reply, keep_alive))
                 if not keep_alive:
@@ -1153,7 +595,7 @@ class _Connection(asyncio.Protocol):
             self._task = asyncio.get_running_loop().create_task(self._deliver(reply, knobs, keep_alive))
             return
 
-    async def _deliver(self, reply: _Reply, knobs: _Knobs, keep_alive: bool) -> None:
+    async def _deliver(self, reply: Reply, knobs: Knobs, keep_alive: bool) -> None:
         if knobs.delay_ms:
             await asyncio.sleep(knobs.delay_ms / 1000)
         transport = self._transport
@@ -1266,7 +708,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="spendgate mock-upstream", description="A fake OpenAI/Anthropic upstream for offline tests."
+        prog="spendgate mock-upstream", description="A fake AI provider upstream for offline tests."
     )
     add_arguments(parser)
     return run(parser.parse_args(argv))

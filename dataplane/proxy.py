@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
@@ -44,7 +45,7 @@ from dataplane.errors import (
 from dataplane.forward import UpstreamClient, UpstreamResponse, downstream_headers, upstream_headers
 from dataplane.keycache import KeyCache, KeyState
 from dataplane.pricing import Catalog, ModelPrice
-from dataplane.providers import anthropic, openai
+from dataplane.providers import anthropic, google, openai
 from dataplane.providers.usage import Usage, UsageParser
 from spendgate.v1 import usage_pb2
 
@@ -73,6 +74,28 @@ class Route:
         return body.get("model"), body.get("stream") is True
 
 
+def _gemini(stream: bool, _strip: bool) -> UsageParser:
+    return google.GenerateParser(stream)
+
+
+def _gemini_embed(_stream: bool, _strip: bool) -> UsageParser:
+    return google.EmbedParser()
+
+
+def google_routes(version: str) -> tuple[Route, ...]:
+    """Gemini's methods under one API version (google-genai calls v1beta or v1).
+    The model is in the path; whether the answer streams is the method's."""
+    google_route = partial(Route, family=Family.GOOGLE, providers=("google",), model_in_path=True)
+    base = f"/{version}/models/{{model}}:"
+    return (
+        google_route(base + "generateContent", parser=_gemini, stream=False),
+        google_route(base + "streamGenerateContent", parser=_gemini, stream=True),
+        google_route(base + "embedContent", parser=_gemini_embed),
+        google_route(base + "batchEmbedContents", parser=_gemini_embed),
+        google_route(base + "countTokens", parser=_gemini, metered=False),
+    )
+
+
 OPENAI_FAMILY = OPENAI_COMPATIBLE
 ROUTES = (
     Route("/v1/chat/completions", Family.OPENAI, OPENAI_FAMILY, openai.ChatParser, inject_usage=True),
@@ -87,6 +110,8 @@ ROUTES = (
         lambda _s, _x: anthropic.MessagesParser(False),
         metered=False,
     ),
+    *google_routes("v1beta"),
+    *google_routes("v1"),
 )
 
 
@@ -379,6 +404,9 @@ def stream_error_event(family: Family) -> bytes:
     if family is Family.ANTHROPIC:
         error = {"type": "error", "error": {"type": "api_error", "message": message}}
         return b"\n\nevent: error\ndata: " + json.dumps(error).encode() + b"\n\n"
+    if family is Family.GOOGLE:  # google-genai raises on a chunk that is `{"error": …}`
+        error = {"error": {"code": 502, "message": message, "status": "UNAVAILABLE"}}
+        return b"\n\ndata: " + json.dumps(error).encode() + b"\n\n"
     error = {"error": {"message": message, "type": "server_error", "param": None, "code": "upstream_aborted"}}
     return b"\n\ndata: " + json.dumps(error).encode() + b"\n\n"
 

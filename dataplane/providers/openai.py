@@ -46,8 +46,38 @@ def _normalise(prompt: object, output: object, in_details: object, out_details: 
 
 
 def _chat_usage(u: dict[str, Any]) -> Usage:
-    details = u.get("prompt_tokens_details"), u.get("completion_tokens_details")
-    return _normalise(u.get("prompt_tokens"), u.get("completion_tokens"), *details)
+    """Chat usage, with the OpenAI-compatible providers' variants:
+
+    * DeepSeek splits the prompt itself into `prompt_cache_hit_tokens` (the
+      cached rate) and `prompt_cache_miss_tokens` (the full rate); they win
+      over `prompt_tokens_details`, which may repeat the hits.
+    * Moonshot's moonshot-v1 reports cache hits as a top-level `cached_tokens`.
+    * xAI counts `reasoning_tokens` outside `completion_tokens` (its
+      `total_tokens` is prompt + completion + reasoning) and bills them as
+      output. Recognised by that sum, so OpenAI's own usage, where reasoning
+      is inside completion, is never counted twice."""
+    in_details = as_obj(u.get("prompt_tokens_details"))
+    if "cached_tokens" not in in_details and count(u.get("cached_tokens")) is not None:
+        in_details = {**in_details, "cached_tokens": u["cached_tokens"]}
+    prompt, completion = u.get("prompt_tokens"), u.get("completion_tokens")
+    usage = _normalise(prompt, completion, in_details, u.get("completion_tokens_details"))
+    hit, miss = count(u.get("prompt_cache_hit_tokens")), count(u.get("prompt_cache_miss_tokens"))
+    if hit is not None or miss is not None:
+        whole = count(prompt)
+        if hit is None and miss is not None and whole is not None:
+            hit = max(whole - miss, 0)
+        elif miss is None and hit is not None:
+            miss = None if whole is None else max(whole - hit, 0)
+        usage = replace(usage, input_tokens=miss, cached_input_tokens=hit, cache_write_tokens=None)
+    reasoning, output, prompt_count = usage.reasoning_tokens, usage.output_tokens, count(prompt)
+    if (
+        reasoning
+        and output is not None
+        and prompt_count is not None
+        and count(u.get("total_tokens")) == prompt_count + output + reasoning
+    ):
+        usage = replace(usage, output_tokens=output + reasoning)
+    return usage
 
 
 def _responses_usage(u: dict[str, Any]) -> Usage:

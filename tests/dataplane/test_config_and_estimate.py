@@ -73,3 +73,38 @@ def test_catalog_resolves_plain_and_qualified_names_within_the_route() -> None:
         catalog.resolve("claude-sonnet-4-6", ("openai",))  # an Anthropic model on an OpenAI route
     with pytest.raises(UnknownModel):
         catalog.resolve("gpt-nope", ("openai",))
+
+
+FLASH = ModelPrice("google", "gemini-2.5-flash", 300_000, 2_500_000, 30_000, None, 65_536)
+
+
+def test_gemini_output_limit_is_in_generation_config_and_applies_per_candidate() -> None:
+    assert output_limit({"generationConfig": {"maxOutputTokens": 100}}, FLASH) == 100
+    assert output_limit({"generationConfig": {"maxOutputTokens": 10**9}}, FLASH) == 65_536
+    assert (
+        output_limit({"generationConfig": {"max_output_tokens": 5}}, FLASH) == 65_536
+    )  # not read: the bound
+    assert output_limit({"generationConfig": "nope"}, FLASH) == 65_536
+    body = {"generationConfig": {"maxOutputTokens": 100, "candidateCount": 3}}
+    assert upper_bound_micros(1000, body, FLASH) == -(-(1000 * 300_000 + 300 * 2_500_000) // 10**6)
+    assert upper_bound_micros(1000, {"generationConfig": {"candidateCount": True}}, FLASH) == -(
+        -(1000 * 300_000 + 65_536 * 2_500_000) // 10**6
+    )
+
+
+def test_gemini_upstream_url_keeps_the_version_and_the_query() -> None:
+    google = Settings.from_env({"SPENDGATE_GOOGLE_BASE_URL": "http://mock:1/"}).upstreams["google"]
+    url = google.url("/v1beta/models/gemini-2.5-flash:streamGenerateContent", "alt=sse")
+    assert url == "http://mock:1/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+    assert google.auth_headers() == {"x-goog-api-key": ""}
+    deepseek = Settings.from_env({"SPENDGATE_DEEPSEEK_BASE_URL": "http://mock:1/deepseek/v1"}).upstreams[
+        "deepseek"
+    ]
+    assert deepseek.url("/v1/chat/completions", "") == "http://mock:1/deepseek/v1/chat/completions"
+
+
+def test_catalog_keeps_gemini_on_google_routes() -> None:
+    catalog = Catalog([MINI, FLASH])
+    assert catalog.resolve("gemini-2.5-flash", ("google",)) is FLASH
+    with pytest.raises(UnknownModel):
+        catalog.resolve("gemini-2.5-flash", ("openai", "xai"))  # not on the OpenAI-style routes

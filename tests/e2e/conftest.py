@@ -23,6 +23,10 @@ from tests.support import SPENDGATE, free_port
 MINTED_SECRETS: list[str] = []
 UPSTREAM_OPENAI_KEY = "sk-upstream-openai-" + uuid.uuid4().hex
 UPSTREAM_ANTHROPIC_KEY = "sk-ant-upstream-" + uuid.uuid4().hex
+UPSTREAM_GOOGLE_KEY = "AIza-upstream-" + uuid.uuid4().hex
+# The OpenAI-compatible providers, each served by the mock under its own path prefix.
+COMPATIBLE = ("xai", "qwen", "moonshot", "minimax", "deepseek", "mistral", "cerebras")
+UPSTREAM_KEYS = {provider: f"sk-upstream-{provider}-{uuid.uuid4().hex}" for provider in COMPATIBLE}
 
 
 @dataclass
@@ -84,12 +88,18 @@ def stop_up(running: Running) -> str:
 
 
 def upstream_env(mock: MockUpstream) -> dict[str, str]:
-    return {
+    env = {
         "SPENDGATE_OPENAI_BASE_URL": mock.url + "/v1",
         "SPENDGATE_ANTHROPIC_BASE_URL": mock.url,
+        "SPENDGATE_GOOGLE_BASE_URL": mock.url,
         "SPENDGATE_OPENAI_API_KEY": UPSTREAM_OPENAI_KEY,
         "SPENDGATE_ANTHROPIC_API_KEY": UPSTREAM_ANTHROPIC_KEY,
+        "SPENDGATE_GOOGLE_API_KEY": UPSTREAM_GOOGLE_KEY,
     }
+    for provider, key in UPSTREAM_KEYS.items():
+        env[f"SPENDGATE_{provider.upper()}_BASE_URL"] = f"{mock.url}/{provider}/v1"
+        env[f"SPENDGATE_{provider.upper()}_API_KEY"] = key
+    return env
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from functools import partial
 
 import pytest
@@ -212,8 +213,112 @@ MOONSHOT_STREAM = (
 
 
 def test_chat_stream_moonshot_usage_in_choices() -> None:
-    expected = Usage(input_tokens=8, output_tokens=11, complete=True, delivered_text_bytes=utf8("你好"))
+    # moonshot-v1's top-level cached_tokens is its cache-hit count (0 here).
+    expected = Usage(8, 11, 0, complete=True, delivered_text_bytes=utf8("你好"))
     check_every_split(lambda: ChatParser(True, True), MOONSHOT_STREAM, MOONSHOT_STREAM, expected)
+
+
+def test_chat_body_moonshot_top_level_cached_tokens() -> None:
+    body = b'{"choices":[],"usage":{"prompt_tokens":80,"completion_tokens":3,"total_tokens":83,"cached_tokens":64}}'
+    assert run(lambda: ChatParser(False), [body])[1] == Usage(16, 3, 64, complete=True)
+
+
+# DeepSeek splits the prompt itself: hits at the cached rate, misses at the full rate. It also
+# repeats the hits in prompt_tokens_details.cached_tokens, which must not be subtracted twice.
+DEEPSEEK_STREAM = (
+    b'data: {"id":"9f1c7b0e-3a4d","object":"chat.completion.chunk","created":1754491000,'
+    b'"model":"deepseek-v4-flash","system_fingerprint":"fp_feb633d1f5_prod0820_fp8_kvcache",'
+    b'"choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}\n\n'
+    b'data: {"id":"9f1c7b0e-3a4d","object":"chat.completion.chunk","created":1754491000,'
+    b'"model":"deepseek-v4-flash","system_fingerprint":"fp_feb633d1f5_prod0820_fp8_kvcache",'
+    b'"choices":[{"index":0,"delta":{"content":null,"reasoning_content":"Hmm."},"logprobs":null,'
+    b'"finish_reason":null}]}\n\n'
+    b'data: {"id":"9f1c7b0e-3a4d","object":"chat.completion.chunk","created":1754491000,'
+    b'"model":"deepseek-v4-flash","system_fingerprint":"fp_feb633d1f5_prod0820_fp8_kvcache",'
+    b'"choices":[{"index":0,"delta":{"content":"\xe4\xbd\xa0\xe5\xa5\xbd"},"logprobs":null,'
+    b'"finish_reason":"stop"}]}\n\n'
+    b'data: {"id":"9f1c7b0e-3a4d","object":"chat.completion.chunk","created":1754491000,'
+    b'"model":"deepseek-v4-flash","system_fingerprint":"fp_feb633d1f5_prod0820_fp8_kvcache","choices":[],'
+    b'"usage":{"prompt_tokens":1500,"completion_tokens":40,"total_tokens":1540,'
+    b'"prompt_tokens_details":{"cached_tokens":1280},"completion_tokens_details":{"reasoning_tokens":30},'
+    b'"prompt_cache_hit_tokens":1280,"prompt_cache_miss_tokens":220}}\n\n'
+    b"data: [DONE]\n\n"
+)
+DEEPSEEK_USAGE = Usage(
+    input_tokens=220,
+    output_tokens=40,
+    cached_input_tokens=1280,
+    reasoning_tokens=30,
+    complete=True,
+    delivered_text_bytes=utf8("Hmm.", "你好"),
+)
+
+
+def test_chat_stream_deepseek_cache_hit_and_miss_every_split() -> None:
+    stripped = DEEPSEEK_STREAM.replace(DEEPSEEK_STREAM.split(b"\n\n")[3] + b"\n\n", b"")
+    check_every_split(lambda: ChatParser(True), DEEPSEEK_STREAM, DEEPSEEK_STREAM, DEEPSEEK_USAGE)
+    check_every_split(lambda: ChatParser(True, True), DEEPSEEK_STREAM, stripped, DEEPSEEK_USAGE)
+
+
+def test_chat_stream_deepseek_cut_off_before_its_usage() -> None:
+    cut = DEEPSEEK_STREAM.index(b'"choices":[],')
+    expected = Usage(delivered_text_bytes=utf8("Hmm.", "你好"))
+    check_every_split(lambda: ChatParser(True), DEEPSEEK_STREAM[:cut], DEEPSEEK_STREAM[:cut], expected)
+
+
+@pytest.mark.parametrize(
+    ("usage", "expected"),
+    [
+        (b'"prompt_tokens":100,"prompt_cache_hit_tokens":60,"prompt_cache_miss_tokens":40', Usage(40, 5, 60)),
+        (b'"prompt_tokens":100,"prompt_cache_hit_tokens":60', Usage(40, 5, 60)),  # miss derived
+        (b'"prompt_tokens":100,"prompt_cache_miss_tokens":100', Usage(100, 5, 0)),  # hit derived
+        (b'"prompt_cache_hit_tokens":7', Usage(None, 5, 7)),  # no prompt: the miss is unknown
+    ],
+)
+def test_chat_body_deepseek_hit_and_miss(usage: bytes, expected: Usage) -> None:
+    body = b'{"choices":[],"usage":{' + usage + b',"completion_tokens":5}}'
+    assert run(lambda: ChatParser(False), [body])[1] == replace(expected, complete=True)
+
+
+# Mistral: no stream_options is sent; the finishing chunk carries the usage anyway.
+MISTRAL_STREAM = (
+    b'data: {"id":"3f6e2f5c8b2a4a1e","object":"chat.completion.chunk","created":1754492000,'
+    b'"model":"mistral-small-latest","choices":[{"index":0,"delta":{"role":"assistant","content":""},'
+    b'"finish_reason":null}]}\n\n'
+    b'data: {"id":"3f6e2f5c8b2a4a1e","object":"chat.completion.chunk","created":1754492000,'
+    b'"model":"mistral-small-latest","choices":[{"index":0,"delta":{"content":"Salut !"},"finish_reason":null}]}\n\n'
+    b'data: {"id":"3f6e2f5c8b2a4a1e","object":"chat.completion.chunk","created":1754492000,'
+    b'"model":"mistral-small-latest","choices":[{"index":0,"delta":{"content":""},"finish_reason":"stop"}],'
+    b'"usage":{"prompt_tokens":9,"total_tokens":13,"completion_tokens":4}}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+def test_chat_stream_mistral_usage_on_the_finishing_chunk_is_read_and_forwarded() -> None:
+    expected = Usage(9, 4, complete=True, delivered_text_bytes=utf8("Salut !"))
+    # The gateway strips only when it injected stream_options, never for Mistral; and a chunk with
+    # choices is never stripped anyway.
+    for strip in (False, True):
+        check_every_split(partial(ChatParser, True, strip), MISTRAL_STREAM, MISTRAL_STREAM, expected)
+
+
+@pytest.mark.parametrize(
+    ("usage", "output"),
+    [
+        # xAI: reasoning outside completion_tokens, total = prompt + completion + reasoning.
+        (b'"prompt_tokens":32,"completion_tokens":9,"total_tokens":135,', 9 + 94),
+        # OpenAI: reasoning inside completion_tokens, total = prompt + completion.
+        (b'"prompt_tokens":32,"completion_tokens":103,"total_tokens":135,', 103),
+        # No total to tell by: completion as reported.
+        (b'"prompt_tokens":32,"completion_tokens":9,', 9),
+    ],
+)
+def test_chat_xai_reasoning_outside_completion_is_output(usage: bytes, output: int) -> None:
+    body = (
+        b'{"choices":[],"usage":{' + usage + b'"prompt_tokens_details":{"cached_tokens":0,"text_tokens":32},'
+        b'"completion_tokens_details":{"reasoning_tokens":94,"audio_tokens":0},"num_sources_used":0}}'
+    )
+    assert run(lambda: ChatParser(False), [body])[1] == Usage(32, output, 0, None, 94, complete=True)
 
 
 def test_chat_stream_keeps_the_last_usage_and_never_strips_non_empty_choices() -> None:
