@@ -103,6 +103,8 @@ class Settings:
     service_token: str
     upstreams: Mapping[str, Upstream]
     max_body_bytes: int = 32 * 1024 * 1024
+    # Reservation bound for audio the provider fetches itself (Deepgram `{"url": …}`), in seconds.
+    max_audio_seconds: int = 3600
     key_cache_ttl_seconds: float = 30.0
     reservation_ttl_ms: int = 10 * 60 * 1000
     upstream_connect_timeout: float = 10.0
@@ -138,6 +140,7 @@ class Settings:
             service_token=token,
             upstreams=upstreams,
             max_body_bytes=int(env.get("SPENDGATE_MAX_BODY_BYTES", 32 * 1024 * 1024)),
+            max_audio_seconds=int(env.get("SPENDGATE_MAX_AUDIO_SECONDS", 3600)),
             key_cache_ttl_seconds=float(env.get("SPENDGATE_KEY_CACHE_TTL", 30.0)),
             upstream_connect_timeout=float(env.get("SPENDGATE_UPSTREAM_CONNECT_TIMEOUT", 10.0)),
             upstream_read_timeout=float(env.get("SPENDGATE_UPSTREAM_READ_TIMEOUT", 600.0)),

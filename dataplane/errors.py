@@ -1,11 +1,15 @@
 """The data plane's exception tree, and how each error is shown to a client:
 in the error shape of the provider whose SDK made the request, so that SDK
 raises its usual exception (401 → AuthenticationError, 402/403 →
-PermissionDeniedError-family, 429 → RateLimitError, …)."""
+PermissionDeniedError-family, 429 → RateLimitError, …). ElevenLabs' and
+Deepgram's SDKs raise one ApiError type carrying the status and their body
+shapes, `{"detail": {"status", "message"}}` and `{"err_code", "err_msg",
+"request_id"}`."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from enum import Enum
 
 from starlette.responses import Response
@@ -17,6 +21,8 @@ class Family(Enum):
     OPENAI = "openai"
     ANTHROPIC = "anthropic"
     GOOGLE = "google"
+    ELEVENLABS = "elevenlabs"
+    DEEPGRAM = "deepgram"
 
 
 class GatewayError(Exception):
@@ -24,6 +30,7 @@ class GatewayError(Exception):
     openai_type = "server_error"
     anthropic_type = "api_error"
     google_status = "INTERNAL"
+    deepgram_code = "INTERNAL_SERVER_ERROR"
     code: str | None = None
 
     def __init__(self, message: str, param: str | None = None) -> None:
@@ -37,6 +44,7 @@ class BadRequest(GatewayError):
     openai_type = "invalid_request_error"
     anthropic_type = "invalid_request_error"
     google_status = "INVALID_ARGUMENT"
+    deepgram_code = "Bad Request"
 
 
 class UnknownModel(BadRequest):
@@ -48,6 +56,7 @@ class Unauthorized(GatewayError):
     openai_type = "invalid_request_error"
     anthropic_type = "authentication_error"
     google_status = "UNAUTHENTICATED"
+    deepgram_code = "INVALID_AUTH"
     code = "invalid_api_key"
 
 
@@ -56,6 +65,7 @@ class OverCap(GatewayError):
     openai_type = "insufficient_quota"
     anthropic_type = "billing_error"
     google_status = "RESOURCE_EXHAUSTED"
+    deepgram_code = "ASR_PAYMENT_REQUIRED"
     code = "spend_cap_exceeded"
 
 
@@ -64,6 +74,7 @@ class Forbidden(GatewayError):
     openai_type = "invalid_request_error"
     anthropic_type = "permission_error"
     google_status = "PERMISSION_DENIED"
+    deepgram_code = "INSUFFICIENT_PERMISSIONS"
     code = "model_not_allowed"
 
 
@@ -72,6 +83,7 @@ class NotFound(GatewayError):
     openai_type = "invalid_request_error"
     anthropic_type = "not_found_error"
     google_status = "NOT_FOUND"
+    deepgram_code = "NOT_FOUND"
 
 
 class TooLarge(GatewayError):
@@ -79,6 +91,7 @@ class TooLarge(GatewayError):
     openai_type = "invalid_request_error"
     anthropic_type = "request_too_large"
     google_status = "INVALID_ARGUMENT"
+    deepgram_code = "PAYLOAD_TOO_LARGE"
 
 
 class UpstreamUnreachable(GatewayError):
@@ -86,6 +99,7 @@ class UpstreamUnreachable(GatewayError):
     openai_type = "server_error"
     anthropic_type = "api_error"
     google_status = "UNAVAILABLE"
+    deepgram_code = "BAD_GATEWAY"
     code = "upstream_unreachable"
 
 
@@ -94,6 +108,7 @@ class ControlPlaneUnavailable(GatewayError):
     openai_type = "server_error"
     anthropic_type = "overloaded_error"
     google_status = "UNAVAILABLE"
+    deepgram_code = "SERVICE_UNAVAILABLE"
     code = "gateway_unavailable"
 
 
@@ -102,6 +117,7 @@ class UpstreamTimeout(GatewayError):
     openai_type = "server_error"
     anthropic_type = "timeout_error"
     google_status = "DEADLINE_EXCEEDED"
+    deepgram_code = "GATEWAY_TIMEOUT"
     code = "upstream_timeout"
 
 
@@ -111,6 +127,10 @@ def error_body(exc: GatewayError, family: Family) -> dict[str, object]:
     if family is Family.GOOGLE:
         # google-genai raises ClientError / ServerError from the HTTP status and reads these fields.
         return {"error": {"code": exc.status, "message": exc.message, "status": exc.google_status}}
+    if family is Family.ELEVENLABS:  # the SDK raises ApiError carrying this body
+        return {"detail": {"status": exc.code or exc.openai_type, "message": exc.message}}
+    if family is Family.DEEPGRAM:
+        return {"err_code": exc.deepgram_code, "err_msg": exc.message, "request_id": str(uuid.uuid4())}
     return {"error": {"message": exc.message, "type": exc.openai_type, "param": exc.param, "code": exc.code}}
 
 

@@ -1,6 +1,6 @@
 """A fake upstream for tests, the quickstart and benchmarks: OpenAI, Anthropic,
-Google Gemini and the OpenAI-compatible providers (xAI, Qwen, Moonshot,
-MiniMax, DeepSeek, Mistral, Cerebras).
+Google Gemini, ElevenLabs, Deepgram and the OpenAI-compatible providers (xAI,
+Qwen, Moonshot, MiniMax, DeepSeek, Mistral, Cerebras).
 
 These machines have no internet, so the gateway is pointed at this server. It
 answers the routes the official SDKs call with the providers' JSON and SSE
@@ -16,6 +16,12 @@ a Bearer token: POST /v1/messages and /v1/messages/count_tokens
 (mock_anthropic.py). Auth failures get a 401 in the provider's error shape.
 The Gemini routes, /v1beta/models/{model}:generateContent and its siblings,
 need `x-goog-api-key`; their formats and counts are in mock_gemini.py.
+
+The non-token APIs are in mock_media.py, each with its provider's own auth
+and error shape: ElevenLabs POST /v1/text-to-speech/{voice_id} (and /stream,
+/with-timestamps, /stream/with-timestamps; `xi-api-key`), Deepgram POST
+/v1/listen (`Authorization: Token`), and OpenAI POST /v1/audio/speech,
+/v1/audio/transcriptions (multipart) and /v1/images/generations (Bearer).
 
 The OpenAI-compatible providers are served under a path prefix: a base URL of
 `{mock}/deepseek/v1` reaches /v1/chat/completions with DeepSeek's quirks
@@ -99,7 +105,7 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
 
-from dataplane import mock_anthropic, mock_gemini, mock_openai
+from dataplane import mock_anthropic, mock_gemini, mock_media, mock_openai
 from dataplane.mock_compat import COMPATIBLE, quirks_for
 from dataplane.mock_wire import (
     DEFAULT_REPLY_TOKENS,
@@ -446,6 +452,11 @@ class MockUpstream:
             self.requests.append(request)
             if len(self.requests) > self.max_recorded:
                 del self.requests[0]
+        media = mock_media.respond(
+            (request.method, path, request.query, request.headers, request.body), path, rid
+        )
+        if media is not None:
+            return media
         route = _route(request.method, path)
         if route is None:
             flavor: Flavor = (

@@ -11,8 +11,9 @@ the text counts; `characters`, `audio_ms` and `images` are the non-token units
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -50,3 +51,19 @@ class UsageParser(Protocol):
     def flush(self) -> bytes: ...
 
     def close(self) -> Usage: ...
+
+
+@dataclass(frozen=True)
+class ParseContext:
+    """What a parser for a non-token API may need besides the response body:
+    the request (its JSON, or a form's text fields), its query, the response
+    headers (lowercased names), and which non-token units the model's catalog
+    row prices (`characters`, `audio_seconds`, `images`): a parser reports the
+    units its model is priced by, never a unit the catalog would refuse."""
+
+    request: Mapping[str, Any] = field(default_factory=dict)
+    query: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    stream: bool = False
+    upload_bytes: int = 0  # size of the uploaded audio (raw body or multipart file part)
+    priced_units: frozenset[str] = frozenset()

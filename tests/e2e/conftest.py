@@ -24,6 +24,8 @@ MINTED_SECRETS: list[str] = []
 UPSTREAM_OPENAI_KEY = "sk-upstream-openai-" + uuid.uuid4().hex
 UPSTREAM_ANTHROPIC_KEY = "sk-ant-upstream-" + uuid.uuid4().hex
 UPSTREAM_GOOGLE_KEY = "AIza-upstream-" + uuid.uuid4().hex
+UPSTREAM_ELEVENLABS_KEY = "sk_upstream_elevenlabs_" + uuid.uuid4().hex
+UPSTREAM_DEEPGRAM_KEY = "upstream-deepgram-" + uuid.uuid4().hex
 # The OpenAI-compatible providers, each served by the mock under its own path prefix.
 COMPATIBLE = ("xai", "qwen", "moonshot", "minimax", "deepseek", "mistral", "cerebras")
 UPSTREAM_KEYS = {provider: f"sk-upstream-{provider}-{uuid.uuid4().hex}" for provider in COMPATIBLE}
@@ -95,6 +97,10 @@ def upstream_env(mock: MockUpstream) -> dict[str, str]:
         "SPENDGATE_OPENAI_API_KEY": UPSTREAM_OPENAI_KEY,
         "SPENDGATE_ANTHROPIC_API_KEY": UPSTREAM_ANTHROPIC_KEY,
         "SPENDGATE_GOOGLE_API_KEY": UPSTREAM_GOOGLE_KEY,
+        "SPENDGATE_ELEVENLABS_BASE_URL": mock.url,
+        "SPENDGATE_ELEVENLABS_API_KEY": UPSTREAM_ELEVENLABS_KEY,
+        "SPENDGATE_DEEPGRAM_BASE_URL": mock.url,
+        "SPENDGATE_DEEPGRAM_API_KEY": UPSTREAM_DEEPGRAM_KEY,
     }
     for provider, key in UPSTREAM_KEYS.items():
         env[f"SPENDGATE_{provider.upper()}_BASE_URL"] = f"{mock.url}/{provider}/v1"

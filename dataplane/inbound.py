@@ -1,0 +1,106 @@
+"""What the gateway reads from a client's request body before forwarding it.
+
+Most APIs send a JSON object. Two do not: Deepgram's pre-recorded `/v1/listen`
+takes the audio itself as the body (or JSON `{"url": …}`), and OpenAI's
+`/v1/audio/transcriptions` is `multipart/form-data` with the audio file as one
+part. For those the gateway keeps the form's text fields (the model, the
+response format, …) and only the size of the uploaded media, which bounds the
+estimate. Pure functions over bytes; the body is forwarded untouched."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from dataplane.errors import BadRequest
+
+BodyKind = Literal["json", "media", "multipart"]
+
+# Form fields larger than this are uploads, whatever their headers say.
+_MAX_FIELD_BYTES = 64 * 1024
+_BOUNDARY = re.compile(r'boundary=(?:"([^"]+)"|([^;,\s]+))', re.IGNORECASE)
+_DISPOSITION_NAME = re.compile(rb'\bname="([^"]*)"', re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class RequestView:
+    """A request as the estimate and the usage parsers see it."""
+
+    raw_len: int
+    body: dict[str, Any]  # the JSON object, the form's text fields, or {} for raw media
+    query: Mapping[str, str] = field(default_factory=dict)
+    path_params: Mapping[str, str] = field(default_factory=dict)
+    upload_bytes: int = 0  # raw audio body, or the multipart file part(s)
+    json_body: bool = True  # whether `body` is what will be forwarded (and may be rewritten)
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"We could not parse the JSON body of your request: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    return body
+
+
+def read_body(
+    kind: BodyKind,
+    raw: bytes,
+    content_type: str,
+    query: Mapping[str, str],
+    path_params: Mapping[str, str],
+) -> RequestView:
+    def view(body: dict[str, Any], upload: int = 0, is_json: bool = True) -> RequestView:
+        return RequestView(len(raw), body, query, path_params, upload, is_json)
+
+    if kind == "json":
+        return view(parse_json(raw))
+    if kind == "media":  # audio bytes, or JSON naming a URL to fetch
+        if content_type.split(";")[0].strip().lower() == "application/json":
+            return view(parse_json(raw))
+        if not raw:
+            raise BadRequest("The request body must be the audio to transcribe, or JSON with a `url`.")
+        return view({}, upload=len(raw), is_json=False)
+    fields, upload = parse_form(raw, content_type)
+    return view(fields, upload=upload, is_json=False)
+
+
+def parse_form(raw: bytes, content_type: str) -> tuple[dict[str, Any], int]:
+    """The text fields of a multipart/form-data body and the total size of its file parts.
+
+    A field sent as "true"/"false" (how SDKs encode booleans in forms) becomes a bool;
+    a name ending in `[]` collects a list."""
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise BadRequest("The request body must be multipart/form-data.")
+    found = _BOUNDARY.search(content_type)
+    if found is None:
+        raise BadRequest("The multipart/form-data body has no boundary.")
+    delimiter = b"--" + (found.group(1) or found.group(2)).encode("latin-1")
+    parts = raw.split(delimiter)
+    if len(parts) < 3 or not parts[-1].startswith(b"--"):
+        raise BadRequest("We could not parse the multipart/form-data body of your request.")
+    fields: dict[str, Any] = {}
+    upload = 0
+    for part in parts[1:-1]:
+        head, sep, value = part.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+        if not sep:
+            raise BadRequest("We could not parse the multipart/form-data body of your request.")
+        value = value.removesuffix(b"\r\n")
+        name = _DISPOSITION_NAME.search(head)
+        if name is None:
+            continue
+        if b"filename=" in head.lower() or len(value) > _MAX_FIELD_BYTES:
+            upload += len(value)
+            continue
+        key = name.group(1).decode("utf-8", "replace")
+        text = value.decode("utf-8", "replace")
+        item: Any = {"true": True, "false": False}.get(text, text)
+        if key.endswith("[]"):
+            fields.setdefault(key[:-2], []).append(item)
+        else:
+            fields[key] = item
+    return fields, upload
