@@ -2,8 +2,9 @@
 
 `Upstream.send` opens a streamed upstream request and returns the status,
 headers and an async iterator of raw body bytes; nothing is buffered. The
-implementation is httpx-compatible (httpx, or httpx2 with the same API), one
-pooled client per worker; see docs/ for how the client was chosen."""
+implementation uses httpx2 (the maintained fork of httpx, same API), one
+pooled client per worker; docs/upstream-client.md has the measurements that
+chose it over httpx and aiohttp. Nothing outside this module imports it."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-import httpx
+import httpx2 as httpx  # the maintained fork, same API: see docs/upstream-client.md
 
 from dataplane.errors import UpstreamTimeout, UpstreamUnreachable
+
+# What an upstream body stream raises when it breaks mid-way (caught by metering).
+StreamBroken = httpx.HTTPError
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) and ones the proxy recomputes.
 HOP_BY_HOP = frozenset(

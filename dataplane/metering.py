@@ -14,13 +14,12 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-import httpx
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from dataplane.budget import Reserver
 from dataplane.errors import Family
-from dataplane.forward import UpstreamResponse, downstream_headers
+from dataplane.forward import StreamBroken, UpstreamResponse, downstream_headers
 from dataplane.providers.usage import Usage, UsageParser
 from spendgate.v1 import usage_pb2
 
@@ -154,7 +153,7 @@ class MeteredStream(Response):
                         first = False
                     if out:
                         await send({"type": "http.response.body", "body": out, "more_body": True})
-            except httpx.HTTPError as exc:
+            except StreamBroken as exc:
                 log.warning("upstream response ended early: %s", exc.__class__.__name__)
                 outcome = usage_pb2.EVENT_STATUS_UPSTREAM_ABORTED
                 if not self._sse:
