@@ -37,6 +37,7 @@ from dataplane.forward import downstream_headers, upstream_headers  # noqa: E402
 CONNECT_TIMEOUT = 10.0  # dataplane.config.Settings defaults
 READ_TIMEOUT = 600.0
 POOL_SIZE = 1000
+KEEPALIVE_EXPIRY = 5.0  # httpx's default: an idle upstream connection lives 5 s
 
 
 class Upstream:
@@ -97,9 +98,12 @@ def httpx_default(module: Any) -> Any:
 
 
 def httpx_tuned(module: Any) -> Any:
-    """A big keep-alive pool on an explicit HTTP/1.1-only transport, no env/proxy lookups."""
+    """A big pool (no connection cap in practice, keep-alive as large unless
+    BARE_PROXY_KEEPALIVE says otherwise) on an explicit HTTP/1.1-only
+    transport without retries, and no environment (proxy/netrc) lookups."""
+    keepalive = int(os.environ.get("BARE_PROXY_KEEPALIVE", POOL_SIZE))
     limits = module.Limits(
-        max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE, keepalive_expiry=60.0
+        max_connections=POOL_SIZE, max_keepalive_connections=keepalive, keepalive_expiry=KEEPALIVE_EXPIRY
     )
     return module.AsyncClient(
         transport=module.AsyncHTTPTransport(
@@ -126,7 +130,9 @@ class AiohttpUpstream(Upstream):
         if self._session is None:  # must be created inside the running loop
             aiohttp = self._aiohttp
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=POOL_SIZE, limit_per_host=0, keepalive_timeout=60),
+                connector=aiohttp.TCPConnector(
+                    limit=POOL_SIZE, limit_per_host=0, keepalive_timeout=KEEPALIVE_EXPIRY
+                ),
                 timeout=aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT),
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
@@ -241,7 +247,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--upstream", required=True, help="upstream origin, e.g. http://127.0.0.1:9000")
     p.add_argument("--client", choices=sorted(CLIENTS), default="spendgate")
+    p.add_argument(
+        "--keepalive",
+        type=int,
+        default=None,
+        help=f"max_keepalive_connections for the *-tuned clients (default {POOL_SIZE}, like max_connections)",
+    )
     args = p.parse_args(argv)
+    if args.keepalive is not None:
+        os.environ["BARE_PROXY_KEEPALIVE"] = str(args.keepalive)
     if args.host not in ("127.0.0.1", "localhost"):
         raise SystemExit("the bare proxy binds loopback only")
 
