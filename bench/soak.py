@@ -116,6 +116,7 @@ def main() -> int:
         "SPENDGATE_ADMIN_TOKEN": "",
     }
     procs: list[subprocess.Popen[bytes]] = []
+    log_file = open(data / "up.log", "wb")  # noqa: SIM115
     try:
         procs.append(
             subprocess.Popen(
@@ -138,8 +139,8 @@ def main() -> int:
                     str(args.workers),
                 ],
                 env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
             )
         )
         base = f"http://127.0.0.1:{http_port}"
@@ -220,8 +221,13 @@ def main() -> int:
             )
         events = sum(r[4] for r in rows)
         print(f"  ledger check: {'PASS' if ok else 'FAIL'} (events {events}, requests completed {completed})")
+        problems = [line for line in (data / "up.log").read_text().splitlines() if "ERROR" in line]
+        print(f"  gateway log: {len(problems)} error line(s) in {data / 'up.log'}")
+        for line in problems[:5]:
+            print("    " + line[:200])
         return 0 if ok else 1
     finally:
+        log_file.close()
         for proc in reversed(procs):
             proc.send_signal(signal.SIGTERM)
         for proc in procs:

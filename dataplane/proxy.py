@@ -13,6 +13,7 @@ metering.py."""
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +35,7 @@ from dataplane.errors import (
     TooLarge,
     Unauthorized,
     UnknownModel,
+    UpstreamUnreachable,
     error_response,
 )
 from dataplane.forward import UpstreamClient, upstream_headers
@@ -43,6 +45,8 @@ from dataplane.metering import Meter, MeteredStream, now_ms
 from dataplane.pricing import Catalog, ModelPrice
 from dataplane.providers.usage import ParseContext
 from dataplane.routes import ROUTES, Route
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ROUTES", "Gateway", "Prepared", "Route", "handle", "parse_json", "prepare"]
 
@@ -199,9 +203,12 @@ async def handle(request: Request, route: Route, gateway: Gateway) -> Response:
             upstream_headers(request.headers.items(), upstream.auth_headers()),
             prepared.body,
         )
-    except GatewayError as exc:
+    except Exception as exc:  # whatever failed, the reservation goes back and the client gets an answer
         if route.metered:
             gateway.budget.release(request_id)
+        if not isinstance(exc, GatewayError):
+            log.exception("forwarding failed unexpectedly")
+            exc = UpstreamUnreachable("The gateway could not complete the upstream request.")
         return error_response(exc, family)
 
     meter = Meter(gateway.budget, request_id, prepared, started, response.status, route.metered)
