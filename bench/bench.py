@@ -1,6 +1,8 @@
 """spendgate's benchmark: one command, everything on loopback.
 
     python bench/bench.py [--duration S] [--quick] [--clients] [--json FILE]
+                          [--concurrency N ...] [--mode both|json|stream]
+                          [--chunk-delay-ms N] [--patience S]
 
 Starts, on 127.0.0.1 only, the fake upstream (`spendgate mock-upstream`), a
 bare pass-through proxy on spendgate's own stack (bench/bare_proxy.py:
@@ -20,7 +22,10 @@ default/tuned, aiohttp, and spendgate's HttpxUpstream as it is) and prints that
 comparison; see docs/upstream-client.md.
 
 Every request loop is bounded (a deadline and a request cap), and every
-process started is stopped at exit, on Ctrl-C and on SIGTERM."""
+process started is stopped at exit, on Ctrl-C and on SIGTERM; the children
+also get SIGTERM if the bench itself is killed (PR_SET_PDEATHSIG). The machine
+may be shared: each cell reports the CPU other processes used, waits (within
+--patience) for quiet, and is marked `~` if it still ran disturbed."""
 
 from __future__ import annotations
 

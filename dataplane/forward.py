@@ -83,7 +83,12 @@ class HttpxUpstream:
             timeout=httpx.Timeout(
                 connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout
             ),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            # A bounded idle pool: every idle connection costs CPU on each request (docs/upstream-client.md).
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=100, keepalive_expiry=5.0
+            ),
+            http1=True,
+            http2=False,
             follow_redirects=False,
         )
 
