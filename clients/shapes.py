@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controlplane.money import format_usd
+from controlplane.money import OPTIONAL_RATES, format_usd
 from spendgate.v1 import keys_pb2, usage_pb2
 
 SCOPE_NAMES = {keys_pb2.KEY_SCOPE_STANDARD: "standard", keys_pb2.KEY_SCOPE_MASTER: "master"}
@@ -108,17 +108,6 @@ def event_json(event: usage_pb2.UsageEvent) -> dict[str, Any]:
         "http_status": event.http_status,
         "estimated": event.estimated,
     }
-
-
-OPTIONAL_RATES = (
-    "cached_input_micros_per_mtok",
-    "cache_write_micros_per_mtok",
-    "audio_input_micros_per_mtok",
-    "audio_output_micros_per_mtok",
-    "characters_micros_per_mchar",
-    "audio_seconds_micros_per_msec",
-    "images_micros_per_mimage",
-)
 
 
 def price_json(price: usage_pb2.Price) -> dict[str, Any]:

@@ -17,20 +17,11 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, func, select
 
 from controlplane.errors import InvalidArgument
-from controlplane.money import Price
+from controlplane.money import OPTIONAL_RATES, Price
 from controlplane.store.schema import prices
 
 BUILTIN = Path(__file__).resolve().parent / "catalog_data"
-_OPTIONAL_RATES = (
-    "cached_input_micros_per_mtok",
-    "cache_write_micros_per_mtok",
-    "audio_input_micros_per_mtok",
-    "audio_output_micros_per_mtok",
-    "characters_micros_per_mchar",
-    "audio_seconds_micros_per_msec",
-    "images_micros_per_mimage",
-)
-_PRICE_FIELDS = ("input_micros_per_mtok", "output_micros_per_mtok", *_OPTIONAL_RATES, "max_output_tokens")
+_PRICE_FIELDS = ("input_micros_per_mtok", "output_micros_per_mtok", *OPTIONAL_RATES, "max_output_tokens")
 
 
 def load_toml(path: Path) -> list[Price]:
@@ -70,7 +61,7 @@ def _parse_entry(entry: Any, where: str, default_source: str) -> Price:
         max_output_tokens=entry.get("max_output_tokens", 0),
         effective_from_ms=entry.get("effective_from_ms", 0),
         source=str(entry.get("source", default_source)),
-        **{name: entry.get(name) for name in _OPTIONAL_RATES},
+        **{name: entry.get(name) for name in OPTIONAL_RATES},
     )
     validate(price)
     return price

@@ -63,6 +63,18 @@ def ceil_div(numerator: int, denominator: int) -> int:
     return -(-numerator // denominator)
 
 
+# The per-unit rates a catalog row may leave unset ("not priced separately").
+OPTIONAL_RATES = (
+    "cached_input_micros_per_mtok",
+    "cache_write_micros_per_mtok",
+    "audio_input_micros_per_mtok",
+    "audio_output_micros_per_mtok",
+    "characters_micros_per_mchar",
+    "audio_seconds_micros_per_msec",
+    "images_micros_per_mimage",
+)
+
+
 class Unpriced(ValueError):
     """The request consumed a unit kind the model's catalog row has no price for."""
 

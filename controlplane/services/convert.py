@@ -7,7 +7,7 @@ from typing import TypeVar
 
 from controlplane.errors import InvalidArgument
 from controlplane.ledger import Refusal
-from controlplane.money import Price, Units
+from controlplane.money import OPTIONAL_RATES, Price, Units
 from controlplane.periods import CapPeriod
 from controlplane.records import Account, EventStatus, Key, Scope, UsageEvent
 from spendgate.v1 import admin_pb2, keys_pb2, usage_pb2
@@ -122,7 +122,6 @@ def event_to_pb(event: UsageEvent) -> usage_pb2.UsageEvent:
 
 
 # Optional rates: unset in protobuf means "not priced separately" (None), not 0.
-OPTIONAL_RATES = tuple(f.name for f in fields(Price) if f.type == "int | None")
 
 
 def price_to_pb(price: Price) -> usage_pb2.Price:
