@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from dataplane.providers.jsonbody import JsonBody, as_obj, as_objs, count, loads, utf8_len
-from dataplane.providers.sse import SSEEvent, SSESplitter
+from dataplane.providers.jsonbody import EventOrBodyParser, as_obj, as_objs, count, loads, utf8_len
+from dataplane.providers.sse import SSEEvent
 from dataplane.providers.usage import Usage
 
 __all__ = ["MessagesParser"]
@@ -49,32 +49,16 @@ def _content_bytes(content: object) -> int:
     return total
 
 
-class MessagesParser:
+class MessagesParser(EventOrBodyParser):
     """Forwards everything as it arrives; `error` events pass through like any other."""
 
     def __init__(self, stream: bool) -> None:
-        self._stream = stream
-        self._sse = SSESplitter()
-        self._body = JsonBody()
+        super().__init__(stream)
         self._counts: dict[str, int] = {}
         self._provisional_output: int | None = None
         self._done = False
         self._text_bytes = 0
         self._result: Usage | None = None
-
-    def feed(self, data: bytes) -> bytes:
-        if self._stream:
-            for event in self._sse.feed(data):
-                self._on_event(event)
-        else:
-            self._body.feed(data)
-        return data
-
-    def flush(self) -> bytes:
-        event = self._sse.flush_event()
-        if event is not None:
-            self._on_event(event)
-        return b""
 
     def close(self) -> Usage:
         if self._result is None:

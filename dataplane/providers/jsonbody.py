@@ -16,6 +16,8 @@ import json
 import re
 from typing import Any
 
+from dataplane.providers.sse import SSESplitter
+
 MAX_BODY_BYTES = 32 << 20
 TAIL_BYTES = 1 << 20
 _MAX_COUNT = (1 << 63) - 1  # what the ledger's int64 columns can hold
@@ -128,3 +130,35 @@ class JsonBody:
 
     def tail_object(self, key: str, depth: int = 1) -> dict[str, Any] | None:
         return tail_object(bytes(self._buf), key, depth) if self.truncated else None
+
+
+class EventOrBodyParser:
+    """The skeleton shared by parsers whose response is either an SSE stream
+    (each event goes to `_on_event`) or one JSON body (copied, bounded, for
+    `close`). Bytes always pass through untouched."""
+
+    def __init__(self, stream: bool) -> None:
+        self._stream = stream
+        self._sse = SSESplitter()
+        self._body = JsonBody()
+
+    def feed(self, data: bytes) -> bytes:
+        if self._stream:
+            for event in self._sse.feed(data):
+                self._on_event(event)
+        else:
+            self._body.feed(data)
+        return data
+
+    def flush(self) -> bytes:
+        event = self._sse.flush_event()
+        if event is not None:
+            self._on_event(event)
+        self._after_flush()
+        return b""
+
+    def _on_event(self, event: Any) -> Any:
+        raise NotImplementedError
+
+    def _after_flush(self) -> None:
+        """Hook for parsers that hold state across events."""

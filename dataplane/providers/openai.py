@@ -13,6 +13,7 @@ from typing import Any
 
 from dataplane.providers.jsonbody import (
     TAIL_BYTES,
+    EventOrBodyParser,
     JsonBody,
     as_obj,
     as_objs,
@@ -206,7 +207,7 @@ def _output_bytes(output: object) -> int:
     return total
 
 
-class ResponsesParser:
+class ResponsesParser(EventOrBodyParser):
     """`/v1/responses`, streamed or not. Forwards everything as it arrives.
 
     An event too big for the SSE splitter (a `response.completed` carrying
@@ -214,29 +215,15 @@ class ResponsesParser:
     then the `usage` object one level down, in `response`."""
 
     def __init__(self, stream: bool) -> None:
-        self._stream = stream
-        self._sse = SSESplitter()
-        self._body = JsonBody()
+        super().__init__(stream)
         self._overflow_tail = bytearray()
         self._usage: dict[str, Any] | None = None
         self._done = False
         self._text_bytes = 0
         self._result: Usage | None = None
 
-    def feed(self, data: bytes) -> bytes:
-        if self._stream:
-            for event in self._sse.feed(data):
-                self._on_event(event)
-        else:
-            self._body.feed(data)
-        return data
-
-    def flush(self) -> bytes:
-        event = self._sse.flush_event()
-        if event is not None:
-            self._on_event(event)
+    def _after_flush(self) -> None:
         self._end_overflow()
-        return b""
 
     def close(self) -> Usage:
         if self._result is None:
