@@ -40,7 +40,7 @@ _ADMIN = "/spendgate.v1.AdminService/"
 METHOD_ROLES: dict[str, Role] = {
     **{_KEYS + m: Role.MASTER for m in ("CreateKey", "GetKey", "ListKeys", "UpdateKey", "RevokeKey")},
     **{_KEYS + m: Role.SERVICE for m in ("LookupKey", "WatchKeys")},
-    **{_USAGE + m: Role.SERVICE for m in ("Reserve", "Settle", "Release")},
+    **{_USAGE + m: Role.SERVICE for m in ("Reserve", "Grant", "Settle", "SettleBatch", "Release")},
     **{_USAGE + m: Role.MASTER for m in ("GetUsage", "ListUsageEvents")},
     _USAGE + "ListPrices": Role.ANY,
     **{_ADMIN + m: Role.ADMIN for m in ("CreateAccount", "CreditWallet", "UpsertPrice")},

@@ -147,6 +147,16 @@ def lookup(
     return None if row is None else _row_to_price(row)
 
 
+def history(conn: Connection, provider: str, model: str) -> list[Price]:
+    """Every row for provider/model, newest first (pick with `in_force`)."""
+    query = select(prices).where(prices.c.provider == provider, prices.c.model == model)
+    return [_row_to_price(r) for r in conn.execute(query.order_by(prices.c.effective_from_ms.desc()))]
+
+
+def in_force(rows: list[Price], at_ms: int) -> Price | None:
+    return next((p for p in rows if p.effective_from_ms <= at_ms), None)
+
+
 def listing(conn: Connection, at_ms: int, include_history: bool) -> list[Price]:
     query = select(prices)
     if not include_history:

@@ -24,19 +24,27 @@ overrun by at most one request's estimate, never N of them.
 
 A reservation is a lease: past `expires_ms` it is expired (on the next
 operation on its key, or by the sweeper) and its budget returns. A Settle
-after expiry still charges the actual cost: usage that happened is billed."""
+after expiry still charges the actual cost: usage that happened is billed.
+
+A grant is a reservation that a data-plane worker holds for many requests:
+granted only if it fits whole (and at most a quarter of what is left), so
+requests admitted against it — each only if its estimate fits what is left of
+the block — never overrun the cap. A Settle naming the grant moves its cost
+from the grant's amount to spent; a partial Release hands back the block's
+unused part; a full Release or expiry ends it."""
 
 from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from sqlalchemy import Connection, Engine, select
 
 from controlplane import catalog
 from controlplane.errors import InvalidArgument, NotFound
-from controlplane.money import Units, Unpriced, cost_micros, fee_micros
+from controlplane.money import Price, Units, Unpriced, cost_micros, fee_micros
 from controlplane.periods import bounds
 from controlplane.records import Account, Clock, EventStatus, Key, UsageEvent
 from controlplane.store.schema import accounts, keys, reservations, usage_events
@@ -46,6 +54,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TTL_MS = 10 * 60 * 1000
 MAX_TTL_MS = 24 * 60 * 60 * 1000
 MAX_REQUEST_ID = 100
+GRANT_SHARE = 4  # a grant is at most 1/GRANT_SHARE of what the key and the wallet have left
 
 
 class Refusal(enum.Enum):
@@ -77,6 +86,24 @@ class Settlement:
     status: EventStatus = EventStatus.OK
     http_status: int = 200
     estimated: bool = False
+    grant_id: str = ""
+
+
+@dataclass(frozen=True)
+class Settled:
+    """One settlement's outcome: the event (and whether it was a replay), or why it was refused."""
+
+    request_id: str
+    event: UsageEvent | None = None
+    duplicate: bool = False
+    error: InvalidArgument | NotFound | None = None
+
+
+@dataclass(frozen=True)
+class Granted:
+    granted: bool
+    amount_micros: int
+    expires_ms: int
 
 
 def admit_key(key: Key, amount: int) -> Refusal | None:
@@ -95,6 +122,25 @@ class _WalletRefused(Exception):
     def __init__(self, key: Key) -> None:
         super().__init__(key.id)
         self.key = key
+
+
+def _event_row(e: UsageEvent, account_id: str) -> dict[str, object]:
+    return {
+        "request_id": e.request_id,
+        "key_id": e.key_id,
+        "account_id": account_id,
+        "ts_ms": e.ts_ms,
+        "provider": e.provider,
+        "model": e.model,
+        **vars(e.units),
+        "cost_micros": e.cost_micros,
+        "fee_micros": e.fee_micros,
+        "latency_ms": e.latency_ms,
+        "ttfb_ms": e.ttfb_ms,
+        "status": e.status.value,
+        "http_status": e.http_status,
+        "estimated": e.estimated,
+    }
 
 
 def _check_request_id(request_id: str) -> None:
@@ -249,48 +295,168 @@ class Ledger:
             expires_ms=expires,
         )
 
+    def grant(
+        self, key_id: str, grant_id: str, want_micros: int, min_micros: int, ttl_ms: int = 0
+    ) -> Granted:
+        """Hold a block of between min_micros and want_micros for a worker:
+        at most 1/GRANT_SHARE of what the key and the wallet have left, and
+        only if it fits whole. Idempotent by grant_id."""
+        _check_request_id(grant_id)
+        if min_micros <= 0:
+            raise InvalidArgument("min_micros", "must be positive")
+        if want_micros < min_micros:
+            raise InvalidArgument("want_micros", "must not be less than min_micros")
+        if ttl_ms < 0 or ttl_ms > MAX_TTL_MS:
+            raise InvalidArgument("ttl_ms", f"must be between 0 and {MAX_TTL_MS}")
+        now = self._clock()
+        refused = Granted(False, 0, 0)
+        try:
+            with self._engine.begin() as conn:
+                key = self._sweep_and_roll(conn, self._lock_key(conn, key_id), now)
+                existing = conn.execute(
+                    select(reservations).where(reservations.c.request_id == grant_id)
+                ).first()
+                if existing is not None:
+                    if existing.key_id != key_id:
+                        raise InvalidArgument("grant_id", "already used for another key")
+                    if existing.state != "active":
+                        return refused
+                    return Granted(True, existing.amount_micros, existing.expires_ms)
+                if key.revoked:
+                    return refused
+                wallet_left = self._account(conn, key.account_id).remaining_micros
+                amount = min(want_micros, wallet_left // GRANT_SHARE * 10_000 // (10_000 + self.fee_bps))
+                if key.cap_micros is not None:
+                    amount = min(
+                        amount, (key.cap_micros - key.spent_micros - key.reserved_micros) // GRANT_SHARE
+                    )
+                if amount < min_micros:
+                    return refused
+                wallet_amount = amount + fee_micros(amount, self.fee_bps)
+                expires = now + (ttl_ms or DEFAULT_TTL_MS)
+                conn.execute(
+                    reservations.insert().values(
+                        request_id=grant_id,
+                        key_id=key_id,
+                        account_id=key.account_id,
+                        amount_micros=amount,
+                        wallet_micros=wallet_amount,
+                        state="active",
+                        created_ms=now,
+                        expires_ms=expires,
+                    )
+                )
+                self._move_key(conn, key_id, reserved=amount)
+                if not self._hold_wallet(conn, key.account_id, wallet_amount, strict=True):
+                    raise _WalletRefused(key)  # another control plane got there first
+                return Granted(True, amount, expires)
+        except _WalletRefused:
+            return refused
+
     def settle(self, s: Settlement) -> tuple[UsageEvent, bool]:
         """Price and record a finished request; returns (event, duplicate)."""
-        _check_request_id(s.request_id)
-        if not s.key_id:
-            raise InvalidArgument("key_id", "must not be empty")
-        now = self._clock()
-        started = s.started_ms or now
-        with self._engine.begin() as conn:
-            key = self._lock_key(conn, s.key_id)
-            previous = (
-                conn.execute(select(usage_events).where(usage_events.c.request_id == s.request_id))
-                .mappings()
-                .first()
-            )
-            if previous is not None:
-                if previous["key_id"] != s.key_id:
-                    raise InvalidArgument("request_id", "already settled for another key")
-                return UsageEvent.from_row(previous), True
-            price = catalog.lookup(conn, s.provider, s.model, started)
-            if price is None:
-                raise InvalidArgument("model", f"unknown model {s.provider}/{s.model}: not in the catalog")
-            key = self._sweep_and_roll(conn, key, now)
-            # Every operation on a reservation first locks its key, so no row lock is needed here.
-            lease = conn.execute(
-                select(reservations).where(reservations.c.request_id == s.request_id)
-            ).first()
-            if lease is not None and lease.key_id != s.key_id:
-                raise InvalidArgument("request_id", "reserved for another key")
+        (outcome,) = self.settle_many([s])
+        if outcome.error is not None:
+            raise outcome.error
+        assert outcome.event is not None
+        return outcome.event, outcome.duplicate
+
+    def settle_many(self, batch: Sequence[Settlement]) -> list[Settled]:
+        """Settle many requests in one transaction. Keys are locked in id
+        order, in one statement, so concurrent batches cannot deadlock; the
+        events go in with one INSERT; each key's and account's totals move
+        once, the accounts last. A refused item is left out, the rest commit."""
+        outcomes: dict[int, Settled] = {}
+        todo: list[tuple[int, Settlement]] = []
+        for i, s in enumerate(batch):
             try:
-                cost = cost_micros(s.units, price)
-            except Unpriced as exc:
-                raise InvalidArgument("units", str(exc)) from None
-            fee = fee_micros(cost, self.fee_bps)
-            held, wallet_held = 0, 0
-            if lease is not None and lease.state == "active":
-                held, wallet_held = lease.amount_micros, lease.wallet_micros
-            if lease is not None:
-                conn.execute(
-                    reservations.update()
-                    .where(reservations.c.request_id == s.request_id)
-                    .values(state="settled")
+                _check_request_id(s.request_id)
+                if not s.key_id:
+                    raise InvalidArgument("key_id", "must not be empty")
+            except InvalidArgument as exc:
+                outcomes[i] = Settled(s.request_id, error=exc)
+            else:
+                todo.append((i, s))
+        if todo:
+            with self._engine.begin() as conn:
+                outcomes.update(self._settle_locked(conn, todo, self._clock()))
+        return [outcomes[i] for i in range(len(batch))]
+
+    def _settle_locked(
+        self, conn: Connection, todo: list[tuple[int, Settlement]], now: int
+    ) -> dict[int, Settled]:
+        rows = conn.execute(
+            select(keys)
+            .where(keys.c.id.in_(sorted({s.key_id for _, s in todo})))
+            .order_by(keys.c.id)
+            .with_for_update()
+        ).mappings()
+        locked = {key.id: self._sweep_and_roll(conn, key, now) for key in map(Key.from_row, rows)}
+        previous = {
+            row["request_id"]: UsageEvent.from_row(row)
+            for row in conn.execute(
+                select(usage_events).where(usage_events.c.request_id.in_([s.request_id for _, s in todo]))
+            ).mappings()
+        }
+        # Every operation on a reservation first locks its key, so no row lock is needed here.
+        leases = {
+            row.request_id: row
+            for row in conn.execute(
+                select(reservations).where(
+                    reservations.c.request_id.in_({s.grant_id or s.request_id for _, s in todo})
                 )
+            )
+        }
+        held = {
+            rid: [row.amount_micros, row.wallet_micros]
+            for rid, row in leases.items()
+            if row.state == "active"
+        }
+        histories: dict[tuple[str, str], list[Price]] = {}
+        out: dict[int, Settled] = {}
+        events: list[tuple[UsageEvent, str]] = []
+        key_moves: dict[str, list[int]] = {}  # key id -> [reserved, spent]
+        wallet_moves: dict[str, list[int]] = {}  # account id -> [reserved, spent]
+        for i, s in todo:
+            key = locked.get(s.key_id)
+            done = previous.get(s.request_id)
+            lease = leases.get(s.grant_id or s.request_id)
+            try:
+                if key is None:
+                    raise NotFound(f"key {s.key_id} not found")
+                if done is not None:
+                    if done.key_id != s.key_id:
+                        raise InvalidArgument("request_id", "already settled for another key")
+                    out[i] = Settled(s.request_id, event=done, duplicate=True)
+                    continue
+                started = s.started_ms or now
+                if (s.provider, s.model) not in histories:
+                    histories[s.provider, s.model] = catalog.history(conn, s.provider, s.model)
+                price = catalog.in_force(histories[s.provider, s.model], started)
+                if price is None:
+                    raise InvalidArgument(
+                        "model", f"unknown model {s.provider}/{s.model}: not in the catalog"
+                    )
+                if lease is not None and lease.key_id != s.key_id:
+                    raise InvalidArgument(
+                        "grant_id" if s.grant_id else "request_id", "reserved for another key"
+                    )
+                try:
+                    cost = cost_micros(s.units, price)
+                except Unpriced as exc:
+                    raise InvalidArgument("units", str(exc)) from None
+            except (InvalidArgument, NotFound) as exc:
+                out[i] = Settled(s.request_id, error=exc)
+                continue
+            fee = fee_micros(cost, self.fee_bps)
+            taken, wallet_taken = 0, 0
+            left = held.get(lease.request_id) if lease is not None else None
+            if left is not None:
+                # A grant gives up what the request cost; a request's own lease all it held.
+                taken = min(left[0], cost) if s.grant_id else left[0]
+                wallet_taken = min(left[1], cost + fee) if s.grant_id else left[1]
+                left[0] -= taken
+                left[1] -= wallet_taken
             event = UsageEvent(
                 request_id=s.request_id,
                 key_id=key.id,
@@ -306,31 +472,43 @@ class Ledger:
                 http_status=s.http_status,
                 estimated=s.estimated,
             )
+            events.append((event, key.account_id))
+            previous[s.request_id] = event  # a repeat later in the batch is a duplicate
+            moved = key_moves.setdefault(key.id, [0, 0])
+            moved[0] -= taken
+            moved[1] += cost
+            moved = wallet_moves.setdefault(key.account_id, [0, 0])
+            moved[0] -= wallet_taken
+            moved[1] += cost + fee
+            out[i] = Settled(s.request_id, event=event)
+        if events:
+            conn.execute(usage_events.insert(), [_event_row(e, account) for e, account in events])
+        own = [s.request_id for _, s in todo if not s.grant_id and s.request_id in leases]
+        if own:
             conn.execute(
-                usage_events.insert().values(
-                    request_id=event.request_id,
-                    key_id=event.key_id,
-                    account_id=key.account_id,
-                    ts_ms=event.ts_ms,
-                    provider=event.provider,
-                    model=event.model,
-                    **vars(s.units),
-                    cost_micros=cost,
-                    fee_micros=fee,
-                    latency_ms=event.latency_ms,
-                    ttfb_ms=event.ttfb_ms,
-                    status=event.status.value,
-                    http_status=event.http_status,
-                    estimated=event.estimated,
-                )
+                reservations.update().where(reservations.c.request_id.in_(own)).values(state="settled")
             )
-            self._move_key(conn, key.id, reserved=-held, spent=cost)
-            self._move_wallet(conn, key.account_id, reserved=-wallet_held, spent=cost + fee)
-            return event, False
+        for rid, (amount, wallet) in held.items():
+            if rid not in own and (amount, wallet) != (leases[rid].amount_micros, leases[rid].wallet_micros):
+                conn.execute(
+                    reservations.update()
+                    .where(reservations.c.request_id == rid)
+                    .values(amount_micros=amount, wallet_micros=wallet)
+                )
+        for key_id, (reserved, spent) in sorted(key_moves.items()):
+            self._move_key(conn, key_id, reserved=reserved, spent=spent)
+        # Last, in id order, so the shared account rows are locked only until the commit.
+        for account_id, (reserved, spent) in sorted(wallet_moves.items()):
+            self._move_wallet(conn, account_id, reserved=reserved, spent=spent)
+        return out
 
-    def release(self, request_id: str) -> bool:
-        """Return an active reservation's budget; False if there was none."""
+    def release(self, request_id: str, amount_micros: int | None = None) -> bool:
+        """Return an active reservation's budget, ending it; with amount_micros,
+        return only that much of it (a grant's unused part) and keep it.
+        False if nothing was returned."""
         _check_request_id(request_id)
+        if amount_micros is not None and amount_micros < 0:
+            raise InvalidArgument("amount_micros", "must not be negative")
         with self._engine.begin() as conn:
             lease = conn.execute(select(reservations).where(reservations.c.request_id == request_id)).first()
             if lease is None:
@@ -339,11 +517,28 @@ class Ledger:
             lease = conn.execute(select(reservations).where(reservations.c.request_id == request_id)).one()
             if lease.state != "active":
                 return False
-            conn.execute(
-                reservations.update().where(reservations.c.request_id == request_id).values(state="released")
-            )
-            self._move_key(conn, lease.key_id, reserved=-lease.amount_micros)
-            self._move_wallet(conn, lease.account_id, reserved=-lease.wallet_micros)
+            amount, wallet = lease.amount_micros, lease.wallet_micros
+            if amount_micros is None:
+                conn.execute(
+                    reservations.update()
+                    .where(reservations.c.request_id == request_id)
+                    .values(state="released")
+                )
+            else:
+                amount = min(amount_micros, amount)
+                wallet = min(wallet, amount + fee_micros(amount, self.fee_bps))
+                if amount == 0:
+                    return False
+                conn.execute(
+                    reservations.update()
+                    .where(reservations.c.request_id == request_id)
+                    .values(
+                        amount_micros=reservations.c.amount_micros - amount,
+                        wallet_micros=reservations.c.wallet_micros - wallet,
+                    )
+                )
+            self._move_key(conn, lease.key_id, reserved=-amount)
+            self._move_wallet(conn, lease.account_id, reserved=-wallet)
             return True
 
     def expire_stale(self) -> int:

@@ -43,10 +43,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
             options=[("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 2000)],
         )
         metadata = (("authorization", f"Bearer {settings.service_token}"),)
-        keys = KeyCache(keys_pb2_grpc.KeyServiceStub(channel), metadata, settings.key_cache_ttl_seconds)
         usage_stub = usage_pb2_grpc.UsageServiceStub(channel)
         spool = Spool(settings.spool_dir) if settings.spool_dir else None
-        budget = GrpcBudget(usage_stub, metadata, settings.reservation_ttl_ms, spool)
+        budget = GrpcBudget(usage_stub, metadata, settings.reservation_ttl_ms, spool, settings.grants)
+        keys = KeyCache(
+            keys_pb2_grpc.KeyServiceStub(channel),
+            metadata,
+            settings.key_cache_ttl_seconds,
+            on_change=budget.key_changed,
+        )
         catalog = pricing.Catalog()
         upstream = HttpxUpstream(settings.upstream_connect_timeout, settings.upstream_read_timeout)
         state["gateway"] = proxy.Gateway(settings, keys, budget, catalog, upstream)

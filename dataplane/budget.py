@@ -1,16 +1,29 @@
 """Reserve before forwarding, settle after — the data plane's side of the ledger.
 
-`Reserve` is the one control-plane round trip on a request's critical path.
-Settlements go on a queue that background tasks drain, so no response waits
-for its usage to be written. They pass through a durable spool (spool.py)
-first and are retried until the control plane takes them (Settle is
-idempotent by request id); the reservation's lease bounds what an unsettled
-request holds meanwhile."""
+A key's first requests on a worker each `Reserve` over gRPC, the one
+control-plane round trip a request may have on its critical path. A key
+that stays busy on a worker earns a **grant**: a block of its budget (at most
+a quarter of what it has left, only if it fits whole) that the worker then
+admits requests against locally, each only if its whole estimate fits what is
+left of the block. So grants never let a key overrun its cap; the per-request
+path keeps the brief's rule (admit while anything is left). A grant goes back
+— its unused part at once, the rest once its requests have settled — when it
+runs short, when it has been idle a little while, when it is due for renewal,
+when the key changes (WatchKeys), and when the worker stops. If the worker
+dies, the grant's lease expires like any reservation.
+
+Settlements never hold up a response. They are spooled (spool.py) and sent in
+batches, one `SettleBatch` RPC and one control-plane transaction for many,
+retried until taken (Settle is idempotent by request id); the reservation's
+lease bounds what an unsettled request holds meanwhile. The control plane's
+answer carries each request's cost, which is when a grant gets the unspent
+part of that request's estimate back."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,9 +35,27 @@ from spendgate.v1 import usage_pb2, usage_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-SETTLE_CONCURRENCY = 64
-SPOOL_BATCH = 256
+SETTLE_BATCH = 256
 ORPHAN_SCAN_SECONDS = 30.0
+
+GRANT_HOT = 3  # per-request reservations of one key within a second that earn it a grant
+GRANT_REQUESTS = 100  # a grant asks for this many of the triggering request's estimates
+GRANT_MIN_REQUESTS = 4  # ... and is not worth having below this many
+GRANT_IDLE_SECONDS = 2.0
+GRANT_RENEW_SECONDS = 30.0
+GRANT_RETRY_SECONDS = 1.0
+
+
+@dataclass(eq=False)
+class Grant:
+    id: str
+    key_id: str
+    size: int
+    balance: int  # not yet promised to a request
+    renew_at: float
+    last_used: float
+    outstanding: int = 0  # admitted requests whose settlement the control plane has not taken yet
+    retired: bool = False
 
 
 @dataclass(frozen=True)
@@ -35,14 +66,16 @@ class Decision:
     spent_micros: int
     reserved_micros: int
     period_reset_ms: int
+    grant: Grant | None = None  # admitted against this worker's grant, not a reservation of its own
+    amount_micros: int = 0
 
 
 class Reserver(Protocol):
     async def reserve(self, key_id: str, request_id: str, amount_micros: int) -> Decision: ...
 
-    def settle(self, request: usage_pb2.SettleRequest) -> None: ...
+    def settle(self, request: usage_pb2.SettleRequest, decision: Decision) -> None: ...
 
-    def release(self, request_id: str) -> None: ...
+    def release(self, request_id: str, decision: Decision) -> None: ...
 
 
 REASONS = {
@@ -53,12 +86,12 @@ REASONS = {
 
 
 class GrpcBudget:
-    """Reserve over gRPC; settle and release through the spool.
+    """Reserve over gRPC or against a grant; settle and release through the spool.
 
     Stage one batches queued settlements into the spool (one write and one
-    fsync per batch, off the event loop); stage two sends each to the control
-    plane, retrying with backoff until it is taken, then marks it done. The
-    first stage never waits on the control plane, so an outage only grows
+    fsync per batch, off the event loop); stage two sends them to the control
+    plane in batches, retrying with backoff until taken, then marks them done.
+    The first stage never waits on the control plane, so an outage only grows
     the spool."""
 
     def __init__(
@@ -67,40 +100,78 @@ class GrpcBudget:
         metadata: tuple[tuple[str, str], ...],
         ttl_ms: int,
         spool: Spool | None = None,
+        grants: bool = True,
     ) -> None:
         self._stub = stub
         self._metadata = metadata
         self._ttl_ms = ttl_ms
         self._spool = spool
+        self._grants_on = grants
         self._queue: asyncio.Queue[Item] = asyncio.Queue()
-        self._senders: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(SETTLE_CONCURRENCY)
+        self._outbox: asyncio.Queue[Item] = asyncio.Queue()
+        self._sending = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
+        self._grants: dict[str, Grant] = {}  # key id -> the grant requests are admitted against
+        self._holds: dict[str, tuple[Grant, int]] = {}  # request id -> (grant, estimate)
+        self._fetching: set[str] = set()
+        self._not_before: dict[str, float] = {}  # key id -> no grant asked for before then
+        self._recent: dict[str, tuple[float, int]] = {}  # key id -> (window start, reservations)
+        self._changes: dict[str, int] = {}  # key id -> changes seen (WatchKeys)
 
     def start(self) -> None:
         if self._spool is not None:
             self._send_all(self._spool.claim_orphans())
-        self._tasks = [asyncio.create_task(self._batch_forever())]
+        self._tasks = [
+            asyncio.create_task(self._spool_forever()),
+            asyncio.create_task(self._deliver_forever()),
+            asyncio.create_task(self._tend_grants_forever()),
+        ]
         if self._spool is not None:
             self._tasks.append(asyncio.create_task(self._adopt_orphans_forever()))
 
     async def stop(self, timeout: float = 10.0) -> None:
-        """Give queued and in-flight settlements a bounded time to land; what is
-        left stays in the spool for the next worker to replay."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while (self._queue.qsize() or self._senders) and asyncio.get_running_loop().time() < deadline:
+        """Give queued and in-flight settlements a bounded time to land and hand
+        the grants back; what is left stays in the spool for the next worker."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.pending and loop.time() < deadline:
             await asyncio.sleep(0.02)
-        for task in [*self._tasks, *self._senders]:
+        for grant in list(self._grants.values()):
+            self._retire(grant)
+        while self._background and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for task in [*self._tasks, *self._background]:
             task.cancel()
-        await asyncio.gather(*self._tasks, *self._senders, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._background, return_exceptions=True)
         if self._spool is not None:
             self._spool.close()
 
     @property
     def pending(self) -> int:
-        return self._queue.qsize() + len(self._senders)
+        return self._queue.qsize() + self._outbox.qsize() + self._sending
+
+    # admission --------------------------------------------------------------
 
     async def reserve(self, key_id: str, request_id: str, amount_micros: int) -> Decision:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        grant = self._grants.get(key_id)
+        if grant is not None:
+            if grant.balance >= amount_micros and now < grant.renew_at:
+                grant.balance -= amount_micros
+                grant.outstanding += 1
+                grant.last_used = now
+                if grant.balance < grant.size // 4:
+                    self._want_grant(key_id, amount_micros)  # the next one, before this runs out
+                return Decision(True, "", None, 0, 0, 0, grant=grant, amount_micros=amount_micros)
+            await self._retire(grant)  # its unused part goes back before the control plane decides
+        decision = await self._reserve(key_id, request_id, amount_micros)
+        if decision.granted and self._hot(key_id, now):
+            self._want_grant(key_id, amount_micros)
+        return decision
+
+    async def _reserve(self, key_id: str, request_id: str, amount_micros: int) -> Decision:
         request = usage_pb2.ReserveRequest(
             key_id=key_id, request_id=request_id, amount_micros=amount_micros, ttl_ms=self._ttl_ms
         )
@@ -116,18 +187,134 @@ class GrpcBudget:
             spent_micros=r.spent_micros,
             reserved_micros=r.reserved_micros,
             period_reset_ms=r.period_reset_ms,
+            amount_micros=amount_micros,
         )
 
-    def settle(self, request: usage_pb2.SettleRequest) -> None:
+    def settle(self, request: usage_pb2.SettleRequest, decision: Decision) -> None:
+        if decision.grant is not None:
+            request.grant_id = decision.grant.id
+            self._holds[request.request_id] = (decision.grant, decision.amount_micros)
         self._queue.put_nowait(request)
 
-    def release(self, request_id: str) -> None:
-        self._queue.put_nowait(request_id)
+    def release(self, request_id: str, decision: Decision) -> None:
+        if decision.grant is None:
+            self._queue.put_nowait(request_id)
+        else:  # nothing reached the provider: the whole estimate goes back to the grant
+            self._give_back(decision.grant, decision.amount_micros)
 
-    async def _batch_forever(self) -> None:
+    def key_changed(self, key_id: str) -> None:
+        """A revocation or cap change: stop admitting against the key's grant."""
+        self._changes[key_id] = self._changes.get(key_id, 0) + 1
+        grant = self._grants.get(key_id)
+        if grant is not None:
+            self._spawn(self._retire(grant))
+
+    # grants -----------------------------------------------------------------
+
+    def _hot(self, key_id: str, now: float) -> bool:
+        if not self._grants_on:
+            return False
+        start, count = self._recent.get(key_id, (now, 0))
+        if now - start > 1.0:
+            start, count = now, 0
+        self._recent[key_id] = (start, count + 1)
+        return count + 1 >= GRANT_HOT
+
+    def _want_grant(self, key_id: str, amount_micros: int) -> None:
+        now = asyncio.get_running_loop().time()
+        if key_id in self._fetching or self._not_before.get(key_id, 0.0) > now or amount_micros <= 0:
+            return
+        self._fetching.add(key_id)
+        self._spawn(self._fetch_grant(key_id, amount_micros))
+
+    async def _fetch_grant(self, key_id: str, amount_micros: int) -> None:
+        loop = asyncio.get_running_loop()
+        changes = self._changes.get(key_id, 0)
+        request = usage_pb2.GrantRequest(
+            key_id=key_id,
+            grant_id=f"grant-{uuid.uuid4().hex}",
+            want_micros=amount_micros * GRANT_REQUESTS,
+            min_micros=amount_micros * GRANT_MIN_REQUESTS,
+            ttl_ms=self._ttl_ms,
+        )
+        try:
+            r = await self._stub.Grant(request, metadata=self._metadata, timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("Grant failed: %s %s", exc.code().name, exc.details())
+            r = usage_pb2.GrantResponse()
+        finally:
+            self._fetching.discard(key_id)
+        now = loop.time()
+        if not r.granted:
+            self._not_before[key_id] = now + GRANT_RETRY_SECONDS
+            return
+        grant = Grant(
+            id=request.grant_id,
+            key_id=key_id,
+            size=r.amount_micros,
+            balance=r.amount_micros,
+            renew_at=now + min(GRANT_RENEW_SECONDS, self._ttl_ms / 2000),
+            last_used=now,
+        )
+        if self._changes.get(key_id, 0) != changes:  # the key changed meanwhile: granted on old terms
+            await self._retire(grant)
+            return
+        old = self._grants.get(key_id)
+        self._grants[key_id] = grant
+        if old is not None:
+            await self._retire(old)
+
+    async def _retire(self, grant: Grant) -> None:
+        """No more admissions against it; its unused part goes back now, the
+        rest once its admitted requests have been settled."""
+        if grant.retired:
+            return
+        grant.retired = True
+        if self._grants.get(grant.key_id) is grant:
+            del self._grants[grant.key_id]
+        unused, grant.balance = max(grant.balance, 0), 0
+        if grant.outstanding == 0:
+            await self._release_grant(grant, None)
+        elif unused:
+            await self._release_grant(grant, unused)
+
+    async def _release_grant(self, grant: Grant, amount_micros: int | None) -> None:
+        """Best effort: if the control plane cannot take it, the grant's lease expires."""
+        request = usage_pb2.ReleaseRequest(request_id=grant.id, amount_micros=amount_micros)
+        try:
+            await self._stub.Release(request, metadata=self._metadata, timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("releasing grant %s failed (%s); its lease will expire", grant.id, exc.code().name)
+
+    def _give_back(self, grant: Grant, unspent: int) -> None:
+        grant.outstanding -= 1
+        if not grant.retired:
+            grant.balance += unspent
+        elif grant.outstanding == 0:
+            self._spawn(self._release_grant(grant, None))
+
+    async def _tend_grants_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(0.5)
+            now = loop.time()
+            for grant in list(self._grants.values()):
+                if now - grant.last_used > GRANT_IDLE_SECONDS or now >= grant.renew_at:
+                    self._spawn(self._retire(grant))
+            self._recent = {k: v for k, v in self._recent.items() if now - v[0] <= 1.0}
+            self._not_before = {k: t for k, t in self._not_before.items() if t > now}
+
+    def _spawn(self, coroutine: object) -> None:
+        task = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # settlement -------------------------------------------------------------
+
+    async def _spool_forever(self) -> None:
         while True:
             batch = [await self._queue.get()]
-            while len(batch) < SPOOL_BATCH and not self._queue.empty():
+            while len(batch) < SETTLE_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             if self._spool is not None:
                 await asyncio.to_thread(self._spool.append, batch)
@@ -141,37 +328,46 @@ class GrpcBudget:
 
     def _send_all(self, items: list[Item]) -> None:
         for item in items:
-            task = asyncio.create_task(self._deliver(item))
-            self._senders.add(task)
-            task.add_done_callback(self._senders.discard)
+            self._outbox.put_nowait(item)
 
-    async def _deliver(self, item: Item) -> None:
-        async with self._slots:
-            await self._send(item)
-        if self._spool is not None:
-            self._spool.done([item_id(item)])
+    async def _deliver_forever(self) -> None:
+        """One batch in flight at a time: while it is, the next one grows."""
+        while True:
+            batch = [await self._outbox.get()]
+            while len(batch) < SETTLE_BATCH and not self._outbox.empty():
+                batch.append(self._outbox.get_nowait())
+            self._sending = len(batch)
+            try:
+                await self._deliver(batch)
+            finally:
+                self._sending = 0
 
-    async def _send(self, item: Item) -> None:
-        """Until the control plane takes it: Settle and Release are idempotent."""
+    async def _deliver(self, batch: list[Item]) -> None:
+        settlements = [item for item in batch if not isinstance(item, str)]
+        request = usage_pb2.SettleBatchRequest(
+            settlements=settlements,
+            releases=[usage_pb2.ReleaseRequest(request_id=item) for item in batch if isinstance(item, str)],
+        )
         delay = 0.05
         attempt = 0
-        while True:
+        while True:  # until the control plane takes it: settlements and releases are idempotent
             attempt += 1
             try:
-                if isinstance(item, str):
-                    await self._stub.Release(
-                        usage_pb2.ReleaseRequest(request_id=item), metadata=self._metadata, timeout=5
-                    )
-                else:
-                    await self._stub.Settle(item, metadata=self._metadata, timeout=5)
-                return
+                response = await self._stub.SettleBatch(request, metadata=self._metadata, timeout=10)
+                break
             except grpc.aio.AioRpcError as exc:
-                if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
-                    log.error("settlement %s refused by the control plane: %s", item_id(item), exc.details())
-                    return
                 if attempt in (1, 10) or attempt % 100 == 0:
                     log.warning(
-                        "settlement %s not delivered yet (%s); retrying", item_id(item), exc.code().name
+                        "%d settlement(s) not delivered yet (%s); retrying", len(batch), exc.code().name
                     )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+        for settlement, outcome in zip(settlements, response.settled, strict=True):
+            if outcome.error:
+                log.error("settlement %s refused by the control plane: %s", outcome.request_id, outcome.error)
+            hold = self._holds.pop(settlement.request_id, None)
+            if hold is not None:
+                grant, estimate = hold
+                self._give_back(grant, estimate - outcome.event.cost_micros)
+        if self._spool is not None:
+            self._spool.done(item_id(item) for item in batch)

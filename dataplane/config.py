@@ -110,6 +110,8 @@ class Settings:
     upstream_connect_timeout: float = 10.0
     upstream_read_timeout: float = 600.0
     spool_dir: Path | None = None
+    # Budget blocks for busy keys (budget.py); off, every metered request does a Reserve round trip.
+    grants: bool = True
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -146,4 +148,5 @@ class Settings:
             upstream_read_timeout=float(env.get("SPENDGATE_UPSTREAM_READ_TIMEOUT", 600.0)),
             spool_dir=Path(env.get("SPENDGATE_SPOOL_DIR", "./spendgate-spool")),
             reservation_ttl_ms=int(env.get("SPENDGATE_RESERVATION_TTL_MS", 10 * 60 * 1000)),
+            grants=env.get("SPENDGATE_GRANTS", "on").lower() not in ("0", "off", "false", "no"),
         )

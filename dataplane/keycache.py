@@ -59,11 +59,13 @@ class KeyCache:
         metadata: tuple[tuple[str, str], ...],
         ttl_seconds: float,
         clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[str], None] = lambda key_id: None,
     ) -> None:
         self._stub = stub
         self._metadata = metadata
         self._ttl = ttl_seconds
         self._clock = clock
+        self._on_change = on_change
         self._entries: dict[bytes, tuple[KeyState | None, float]] = {}
         self._inflight: dict[bytes, asyncio.Future[KeyState | None]] = {}
         self._after_seq = 0
@@ -110,6 +112,7 @@ class KeyCache:
             self._after_seq = max(self._after_seq, change.seq)
             return
         self._after_seq = max(self._after_seq, change.seq)
+        self._on_change(change.key.id)
         if change.secret_sha256 in self._entries:
             self._entries[change.secret_sha256] = (KeyState.from_pb(change.key), self._clock() + self._ttl)
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from dataplane.budget import Reserver
+from dataplane.budget import Decision, Reserver
 from dataplane.errors import Family
 from dataplane.forward import StreamBroken, UpstreamResponse, downstream_headers
 from dataplane.providers.usage import Usage, UsageParser
@@ -43,18 +43,18 @@ class Meter:
         prepared: Prepared,
         started_ms: int,
         status: int,
-        metered: bool,
+        decision: Decision | None,  # None: not metered
     ) -> None:
         self._budget = budget
         self._request_id = request_id
         self._p = prepared
         self._started = started_ms
         self._status = status
-        self._metered = metered
+        self._decision = decision
         self.ttfb_ms = 0
 
     def done(self, usage: Usage | None, outcome: int) -> None:
-        if not self._metered:
+        if self._decision is None:
             return
         units, estimated = self._units(usage, outcome)
         self._budget.settle(
@@ -70,7 +70,8 @@ class Meter:
                 status=outcome,
                 http_status=self._status,
                 estimated=estimated,
-            )
+            ),
+            self._decision,
         )
 
     def _units(self, usage: Usage | None, outcome: int) -> tuple[usage_pb2.Units, bool]:

@@ -176,6 +176,7 @@ async def handle(request: Request, route: Route, gateway: Gateway) -> Response:
     request_id = uuid.uuid4().hex
     # The gateway key never travels upstream, in a header or in the URL.
     params = [(k, v) for k, v in request.query_params.multi_items() if k != "key"]
+    decision = None
     try:
         key = await authenticate(request, gateway.keys)
         raw = await read_raw(request, gateway.settings.max_body_bytes)
@@ -204,14 +205,14 @@ async def handle(request: Request, route: Route, gateway: Gateway) -> Response:
             prepared.body,
         )
     except Exception as exc:  # whatever failed, the reservation goes back and the client gets an answer
-        if route.metered:
-            gateway.budget.release(request_id)
+        if decision is not None:
+            gateway.budget.release(request_id, decision)
         if not isinstance(exc, GatewayError):
             log.exception("forwarding failed unexpectedly")
             exc = UpstreamUnreachable("The gateway could not complete the upstream request.")
         return error_response(exc, family)
 
-    meter = Meter(gateway.budget, request_id, prepared, started, response.status, route.metered)
+    meter = Meter(gateway.budget, request_id, prepared, started, response.status, decision)
     parser = None
     if response.status < 400:
         context = ParseContext(

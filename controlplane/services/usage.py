@@ -6,9 +6,9 @@ import grpc
 from sqlalchemy import Engine
 
 from controlplane import auth, catalog
-from controlplane.errors import InvalidArgument
+from controlplane.errors import InvalidArgument, NotFound
 from controlplane.keystore import KeyStore
-from controlplane.ledger import Ledger, Settlement
+from controlplane.ledger import Ledger, Settled, Settlement
 from controlplane.records import Clock
 from controlplane.reports import Reports, Totals
 from controlplane.services import convert
@@ -46,34 +46,52 @@ class UsageService(usage_pb2_grpc.UsageServiceServicer):
             response.remaining_micros = outcome.key.remaining_micros
         return response
 
+    def Grant(
+        self, request: usage_pb2.GrantRequest, context: grpc.ServicerContext
+    ) -> usage_pb2.GrantResponse:
+        outcome = self._ledger.grant(
+            request.key_id, request.grant_id, request.want_micros, request.min_micros, request.ttl_ms
+        )
+        return usage_pb2.GrantResponse(
+            granted=outcome.granted, amount_micros=outcome.amount_micros, expires_ms=outcome.expires_ms
+        )
+
     def Settle(
         self, request: usage_pb2.SettleRequest, context: grpc.ServicerContext
     ) -> usage_pb2.SettleResponse:
-        if not request.provider:
-            raise InvalidArgument("provider", "must not be empty")
-        if not request.model:
-            raise InvalidArgument("model", "must not be empty")
-        event, duplicate = self._ledger.settle(
-            Settlement(
-                request_id=request.request_id,
-                key_id=request.key_id,
-                provider=request.provider,
-                model=request.model,
-                units=convert.units_from(request.units),
-                started_ms=request.started_ms,
-                latency_ms=request.latency_ms,
-                ttfb_ms=request.ttfb_ms,
-                status=convert.status_from(request.status),
-                http_status=request.http_status,
-                estimated=request.estimated,
-            )
-        )
+        event, duplicate = self._ledger.settle(_settlement(request))
         return usage_pb2.SettleResponse(event=convert.event_to_pb(event), duplicate=duplicate)
+
+    def SettleBatch(
+        self, request: usage_pb2.SettleBatchRequest, context: grpc.ServicerContext
+    ) -> usage_pb2.SettleBatchResponse:
+        settlements: list[Settlement | InvalidArgument] = []
+        for item in request.settlements:
+            try:
+                settlements.append(_settlement(item))
+            except InvalidArgument as exc:
+                settlements.append(exc)
+        outcomes = iter(self._ledger.settle_many([s for s in settlements if isinstance(s, Settlement)]))
+        response = usage_pb2.SettleBatchResponse()
+        for item, s in zip(request.settlements, settlements, strict=True):
+            outcome = Settled(item.request_id, error=s) if isinstance(s, InvalidArgument) else next(outcomes)
+            settled = response.settled.add(
+                request_id=outcome.request_id, duplicate=outcome.duplicate, error=_describe(outcome.error)
+            )
+            if outcome.event is not None:
+                settled.event.CopyFrom(convert.event_to_pb(outcome.event))
+        for release in request.releases:
+            response.released.add(released=self._release(release))
+        return response
 
     def Release(
         self, request: usage_pb2.ReleaseRequest, context: grpc.ServicerContext
     ) -> usage_pb2.ReleaseResponse:
-        return usage_pb2.ReleaseResponse(released=self._ledger.release(request.request_id))
+        return usage_pb2.ReleaseResponse(released=self._release(request))
+
+    def _release(self, request: usage_pb2.ReleaseRequest) -> bool:
+        amount = request.amount_micros if request.HasField("amount_micros") else None
+        return self._ledger.release(request.request_id, amount)
 
     def GetUsage(
         self, request: usage_pb2.GetUsageRequest, context: grpc.ServicerContext
@@ -135,3 +153,28 @@ def _totals(t: Totals) -> dict[str, int]:
         "audio_ms": t.audio_ms,
         "images": t.images,
     }
+
+
+def _settlement(request: usage_pb2.SettleRequest) -> Settlement:
+    if not request.provider:
+        raise InvalidArgument("provider", "must not be empty")
+    if not request.model:
+        raise InvalidArgument("model", "must not be empty")
+    return Settlement(
+        request_id=request.request_id,
+        key_id=request.key_id,
+        provider=request.provider,
+        model=request.model,
+        units=convert.units_from(request.units),
+        started_ms=request.started_ms,
+        latency_ms=request.latency_ms,
+        ttfb_ms=request.ttfb_ms,
+        status=convert.status_from(request.status),
+        http_status=request.http_status,
+        estimated=request.estimated,
+        grant_id=request.grant_id,
+    )
+
+
+def _describe(error: InvalidArgument | NotFound | None) -> str:
+    return "" if error is None else str(error)

@@ -30,6 +30,14 @@ def requests_for(key_id: str, account_id: str) -> dict[str, object]:
         "Settle": usage_pb2.SettleRequest(
             request_id="probe-settle", key_id=key_id, provider="none", model="none"
         ),
+        "Grant": usage_pb2.GrantRequest(key_id=key_id, grant_id="probe-grant", want_micros=1, min_micros=1),
+        "SettleBatch": usage_pb2.SettleBatchRequest(
+            settlements=[
+                usage_pb2.SettleRequest(
+                    request_id="probe-batch", key_id=key_id, provider="none", model="none"
+                )
+            ]
+        ),
         "Release": usage_pb2.ReleaseRequest(request_id="nothing-reserved"),
         "GetUsage": usage_pb2.GetUsageRequest(from_ms=0, to_ms=1),
         "ListUsageEvents": usage_pb2.ListUsageEventsRequest(key_id=key_id),

@@ -90,8 +90,32 @@ class ReserveResponse(_message.Message):
     expires_ms: int
     def __init__(self, granted: _Optional[bool] = ..., reason: _Optional[_Union[RefusalReason, str]] = ..., cap_micros: _Optional[int] = ..., spent_micros: _Optional[int] = ..., reserved_micros: _Optional[int] = ..., remaining_micros: _Optional[int] = ..., wallet_remaining_micros: _Optional[int] = ..., period_reset_ms: _Optional[int] = ..., expires_ms: _Optional[int] = ...) -> None: ...
 
+class GrantRequest(_message.Message):
+    __slots__ = ("key_id", "grant_id", "want_micros", "min_micros", "ttl_ms")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    GRANT_ID_FIELD_NUMBER: _ClassVar[int]
+    WANT_MICROS_FIELD_NUMBER: _ClassVar[int]
+    MIN_MICROS_FIELD_NUMBER: _ClassVar[int]
+    TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    grant_id: str
+    want_micros: int
+    min_micros: int
+    ttl_ms: int
+    def __init__(self, key_id: _Optional[str] = ..., grant_id: _Optional[str] = ..., want_micros: _Optional[int] = ..., min_micros: _Optional[int] = ..., ttl_ms: _Optional[int] = ...) -> None: ...
+
+class GrantResponse(_message.Message):
+    __slots__ = ("granted", "amount_micros", "expires_ms")
+    GRANTED_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MICROS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_MS_FIELD_NUMBER: _ClassVar[int]
+    granted: bool
+    amount_micros: int
+    expires_ms: int
+    def __init__(self, granted: _Optional[bool] = ..., amount_micros: _Optional[int] = ..., expires_ms: _Optional[int] = ...) -> None: ...
+
 class SettleRequest(_message.Message):
-    __slots__ = ("request_id", "key_id", "provider", "model", "units", "started_ms", "latency_ms", "ttfb_ms", "status", "http_status", "estimated")
+    __slots__ = ("request_id", "key_id", "provider", "model", "units", "started_ms", "latency_ms", "ttfb_ms", "status", "http_status", "estimated", "grant_id")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +127,7 @@ class SettleRequest(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     HTTP_STATUS_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_FIELD_NUMBER: _ClassVar[int]
+    GRANT_ID_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     key_id: str
     provider: str
@@ -114,7 +139,36 @@ class SettleRequest(_message.Message):
     status: EventStatus
     http_status: int
     estimated: bool
-    def __init__(self, request_id: _Optional[str] = ..., key_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., units: _Optional[_Union[Units, _Mapping]] = ..., started_ms: _Optional[int] = ..., latency_ms: _Optional[int] = ..., ttfb_ms: _Optional[int] = ..., status: _Optional[_Union[EventStatus, str]] = ..., http_status: _Optional[int] = ..., estimated: _Optional[bool] = ...) -> None: ...
+    grant_id: str
+    def __init__(self, request_id: _Optional[str] = ..., key_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., units: _Optional[_Union[Units, _Mapping]] = ..., started_ms: _Optional[int] = ..., latency_ms: _Optional[int] = ..., ttfb_ms: _Optional[int] = ..., status: _Optional[_Union[EventStatus, str]] = ..., http_status: _Optional[int] = ..., estimated: _Optional[bool] = ..., grant_id: _Optional[str] = ...) -> None: ...
+
+class SettleBatchRequest(_message.Message):
+    __slots__ = ("settlements", "releases")
+    SETTLEMENTS_FIELD_NUMBER: _ClassVar[int]
+    RELEASES_FIELD_NUMBER: _ClassVar[int]
+    settlements: _containers.RepeatedCompositeFieldContainer[SettleRequest]
+    releases: _containers.RepeatedCompositeFieldContainer[ReleaseRequest]
+    def __init__(self, settlements: _Optional[_Iterable[_Union[SettleRequest, _Mapping]]] = ..., releases: _Optional[_Iterable[_Union[ReleaseRequest, _Mapping]]] = ...) -> None: ...
+
+class SettleOutcome(_message.Message):
+    __slots__ = ("request_id", "event", "duplicate", "error")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    event: UsageEvent
+    duplicate: bool
+    error: str
+    def __init__(self, request_id: _Optional[str] = ..., event: _Optional[_Union[UsageEvent, _Mapping]] = ..., duplicate: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+
+class SettleBatchResponse(_message.Message):
+    __slots__ = ("settled", "released")
+    SETTLED_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
+    settled: _containers.RepeatedCompositeFieldContainer[SettleOutcome]
+    released: _containers.RepeatedCompositeFieldContainer[ReleaseResponse]
+    def __init__(self, settled: _Optional[_Iterable[_Union[SettleOutcome, _Mapping]]] = ..., released: _Optional[_Iterable[_Union[ReleaseResponse, _Mapping]]] = ...) -> None: ...
 
 class UsageEvent(_message.Message):
     __slots__ = ("request_id", "key_id", "ts_ms", "provider", "model", "units", "cost_micros", "fee_micros", "latency_ms", "ttfb_ms", "status", "http_status", "estimated")
@@ -155,10 +209,12 @@ class SettleResponse(_message.Message):
     def __init__(self, event: _Optional[_Union[UsageEvent, _Mapping]] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
-    __slots__ = ("request_id",)
+    __slots__ = ("request_id", "amount_micros")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MICROS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
-    def __init__(self, request_id: _Optional[str] = ...) -> None: ...
+    amount_micros: int
+    def __init__(self, request_id: _Optional[str] = ..., amount_micros: _Optional[int] = ...) -> None: ...
 
 class ReleaseResponse(_message.Message):
     __slots__ = ("released",)

@@ -42,10 +42,20 @@ class UsageServiceStub:
                 request_serializer=spendgate_dot_v1_dot_usage__pb2.ReserveRequest.SerializeToString,
                 response_deserializer=spendgate_dot_v1_dot_usage__pb2.ReserveResponse.FromString,
                 _registered_method=True)
+        self.Grant = channel.unary_unary(
+                '/spendgate.v1.UsageService/Grant',
+                request_serializer=spendgate_dot_v1_dot_usage__pb2.GrantRequest.SerializeToString,
+                response_deserializer=spendgate_dot_v1_dot_usage__pb2.GrantResponse.FromString,
+                _registered_method=True)
         self.Settle = channel.unary_unary(
                 '/spendgate.v1.UsageService/Settle',
                 request_serializer=spendgate_dot_v1_dot_usage__pb2.SettleRequest.SerializeToString,
                 response_deserializer=spendgate_dot_v1_dot_usage__pb2.SettleResponse.FromString,
+                _registered_method=True)
+        self.SettleBatch = channel.unary_unary(
+                '/spendgate.v1.UsageService/SettleBatch',
+                request_serializer=spendgate_dot_v1_dot_usage__pb2.SettleBatchRequest.SerializeToString,
+                response_deserializer=spendgate_dot_v1_dot_usage__pb2.SettleBatchResponse.FromString,
                 _registered_method=True)
         self.Release = channel.unary_unary(
                 '/spendgate.v1.UsageService/Release',
@@ -82,8 +92,28 @@ class UsageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Grant(self, request, context):
+        """Grant holds a block of a key's budget for one data-plane worker, which
+        admits requests against it locally, each only if its whole estimate fits
+        what is left of the block, and settles them with grant_id set. A block is
+        granted only if it fits whole, and is at most a quarter of what the key
+        and the wallet have left. It is a reservation: Release ends it, its lease
+        expires like any other.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Settle(self, request, context):
         """Settle prices a finished request, commits its cost and records the event.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SettleBatch(self, request, context):
+        """SettleBatch settles many requests in one transaction, then releases; an
+        item that is refused (bad argument, unknown key) does not stop the others.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -125,10 +155,20 @@ def add_UsageServiceServicer_to_server(servicer, server):
                     request_deserializer=spendgate_dot_v1_dot_usage__pb2.ReserveRequest.FromString,
                     response_serializer=spendgate_dot_v1_dot_usage__pb2.ReserveResponse.SerializeToString,
             ),
+            'Grant': grpc.unary_unary_rpc_method_handler(
+                    servicer.Grant,
+                    request_deserializer=spendgate_dot_v1_dot_usage__pb2.GrantRequest.FromString,
+                    response_serializer=spendgate_dot_v1_dot_usage__pb2.GrantResponse.SerializeToString,
+            ),
             'Settle': grpc.unary_unary_rpc_method_handler(
                     servicer.Settle,
                     request_deserializer=spendgate_dot_v1_dot_usage__pb2.SettleRequest.FromString,
                     response_serializer=spendgate_dot_v1_dot_usage__pb2.SettleResponse.SerializeToString,
+            ),
+            'SettleBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SettleBatch,
+                    request_deserializer=spendgate_dot_v1_dot_usage__pb2.SettleBatchRequest.FromString,
+                    response_serializer=spendgate_dot_v1_dot_usage__pb2.SettleBatchResponse.SerializeToString,
             ),
             'Release': grpc.unary_unary_rpc_method_handler(
                     servicer.Release,
@@ -192,6 +232,33 @@ class UsageService:
             _registered_method=True)
 
     @staticmethod
+    def Grant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spendgate.v1.UsageService/Grant',
+            spendgate_dot_v1_dot_usage__pb2.GrantRequest.SerializeToString,
+            spendgate_dot_v1_dot_usage__pb2.GrantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def Settle(request,
             target,
             options=(),
@@ -208,6 +275,33 @@ class UsageService:
             '/spendgate.v1.UsageService/Settle',
             spendgate_dot_v1_dot_usage__pb2.SettleRequest.SerializeToString,
             spendgate_dot_v1_dot_usage__pb2.SettleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SettleBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spendgate.v1.UsageService/SettleBatch',
+            spendgate_dot_v1_dot_usage__pb2.SettleBatchRequest.SerializeToString,
+            spendgate_dot_v1_dot_usage__pb2.SettleBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
