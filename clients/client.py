@@ -183,8 +183,25 @@ class ControlPlaneClient:
         )
         return self._do(self.usage.Reserve, request)
 
+    def grant(
+        self, key_id: str, grant_id: str, want_micros: int, min_micros: int, ttl_ms: int = 0
+    ) -> usage_pb2.GrantResponse:
+        request = usage_pb2.GrantRequest(
+            key_id=key_id, grant_id=grant_id, want_micros=want_micros, min_micros=min_micros, ttl_ms=ttl_ms
+        )
+        return self._do(self.usage.Grant, request)
+
     def settle(self, request: usage_pb2.SettleRequest) -> usage_pb2.SettleResponse:
         return self._do(self.usage.Settle, request)
 
-    def release(self, request_id: str) -> bool:
-        return self._do(self.usage.Release, usage_pb2.ReleaseRequest(request_id=request_id)).released
+    def settle_batch(
+        self, settlements: Sequence[usage_pb2.SettleRequest], releases: Sequence[str] = ()
+    ) -> usage_pb2.SettleBatchResponse:
+        request = usage_pb2.SettleBatchRequest(
+            settlements=settlements, releases=[usage_pb2.ReleaseRequest(request_id=r) for r in releases]
+        )
+        return self._do(self.usage.SettleBatch, request)
+
+    def release(self, request_id: str, amount_micros: int | None = None) -> bool:
+        request = usage_pb2.ReleaseRequest(request_id=request_id, amount_micros=amount_micros)
+        return self._do(self.usage.Release, request).released
