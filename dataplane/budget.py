@@ -46,6 +46,8 @@ GRANT_REQUESTS = 100  # a grant asks for this many of the triggering request's e
 GRANT_MIN_REQUESTS = 4  # ... and is not worth having below this many
 GRANT_IDLE_SECONDS = 2.0
 GRANT_RENEW_SECONDS = 30.0
+# A grant's lease: what a dead worker's grant keeps from the key until it expires.
+GRANT_TTL_MS = 120_000
 GRANT_RETRY_SECONDS = 1.0
 
 
@@ -57,6 +59,7 @@ class Grant:
     balance: int  # not yet promised to a request
     renew_at: float
     last_used: float
+    last_amount: int = 0  # the latest estimate admitted: what the next grant is sized by
     outstanding: int = 0  # admitted requests whose settlement the control plane has not taken yet
     retired: bool = False
 
@@ -165,6 +168,7 @@ class GrpcBudget:
                 grant.balance -= amount_micros
                 grant.outstanding += 1
                 grant.last_used = now
+                grant.last_amount = amount_micros
                 if grant.balance < grant.size // 4:
                     self._want_grant(key_id, amount_micros)  # the next one, before this runs out
                 return Decision(True, "", None, 0, 0, 0, grant=grant, amount_micros=amount_micros)
@@ -238,7 +242,7 @@ class GrpcBudget:
             grant_id=f"grant-{uuid.uuid4().hex}",
             want_micros=amount_micros * GRANT_REQUESTS,
             min_micros=amount_micros * GRANT_MIN_REQUESTS,
-            ttl_ms=self._ttl_ms,
+            ttl_ms=min(self._ttl_ms, GRANT_TTL_MS),
         )
         try:
             r = await self._stub.Grant(request, metadata=self._metadata, timeout=5)
@@ -256,7 +260,7 @@ class GrpcBudget:
             key_id=key_id,
             size=r.amount_micros,
             balance=r.amount_micros,
-            renew_at=now + min(GRANT_RENEW_SECONDS, self._ttl_ms / 2000),
+            renew_at=now + min(GRANT_RENEW_SECONDS, request.ttl_ms / 2000),
             last_used=now,
         )
         if self._changes.get(key_id, 0) != changes:  # the key changed meanwhile: granted on old terms
@@ -304,6 +308,8 @@ class GrpcBudget:
             for grant in list(self._grants.values()):
                 if now - grant.last_used > GRANT_IDLE_SECONDS or now >= grant.renew_at:
                     self._spawn(self._retire(grant))
+                elif now >= grant.renew_at - 2.0 and grant.last_amount:
+                    self._want_grant(grant.key_id, grant.last_amount)  # the successor, before it is due
             self._recent = {k: v for k, v in self._recent.items() if now - v[0] <= 1.0}
             self._not_before = {k: t for k, t in self._not_before.items() if t > now}
 
