@@ -186,7 +186,7 @@ def main() -> int:
             for key in keys
         ]
         results = [json.loads(load.communicate(timeout=seconds + 120)[0]) for load in loads]
-        time.sleep(3)  # let the last settlements land
+        time.sleep(4)  # let the last settlements land and idle grants go back (2 s idle)
         end_mem = memory(names)
 
         completed = sum(r["completed_total"] for r in results)

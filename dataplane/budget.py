@@ -24,8 +24,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 
@@ -144,7 +145,7 @@ class GrpcBudget:
         while self.pending and loop.time() < deadline:
             await asyncio.sleep(0.02)
         for grant in list(self._grants.values()):
-            self._retire(grant)
+            self._spawn(self._retire(grant))
         while self._background and loop.time() < deadline:
             await asyncio.sleep(0.02)
         for task in [*self._tasks, *self._background]:
@@ -313,8 +314,8 @@ class GrpcBudget:
             self._recent = {k: v for k, v in self._recent.items() if now - v[0] <= 1.0}
             self._not_before = {k: t for k, t in self._not_before.items() if t > now}
 
-    def _spawn(self, coroutine: object) -> None:
-        task = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 

@@ -8,12 +8,15 @@ import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 from sqlalchemy import create_engine, func, select
 
+from clients.client import ControlPlaneClient
 from controlplane.store.schema import reservations
-from tests.e2e.conftest import Account, Running
+from dataplane.mock_upstream import MockUpstream
+from tests.e2e.conftest import Account, Running, start_up, stop_up, upstream_env
 
 MESSAGES = [{"role": "user", "content": "Count to ten."}]
 BODY = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 20}
@@ -133,3 +136,34 @@ def test_a_lowered_cap_takes_the_grant_back_on_every_worker_within_a_second(
     with ThreadPoolExecutor(8) as pool:
         assert set(pool.map(fresh_connection_status, range(24))) == {402}
     assert wait_until_nothing_is_held(account, str(key["id"]))["reserved_micros"] == 0
+
+
+def active_grants(data_dir: Path, key_id: str) -> int:
+    engine = create_engine(f"sqlite:///{data_dir / 'spendgate.db'}")
+    try:
+        with engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).where(
+                        reservations.c.key_id == key_id,
+                        reservations.c.request_id.like("grant-%"),
+                        reservations.c.state == "active",
+                    )
+                ).scalar_one()
+            )
+    finally:
+        engine.dispose()
+
+
+def test_a_stopping_worker_hands_its_grants_back(mock: MockUpstream, tmp_path: Path) -> None:
+    running = start_up(tmp_path / "data", upstream_env(mock), workers=1)
+    try:
+        with ControlPlaneClient(running.grpc, running.admin_token) as admin:
+            created = admin.create_account("stop", 10_000_000)
+        account = Account(created.account.id, created.master_key_secret, running)
+        key = account.mint("busy", max_spend_usd=5)
+        hammer(running, key, 2, lambda status: len(account.key_usage(str(key["id"]))["events"]) >= 20)
+        assert active_grants(running.data_dir, str(key["id"])) == 1  # held, and not idle for long yet
+    finally:
+        stop_up(running)
+    assert active_grants(running.data_dir, str(key["id"])) == 0
