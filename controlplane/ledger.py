@@ -235,6 +235,36 @@ class Ledger:
         )
         return done.rowcount == 1
 
+    def _hold(
+        self,
+        conn: Connection,
+        key: Key,
+        request_id: str,
+        amount: int,
+        wallet_amount: int,
+        now: int,
+        expires: int,
+        strict: bool,
+    ) -> None:
+        """Record an active reservation and hold it on the key, then on the
+        wallet (raises _WalletRefused, which rolls the transaction back)."""
+        conn.execute(
+            reservations.insert().values(
+                request_id=request_id,
+                key_id=key.id,
+                account_id=key.account_id,
+                amount_micros=amount,
+                wallet_micros=wallet_amount,
+                state="active",
+                created_ms=now,
+                expires_ms=expires,
+            )
+        )
+        self._move_key(conn, key.id, reserved=amount)
+        # Last, so the shared account row is locked only until the commit right after.
+        if not self._hold_wallet(conn, key.account_id, wallet_amount, strict):
+            raise _WalletRefused(key)
+
     # operations -----------------------------------------------------------
 
     def reserve(self, key_id: str, request_id: str, amount_micros: int, ttl_ms: int = 0) -> Reservation:
@@ -261,22 +291,7 @@ class Ledger:
                 if refusal is not None:
                     return self._outcome(key, self._account(conn, key.account_id), refusal, 0, now)
                 expires = now + (ttl_ms or DEFAULT_TTL_MS)
-                conn.execute(
-                    reservations.insert().values(
-                        request_id=request_id,
-                        key_id=key_id,
-                        account_id=key.account_id,
-                        amount_micros=amount_micros,
-                        wallet_micros=wallet_amount,
-                        state="active",
-                        created_ms=now,
-                        expires_ms=expires,
-                    )
-                )
-                self._move_key(conn, key_id, reserved=amount_micros)
-                # Last, so the shared account row is locked only until the commit right after.
-                if not self._hold_wallet(conn, key.account_id, wallet_amount, key.strict):
-                    raise _WalletRefused(key)
+                self._hold(conn, key, request_id, amount_micros, wallet_amount, now, expires, key.strict)
                 held = replace(key, reserved_micros=key.reserved_micros + amount_micros)
                 return self._outcome(held, self._account(conn, key.account_id), None, expires, now)
         except _WalletRefused as refused:  # rolled back: nothing was held
@@ -334,21 +349,7 @@ class Ledger:
                     return refused
                 wallet_amount = amount + fee_micros(amount, self.fee_bps)
                 expires = now + (ttl_ms or DEFAULT_TTL_MS)
-                conn.execute(
-                    reservations.insert().values(
-                        request_id=grant_id,
-                        key_id=key_id,
-                        account_id=key.account_id,
-                        amount_micros=amount,
-                        wallet_micros=wallet_amount,
-                        state="active",
-                        created_ms=now,
-                        expires_ms=expires,
-                    )
-                )
-                self._move_key(conn, key_id, reserved=amount)
-                if not self._hold_wallet(conn, key.account_id, wallet_amount, strict=True):
-                    raise _WalletRefused(key)  # another control plane got there first
+                self._hold(conn, key, grant_id, amount, wallet_amount, now, expires, strict=True)
                 return Granted(True, amount, expires)
         except _WalletRefused:
             return refused

@@ -40,6 +40,18 @@ def hammer(gateway: Running, key: dict[str, object], threads: int, until: Callab
         return [s for statuses in pool.map(one_client, range(threads)) for s in statuses]
 
 
+def all_admitted(total: int) -> Callable[[int], bool]:
+    """For `hammer`: stop once `total` requests have been sent, all of them admitted."""
+    sent = [0]
+
+    def until(status: int) -> bool:
+        assert status == 200
+        sent[0] += 1
+        return sent[0] >= total
+
+    return until
+
+
 def reservation_rows(gateway: Running, key_id: str) -> tuple[int, int]:
     """(grants, per-request reservations) the control plane recorded for the key."""
     engine = create_engine(f"sqlite:///{gateway.data_dir / 'spendgate.db'}")
@@ -67,14 +79,7 @@ def test_a_busy_key_is_admitted_against_a_grant_that_goes_back_when_idle(
     gateway: Running, account: Account
 ) -> None:
     key = account.mint("busy", max_spend_usd=5)
-    sent = [0]
-
-    def sixty_each(status: int) -> bool:
-        assert status == 200
-        sent[0] += 1
-        return sent[0] >= 240
-
-    statuses = hammer(gateway, key, 4, sixty_each)
+    statuses = hammer(gateway, key, 4, all_admitted(240))
     events = account.events(str(key["id"]), len(statuses))
     grants, own = reservation_rows(gateway, str(key["id"]))
     print(f"{len(statuses)} requests: {grants} grant(s), {own} per-request reservation(s)")
@@ -109,14 +114,7 @@ def test_a_lowered_cap_takes_the_grant_back_on_every_worker_within_a_second(
     gateway: Running, account: Account
 ) -> None:
     key = account.mint("lowered", max_spend_usd=5)
-    sent = [0]
-
-    def forty(status: int) -> bool:
-        assert status == 200
-        sent[0] += 1
-        return sent[0] >= 160
-
-    hammer(gateway, key, 4, forty)
+    hammer(gateway, key, 4, all_admitted(160))
     assert reservation_rows(gateway, str(key["id"]))[0] >= 1
     lowered = httpx.patch(
         gateway.base + f"/v1/keys/{key['id']}",
@@ -162,7 +160,7 @@ def test_a_stopping_worker_hands_its_grants_back(mock: MockUpstream, tmp_path: P
             created = admin.create_account("stop", 10_000_000)
         account = Account(created.account.id, created.master_key_secret, running)
         key = account.mint("busy", max_spend_usd=5)
-        hammer(running, key, 2, lambda status: len(account.key_usage(str(key["id"]))["events"]) >= 20)
+        hammer(running, key, 2, all_admitted(60))
         assert active_grants(running.data_dir, str(key["id"])) == 1  # held, and not idle for long yet
     finally:
         stop_up(running)
