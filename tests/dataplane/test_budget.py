@@ -1,0 +1,184 @@
+"""The worker's budget (dataplane/budget.py) against a real control plane over
+gRPC, on SQLite and PostgreSQL: when a key earns a grant, what is admitted
+against it, and how every grant goes back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import grpc
+import pytest
+from sqlalchemy import select
+
+from clients.client import ControlPlaneClient
+from controlplane.server import ControlPlane
+from controlplane.store.schema import reservations
+from dataplane import budget as budget_module
+from dataplane.budget import Decision, GrpcBudget
+from spendgate.v1 import usage_pb2, usage_pb2_grpc
+from tests.controlplane.test_concurrency import check_ledger
+
+ESTIMATE = 1_000
+COST = 450  # 1000 input + 500 output tokens of gpt-4o-mini
+
+
+@asynccontextmanager
+async def running_budget(plane: ControlPlane) -> AsyncIterator[GrpcBudget]:
+    async with grpc.aio.insecure_channel(plane.address) as channel:
+        metadata = (("authorization", f"Bearer {plane.tokens.service}"),)
+        budget = GrpcBudget(usage_pb2_grpc.UsageServiceStub(channel), metadata, ttl_ms=600_000)
+        budget.start()
+        try:
+            yield budget
+        finally:
+            await budget.stop()
+
+
+def settle(budget: GrpcBudget, key_id: str, request_id: str, decision: Decision) -> None:
+    budget.settle(
+        usage_pb2.SettleRequest(
+            request_id=request_id,
+            key_id=key_id,
+            provider="openai",
+            model="gpt-4o-mini",
+            units=usage_pb2.Units(input_tokens=1000, output_tokens=500),
+        ),
+        decision,
+    )
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+def rows(plane: ControlPlane, key_id: str) -> dict[str, tuple[int, str]]:
+    with plane.engine.connect() as conn:
+        found = conn.execute(select(reservations).where(reservations.c.key_id == key_id))
+        return {r.request_id: (r.amount_micros, r.state) for r in found}
+
+
+async def until_granted(
+    budget: GrpcBudget, key_id: str, admitted: list[Decision], prefix: str = "warm"
+) -> Decision:
+    """Reserve until a request is admitted against a grant; every decision is kept."""
+    for n in range(200):
+        decision = await budget.reserve(key_id, f"{prefix}-{n}", ESTIMATE)
+        assert decision.granted
+        admitted.append(decision)
+        if decision.grant is not None:
+            return decision
+        await asyncio.sleep(0.01)
+    raise AssertionError("no grant")
+
+
+def run(scenario: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(scenario())  # type: ignore[arg-type]
+
+
+def test_a_busy_key_is_admitted_against_its_grant_and_settles_against_it(
+    plane: ControlPlane, master: ControlPlaneClient
+) -> None:
+    key, _ = master.create_key("busy", cap_micros=10_000_000)
+
+    async def scenario() -> None:
+        async with running_budget(plane) as budget:
+            admitted: list[Decision] = []
+            first = await until_granted(budget, key.id, admitted)
+            own = [d for d in admitted if d.grant is None]
+            assert len(own) >= budget_module.GRANT_HOT  # quiet keys reserve per request
+            grant = first.grant
+            assert grant is not None and grant.size == ESTIMATE * budget_module.GRANT_REQUESTS
+            for n in range(20):
+                decision = await budget.reserve(key.id, f"local-{n}", ESTIMATE)
+                assert decision.grant is grant
+                admitted.append(decision)
+            # Only the first few requests and the grant itself reached the ledger.
+            assert set(rows(plane, key.id)) == {f"warm-{n}" for n in range(len(own))} | {grant.id}
+            for n, decision in enumerate(admitted):
+                settle(
+                    budget, key.id, f"warm-{n}" if n < len(own) + 1 else f"local-{n - len(own) - 1}", decision
+                )
+            await eventually(lambda: budget.pending == 0 and grant.outstanding == 0)
+            # Each request's unspent estimate came back to the grant with the control plane's answer.
+            assert grant.balance == grant.size - 21 * COST
+            assert rows(plane, key.id)[grant.id] == (grant.size - 21 * COST, "active")
+            assert master.get_key(key.id).spent_micros == len(admitted) * COST
+            check_ledger(plane)
+        # A stopping worker hands its grant back.
+        assert rows(plane, key.id)[grant.id][1] == "released"
+        assert master.get_key(key.id).reserved_micros == 0
+        check_ledger(plane)
+
+    run(scenario)
+
+
+def test_a_grant_that_runs_short_gives_back_its_unused_part_before_the_request_reserves(
+    plane: ControlPlane, master: ControlPlaneClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(budget_module, "GRANT_REQUESTS", 5)
+    monkeypatch.setattr(budget_module, "GRANT_MIN_REQUESTS", 1)
+    key, _ = master.create_key("short", cap_micros=10_000_000)
+
+    async def scenario() -> None:
+        async with running_budget(plane) as budget:
+            admitted: list[Decision] = []
+            first = await until_granted(budget, key.id, admitted)
+            grant = first.grant
+            assert grant is not None and grant.size == 5 * ESTIMATE
+            local = [first] + [await budget.reserve(key.id, f"l{n}", ESTIMATE) for n in range(2)]
+            assert all(d.grant is grant for d in local) and grant.balance == 2 * ESTIMATE
+            big = await budget.reserve(key.id, "big", 3 * ESTIMATE)  # does not fit what is left
+            assert big.granted and big.grant is None and grant.retired
+            # The unused 2 estimates went back at once; the 3 in flight stay held.
+            assert rows(plane, key.id)[grant.id] == (3 * ESTIMATE, "active")
+            for n, decision in enumerate(admitted[:-1]):
+                settle(budget, key.id, f"warm-{n}", decision)
+            settle(budget, key.id, f"warm-{len(admitted) - 1}", local[0])
+            settle(budget, key.id, "l0", local[1])
+            settle(budget, key.id, "l1", local[2])
+            settle(budget, key.id, "big", big)
+            # Once its last request has settled, the rest of the grant goes back.
+            await eventually(lambda: rows(plane, key.id)[grant.id][1] == "released")
+            check_ledger(plane)
+        after = master.get_key(key.id)
+        assert (after.spent_micros, after.reserved_micros) == ((len(admitted) + 3) * COST, 0)
+        check_ledger(plane)
+
+    run(scenario)
+
+
+def test_a_key_change_or_an_idle_key_ends_the_grant(
+    plane: ControlPlane, master: ControlPlaneClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(budget_module, "GRANT_IDLE_SECONDS", 0.3)
+    key, _ = master.create_key("changing", cap_micros=10_000_000)
+
+    async def scenario() -> None:
+        async with running_budget(plane) as budget:
+            admitted: list[Decision] = []
+            first = await until_granted(budget, key.id, admitted)
+            assert first.grant is not None
+            budget.release("unused", first)  # never forwarded: the estimate goes back to the grant
+            assert first.grant.balance == first.grant.size and first.grant.outstanding == 0
+            budget.key_changed(key.id)  # as WatchKeys reports a cap change
+            await eventually(lambda: rows(plane, key.id)[first.grant.id][1] == "released")  # type: ignore[union-attr]
+            after_change = await budget.reserve(key.id, "after-change", ESTIMATE)
+            assert after_change.grant is None  # reserved on its own, on the new terms
+            budget.release("after-change", after_change)
+            again: list[Decision] = []
+            second = await until_granted(budget, key.id, again, prefix="again")
+            assert second.grant is not None and second.grant is not first.grant
+            for prefix, decisions in (("warm", admitted[:-1]), ("again", again)):  # first went back above
+                for n, decision in enumerate(decisions):
+                    budget.release(f"{prefix}-{n}", decision)
+            # Idle for GRANT_IDLE_SECONDS: it goes back by itself.
+            await eventually(lambda: rows(plane, key.id)[second.grant.id][1] == "released")  # type: ignore[union-attr]
+            await eventually(lambda: budget.pending == 0 and master.get_key(key.id).reserved_micros == 0)
+            check_ledger(plane)
+
+    run(scenario)
