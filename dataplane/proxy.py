@@ -96,7 +96,7 @@ def refusal_message(decision: Decision) -> str:
     cap = "none" if decision.cap_micros is None else f"${format_usd(decision.cap_micros)}"
     return (
         f"Spend cap reached for this API key: cap {cap}, spent ${format_usd(decision.spent_micros)}, "
-        f"reserved by in-flight requests ${format_usd(decision.reserved_micros)}; resets {resets}. "
+        f"reserved for requests in flight ${format_usd(decision.reserved_micros)}; resets {resets}. "
         "Raise the key's cap to continue."
     )
 
