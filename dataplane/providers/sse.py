@@ -55,25 +55,37 @@ class SSESplitter:
         self._lines: list[bytes] = []
         self._overflowing = False
         self._first = True
+        self._cr = False
 
     def feed(self, data: bytes) -> list[SSEEvent]:
         """Add bytes; return the events they complete, in order."""
         self._buf += data
+        self._cr = self._cr or b"\r" in data  # until a \r shows up, lines can only end at \n
         out: list[SSEEvent] = []
         buf = self._buf
-        while (m := _EOL.search(buf, self._scan)) is not None:
-            if m.end() == len(buf) and m.end() - m.start() == 1 and buf[m.start()] == 0x0D:
-                self._scan = m.start()  # a lone trailing \r: wait for the next byte
-                break
-            line_end, self._scan = m.start(), m.end()
+        while True:
+            if self._cr:
+                m = _EOL.search(buf, self._scan)
+                if m is None:
+                    self._scan = len(buf)
+                    break
+                line_end, end = m.start(), m.end()
+                if end == len(buf) and end - line_end == 1 and buf[line_end] == 0x0D:
+                    self._scan = line_end  # a lone trailing \r: wait for the next byte
+                    break
+            else:
+                line_end = buf.find(b"\n", self._scan)
+                if line_end < 0:
+                    self._scan = len(buf)
+                    break
+                end = line_end + 1
+            self._scan = end
             if line_end > self._line_start:
                 if not self._overflowing:
                     self._lines.append(bytes(buf[self._line_start : line_end]))
-                self._line_start = self._scan
+                self._line_start = end
             else:
-                out.append(self._dispatch(self._scan))
-        else:
-            self._scan = len(buf)
+                out.append(self._dispatch(end))
         if self._overflowing or len(buf) > self._max:
             piece = self._shed()
             if piece:
