@@ -43,7 +43,7 @@ SETTLE_LINGER_SECONDS = 0.025
 ORPHAN_SCAN_SECONDS = 30.0
 
 GRANT_HOT = 3  # per-request reservations of one key within a second that earn it a grant
-GRANT_REQUESTS = 100  # a grant asks for this many of the triggering request's estimates
+GRANT_REQUESTS = 100  # a grant asks for this many of the triggering request's estimates (+ 2x in flight)
 GRANT_MIN_REQUESTS = 4  # ... and is not worth having below this many
 GRANT_IDLE_SECONDS = 2.0
 GRANT_RENEW_SECONDS = 30.0
@@ -85,6 +85,10 @@ class Reserver(Protocol):
     def release(self, request_id: str, decision: Decision) -> None: ...
 
 
+def _fits(grant: Grant, amount_micros: int, now: float) -> bool:
+    return grant.balance >= amount_micros and now < grant.renew_at and not grant.retired
+
+
 REASONS = {
     usage_pb2.REFUSAL_REASON_KEY_CAP: "key_cap",
     usage_pb2.REFUSAL_REASON_WALLET: "wallet",
@@ -121,7 +125,7 @@ class GrpcBudget:
         self._background: set[asyncio.Task[None]] = set()
         self._grants: dict[str, Grant] = {}  # key id -> the grant requests are admitted against
         self._holds: dict[str, tuple[Grant, int]] = {}  # request id -> (grant, estimate)
-        self._fetching: set[str] = set()
+        self._fetching: dict[str, asyncio.Future[None]] = {}  # key id -> done when its grant request is
         self._not_before: dict[str, float] = {}  # key id -> no grant asked for before then
         self._recent: dict[str, tuple[float, int]] = {}  # key id -> (window start, reservations)
         self._changes: dict[str, int] = {}  # key id -> changes seen (WatchKeys)
@@ -151,6 +155,9 @@ class GrpcBudget:
         for task in [*self._tasks, *self._background]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._background, return_exceptions=True)
+        for successor in self._fetching.values():  # a grant request cancelled before it began
+            if not successor.done():
+                successor.set_result(None)
         if self._spool is not None:
             self._spool.close()
 
@@ -162,16 +169,22 @@ class GrpcBudget:
 
     async def reserve(self, key_id: str, request_id: str, amount_micros: int) -> Decision:
         loop = asyncio.get_running_loop()
-        now = loop.time()
         grant = self._grants.get(key_id)
+        if grant is not None and not _fits(grant, amount_micros, loop.time()):
+            successor = self._fetching.get(key_id)
+            if successor is not None:  # on its way: cheaper to wait for it than to reserve alone
+                await asyncio.shield(successor)
+                grant = self._grants.get(key_id)
+        now = loop.time()
         if grant is not None:
-            if grant.balance >= amount_micros and now < grant.renew_at:
+            if _fits(grant, amount_micros, now):
                 grant.balance -= amount_micros
                 grant.outstanding += 1
                 grant.last_used = now
                 grant.last_amount = amount_micros
-                if grant.balance < grant.size // 4:
-                    self._want_grant(key_id, amount_micros)  # the next one, before this runs out
+                if grant.balance < (grant.outstanding + GRANT_REQUESTS // 4) * amount_micros:
+                    # The next one, before this runs out: sized for what is in flight, too.
+                    self._want_grant(key_id, amount_micros, grant.outstanding)
                 return Decision(True, "", None, 0, 0, 0, grant=grant, amount_micros=amount_micros)
             await self._retire(grant)  # its unused part goes back before the control plane decides
         decision = await self._reserve(key_id, request_id, amount_micros)
@@ -228,20 +241,29 @@ class GrpcBudget:
         self._recent[key_id] = (start, count + 1)
         return count + 1 >= GRANT_HOT
 
-    def _want_grant(self, key_id: str, amount_micros: int) -> None:
+    def _want_grant(self, key_id: str, amount_micros: int, in_flight: int = 0) -> None:
         now = asyncio.get_running_loop().time()
         if key_id in self._fetching or self._not_before.get(key_id, 0.0) > now or amount_micros <= 0:
             return
-        self._fetching.add(key_id)
-        self._spawn(self._fetch_grant(key_id, amount_micros))
+        done = self._fetching[key_id] = asyncio.get_running_loop().create_future()
+        self._spawn(self._fetch_grant(key_id, amount_micros, in_flight, done))
 
-    async def _fetch_grant(self, key_id: str, amount_micros: int) -> None:
+    async def _fetch_grant(
+        self, key_id: str, amount_micros: int, in_flight: int, done: asyncio.Future[None]
+    ) -> None:
+        try:
+            await self._install_grant(key_id, amount_micros, in_flight)
+        finally:
+            del self._fetching[key_id]
+            done.set_result(None)
+
+    async def _install_grant(self, key_id: str, amount_micros: int, in_flight: int) -> None:
         loop = asyncio.get_running_loop()
         changes = self._changes.get(key_id, 0)
         request = usage_pb2.GrantRequest(
             key_id=key_id,
             grant_id=f"grant-{uuid.uuid4().hex}",
-            want_micros=amount_micros * GRANT_REQUESTS,
+            want_micros=amount_micros * (GRANT_REQUESTS + 2 * in_flight),
             min_micros=amount_micros * GRANT_MIN_REQUESTS,
             ttl_ms=min(self._ttl_ms, GRANT_TTL_MS),
         )
@@ -250,8 +272,6 @@ class GrpcBudget:
         except grpc.aio.AioRpcError as exc:
             log.warning("Grant failed: %s %s", exc.code().name, exc.details())
             r = usage_pb2.GrantResponse()
-        finally:
-            self._fetching.discard(key_id)
         now = loop.time()
         if not r.granted:
             self._not_before[key_id] = now + GRANT_RETRY_SECONDS
@@ -265,12 +285,12 @@ class GrpcBudget:
             last_used=now,
         )
         if self._changes.get(key_id, 0) != changes:  # the key changed meanwhile: granted on old terms
-            await self._retire(grant)
+            self._spawn(self._retire(grant))
             return
         old = self._grants.get(key_id)
         self._grants[key_id] = grant
         if old is not None:
-            await self._retire(old)
+            self._spawn(self._retire(old))
 
     async def _retire(self, grant: Grant) -> None:
         """No more admissions against it; its unused part goes back now, the

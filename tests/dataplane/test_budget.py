@@ -130,6 +130,8 @@ def test_a_grant_that_runs_short_gives_back_its_unused_part_before_the_request_r
             first = await until_granted(budget, key.id, admitted)
             grant = first.grant
             assert grant is not None and grant.size == 5 * ESTIMATE
+            # From here on the control plane refuses a successor (it could not be worth having).
+            monkeypatch.setattr(budget_module, "GRANT_MIN_REQUESTS", 10**6)
             local = [first] + [await budget.reserve(key.id, f"l{n}", ESTIMATE) for n in range(2)]
             assert all(d.grant is grant for d in local) and grant.balance == 2 * ESTIMATE
             big = await budget.reserve(key.id, "big", 3 * ESTIMATE)  # does not fit what is left
@@ -145,6 +147,43 @@ def test_a_grant_that_runs_short_gives_back_its_unused_part_before_the_request_r
             # Once its last request has settled, the rest of the grant goes back.
             await eventually(lambda: rows(plane, key.id)[grant.id][1] == "released")
             check_ledger(plane)
+        after = master.get_key(key.id)
+        assert (after.spent_micros, after.reserved_micros) == ((len(admitted) + 3) * COST, 0)
+        check_ledger(plane)
+
+    run(scenario)
+
+
+def test_a_request_that_does_not_fit_waits_for_the_successor_on_its_way(
+    plane: ControlPlane, master: ControlPlaneClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(budget_module, "GRANT_REQUESTS", 5)
+    monkeypatch.setattr(budget_module, "GRANT_MIN_REQUESTS", 1)
+    key, _ = master.create_key("successor", cap_micros=10_000_000)
+
+    async def scenario() -> None:
+        async with running_budget(plane) as budget:
+            admitted: list[Decision] = []
+            first = await until_granted(budget, key.id, admitted)
+            old = first.grant
+            assert old is not None
+            local = [first] + [await budget.reserve(key.id, f"l{n}", ESTIMATE) for n in range(2)]
+            assert old.balance == 2 * ESTIMATE  # running low: its successor has been asked for
+            big = await budget.reserve(key.id, "big", 3 * ESTIMATE)
+            new = big.grant
+            assert new is not None and new is not old and old.retired
+            assert new.size == (5 + 2 * 3) * ESTIMATE  # sized for the 3 requests in flight too
+            assert "big" not in rows(plane, key.id)  # no reservation of its own
+            # The old grant's unused part went back; what its 3 requests hold stays held.
+            await eventually(lambda: rows(plane, key.id)[old.id] == (3 * ESTIMATE, "active"))
+            for n, decision in enumerate(admitted[:-1]):
+                settle(budget, key.id, f"warm-{n}", decision)
+            for request_id, decision in zip(
+                (f"warm-{len(admitted) - 1}", "l0", "l1", "big"), [*local, big], strict=True
+            ):
+                settle(budget, key.id, request_id, decision)
+            await eventually(lambda: rows(plane, key.id)[old.id][1] == "released")
+        assert rows(plane, key.id)[new.id][1] == "released"
         after = master.get_key(key.id)
         assert (after.spent_micros, after.reserved_micros) == ((len(admitted) + 3) * COST, 0)
         check_ledger(plane)
