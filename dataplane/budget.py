@@ -37,9 +37,11 @@ from spendgate.v1 import usage_pb2, usage_pb2_grpc
 log = logging.getLogger(__name__)
 
 SETTLE_BATCH = 256
-# How long the first settlement of a batch waits for company: at low load this
-# turns one fsync and one SettleBatch per request into one per batch.
-SETTLE_LINGER_SECONDS = 0.025
+# How long the first spooled settlement of a batch waits for company before it
+# is sent: at low load this turns one SettleBatch transaction per request into
+# one per batch. (It is durable in the spool meanwhile.)
+SETTLE_LINGER_SECONDS = 0.1
+SPOOL_SYNC_SECONDS = 0.1  # group commit: the spool is fsync'd this often when written to
 ORPHAN_SCAN_SECONDS = 30.0
 
 GRANT_HOT = 3  # per-request reservations of one key within a second that earn it a grant
@@ -99,9 +101,10 @@ REASONS = {
 class GrpcBudget:
     """Reserve over gRPC or against a grant; settle and release through the spool.
 
-    Stage one batches queued settlements into the spool (one write and one
-    fsync per batch, off the event loop); stage two sends them to the control
-    plane in batches, retrying with backoff until taken, then marks them done.
+    Stage one writes queued settlements to the spool, a batch at a time
+    (fsync'd every SPOOL_SYNC_SECONDS, off the event loop); stage two sends
+    them to the control plane in batches, retrying with backoff until taken,
+    then marks them done.
     The first stage never waits on the control plane, so an outage only grows
     the spool."""
 
@@ -140,6 +143,7 @@ class GrpcBudget:
         ]
         if self._spool is not None:
             self._tasks.append(asyncio.create_task(self._adopt_orphans_forever()))
+            self._tasks.append(asyncio.create_task(self._sync_spool_forever()))
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Give queued and in-flight settlements a bounded time to land and hand
@@ -344,12 +348,17 @@ class GrpcBudget:
     async def _spool_forever(self) -> None:
         while True:
             batch = [await self._queue.get()]
-            await asyncio.sleep(SETTLE_LINGER_SECONDS)
             while len(batch) < SETTLE_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             if self._spool is not None:
-                await asyncio.to_thread(self._spool.append, batch)
+                self._spool.append(batch)
             self._send_all(batch)
+
+    async def _sync_spool_forever(self) -> None:
+        assert self._spool is not None
+        while True:
+            await asyncio.sleep(SPOOL_SYNC_SECONDS)
+            await asyncio.to_thread(self._spool.sync)
 
     async def _adopt_orphans_forever(self) -> None:
         assert self._spool is not None
@@ -365,6 +374,7 @@ class GrpcBudget:
         """One batch in flight at a time: while it is, the next one grows."""
         while True:
             batch = [await self._outbox.get()]
+            await asyncio.sleep(SETTLE_LINGER_SECONDS)
             while len(batch) < SETTLE_BATCH and not self._outbox.empty():
                 batch.append(self._outbox.get_nowait())
             self._sending = len(batch)

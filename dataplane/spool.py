@@ -1,13 +1,19 @@
 """A durable local spool for settlements (write-ahead, one file per worker).
 
-Every Settle and Release is appended to this worker's spool file and fsync'd
-(in batches: one write and one fsync per batch) before it is sent to the
-control plane, and a `done` record is appended once the control plane has
-taken it. So a settlement survives the control plane being down, and the
-worker itself dying: on start, and every so often, a worker claims the spool
-files of workers that are gone (it can take their file lock) and replays what
-they had not delivered. Replays are safe because Settle and Release are
-idempotent by request id.
+Every Settle and Release is written to this worker's spool file before it is
+sent to the control plane, and a `done` record is appended once the control
+plane has taken it. So a settlement survives the control plane being down, and
+the worker itself dying (what a process wrote is in the kernel's page cache
+whatever becomes of the process): on start, and every so often, a worker claims
+the spool files of workers that are gone (it can take their file lock) and
+replays what they had not delivered. Replays are safe because Settle and
+Release are idempotent by request id.
+
+The file is fsync'd by `sync`, which the worker calls every 100 ms when there is
+something new (group commit), not once per write: a crash of the whole machine
+can lose the last 100 ms of settlements, as SQLite's `synchronous=NORMAL`, the
+control plane's own setting, can lose its last commits. An fsync per request
+cost about 1 ms of CPU, half of what the rest of a request costs.
 
 File format, one record a line:  `S <base64 SettleRequest>`, `R <request id>`,
 `D <request id>` (done)."""
@@ -75,12 +81,20 @@ class Spool:
         fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held for this worker's life
         self._pending: set[str] = set()
         self._written = 0
+        self._unsynced = False
 
-    def append(self, items: Iterable[Item]) -> None:
-        """Write-ahead: durable before it is sent."""
+    def append(self, items: Iterable[Item], sync: bool = False) -> None:
+        """Write-ahead: written before it is sent; on disk at the next `sync`, or now."""
         records = [(_encode(item), item_id(item)) for item in items]
-        self._write(b"".join(r for r, _ in records), sync=True)
+        self._write(b"".join(r for r, _ in records), sync=sync)
+        self._unsynced = self._unsynced or not sync
         self._pending.update(i for _, i in records)
+
+    def sync(self) -> None:
+        """fsync what was written since the last time (safe to call from another thread)."""
+        if self._unsynced:
+            self._unsynced = False
+            os.fsync(self._fd)
 
     def done(self, ids: Iterable[str]) -> None:
         """Delivered: a lost `done` record only means a harmless replay, so no fsync."""
@@ -116,7 +130,7 @@ class Spool:
                     continue  # its worker is alive
                 items = read_pending(path)
                 if items:
-                    self.append(items)  # ours now, durably, before the orphan goes
+                    self.append(items, sync=True)  # ours now, durably, before the orphan goes
                     taken.extend(items)
                 path.unlink(missing_ok=True)
             finally:
@@ -129,4 +143,6 @@ class Spool:
         """A clean stop with nothing pending leaves no file behind."""
         if not self._pending:
             self.path.unlink(missing_ok=True)
+        else:
+            self.sync()
         os.close(self._fd)
