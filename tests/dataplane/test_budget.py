@@ -49,6 +49,15 @@ def settle(budget: GrpcBudget, key_id: str, request_id: str, decision: Decision)
     )
 
 
+def settle_the_lot(budget: GrpcBudget, key_id: str, warm: list[Decision], later: list[Decision]) -> None:
+    """Settle the warm-up requests (the last of which is later[0]), then l0, l1 and big."""
+    for n, decision in enumerate(warm[:-1]):
+        settle(budget, key_id, f"warm-{n}", decision)
+    names = (f"warm-{len(warm) - 1}", "l0", "l1", "big")
+    for request_id, decision in zip(names, later, strict=True):
+        settle(budget, key_id, request_id, decision)
+
+
 async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not check():
@@ -138,12 +147,7 @@ def test_a_grant_that_runs_short_gives_back_its_unused_part_before_the_request_r
             assert big.granted and big.grant is None and grant.retired
             # The unused 2 estimates went back at once; the 3 in flight stay held.
             assert rows(plane, key.id)[grant.id] == (3 * ESTIMATE, "active")
-            for n, decision in enumerate(admitted[:-1]):
-                settle(budget, key.id, f"warm-{n}", decision)
-            settle(budget, key.id, f"warm-{len(admitted) - 1}", local[0])
-            settle(budget, key.id, "l0", local[1])
-            settle(budget, key.id, "l1", local[2])
-            settle(budget, key.id, "big", big)
+            settle_the_lot(budget, key.id, admitted, [*local, big])
             # Once its last request has settled, the rest of the grant goes back.
             await eventually(lambda: rows(plane, key.id)[grant.id][1] == "released")
             check_ledger(plane)
@@ -176,12 +180,7 @@ def test_a_request_that_does_not_fit_waits_for_the_successor_on_its_way(
             assert "big" not in rows(plane, key.id)  # no reservation of its own
             # The old grant's unused part went back; what its 3 requests hold stays held.
             await eventually(lambda: rows(plane, key.id)[old.id] == (3 * ESTIMATE, "active"))
-            for n, decision in enumerate(admitted[:-1]):
-                settle(budget, key.id, f"warm-{n}", decision)
-            for request_id, decision in zip(
-                (f"warm-{len(admitted) - 1}", "l0", "l1", "big"), [*local, big], strict=True
-            ):
-                settle(budget, key.id, request_id, decision)
+            settle_the_lot(budget, key.id, admitted, [*local, big])
             await eventually(lambda: rows(plane, key.id)[old.id][1] == "released")
         assert rows(plane, key.id)[new.id][1] == "released"
         after = master.get_key(key.id)
