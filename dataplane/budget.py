@@ -42,6 +42,7 @@ SETTLE_BATCH = 256
 # one per batch. (It is durable in the spool meanwhile.)
 SETTLE_LINGER_SECONDS = 0.1
 SPOOL_SYNC_SECONDS = 0.1  # group commit: the spool is fsync'd this often when written to
+UNBATCHED_SECONDS = 60.0  # after an UNIMPLEMENTED SettleBatch, how long to settle one by one
 ORPHAN_SCAN_SECONDS = 30.0
 
 GRANT_HOT = 3  # per-request reservations of one key within a second that earn it a grant
@@ -132,6 +133,7 @@ class GrpcBudget:
         self._not_before: dict[str, float] = {}  # key id -> no grant asked for before then
         self._recent: dict[str, tuple[float, int]] = {}  # key id -> (window start, reservations)
         self._changes: dict[str, int] = {}  # key id -> changes seen (WatchKeys)
+        self._unbatched_until = 0.0  # settle one by one until then (the control plane lacks SettleBatch)
 
     def start(self) -> None:
         if self._spool is not None:
@@ -192,7 +194,8 @@ class GrpcBudget:
                 return Decision(True, "", None, 0, 0, 0, grant=grant, amount_micros=amount_micros)
             await self._retire(grant)  # its unused part goes back before the control plane decides
         decision = await self._reserve(key_id, request_id, amount_micros)
-        if decision.granted and self._hot(key_id, now):
+        # (A grant may have arrived while this reservation was on its way.)
+        if decision.granted and self._hot(key_id, now) and key_id not in self._grants:
             self._want_grant(key_id, amount_micros)
         return decision
 
@@ -391,12 +394,22 @@ class GrpcBudget:
         )
         delay = 0.05
         attempt = 0
+        loop = asyncio.get_running_loop()
         while True:  # until the control plane takes it: settlements and releases are idempotent
             attempt += 1
             try:
-                response = await self._stub.SettleBatch(request, metadata=self._metadata, timeout=10)
+                if loop.time() < self._unbatched_until:
+                    response = await self._one_by_one(request)
+                else:
+                    response = await self._stub.SettleBatch(request, metadata=self._metadata, timeout=10)
                 break
             except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.UNIMPLEMENTED and loop.time() >= self._unbatched_until:
+                    log.warning(
+                        "the control plane has no SettleBatch (an older version): settling one by one"
+                    )
+                    self._unbatched_until = loop.time() + UNBATCHED_SECONDS
+                    continue
                 if attempt in (1, 10) or attempt % 100 == 0:
                     log.warning(
                         "%d settlement(s) not delivered yet (%s); retrying", len(batch), exc.code().name
@@ -412,3 +425,22 @@ class GrpcBudget:
                 self._give_back(grant, estimate - outcome.event.cost_micros)
         if self._spool is not None:
             self._spool.done(item_id(item) for item in batch)
+
+    async def _one_by_one(self, request: usage_pb2.SettleBatchRequest) -> usage_pb2.SettleBatchResponse:
+        """SettleBatch for a control plane that predates it (during an upgrade), one call at a time."""
+        response = usage_pb2.SettleBatchResponse()
+        for settlement in request.settlements:
+            outcome = response.settled.add(request_id=settlement.request_id)
+            try:
+                settled = await self._stub.Settle(settlement, metadata=self._metadata, timeout=10)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
+                    raise  # retried with the whole batch: Settle is idempotent
+                outcome.error = exc.details() or exc.code().name
+            else:
+                outcome.event.CopyFrom(settled.event)
+                outcome.duplicate = settled.duplicate
+        for release in request.releases:
+            released = await self._stub.Release(release, metadata=self._metadata, timeout=10)
+            response.released.add(released=released.released)
+        return response

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from clients.client import ControlPlaneClient
 from controlplane.server import ControlPlane
+from controlplane.services.usage import UsageService
 from controlplane.store.schema import reservations
 from dataplane import budget as budget_module
 from dataplane.budget import Decision, GrpcBudget
@@ -220,3 +221,30 @@ def test_a_key_change_or_an_idle_key_ends_the_grant(
             check_ledger(plane)
 
     run(scenario)
+
+
+def test_an_older_control_plane_without_grants_or_settle_batch_still_gets_every_settlement(
+    make_plane: Callable[..., ControlPlane], db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """During an upgrade, a data plane may face a control plane that predates Grant and SettleBatch."""
+    for method in ("Grant", "SettleBatch"):  # what an older control plane answers: UNIMPLEMENTED
+        monkeypatch.setattr(UsageService, method, getattr(usage_pb2_grpc.UsageServiceServicer, method))
+    plane = make_plane(db_url)
+    with ControlPlaneClient(plane.address, plane.tokens.admin) as admin:
+        created = admin.create_account("old", 100_000_000)
+    with ControlPlaneClient(plane.address, created.master_key_secret) as master:
+        key, _ = master.create_key("u", cap_micros=10_000_000)
+
+        async def scenario() -> None:
+            async with running_budget(plane) as budget:
+                decisions = [await budget.reserve(key.id, f"r{n}", ESTIMATE) for n in range(6)]
+                assert all(d.granted and d.grant is None for d in decisions)  # every one reserved alone
+                for n, decision in enumerate(decisions[:-1]):
+                    settle(budget, key.id, f"r{n}", decision)
+                budget.release("r5", decisions[-1])
+                await eventually(lambda: budget.pending == 0)
+
+        run(scenario)
+        after = master.get_key(key.id)
+        assert (after.spent_micros, after.reserved_micros) == (5 * COST, 0)
+    check_ledger(plane)
