@@ -176,10 +176,21 @@ class ControlPlaneClient:
         return stream  # type: ignore[no-any-return]
 
     def reserve(
-        self, key_id: str, request_id: str, amount_micros: int, ttl_ms: int = 0
+        self,
+        key_id: str,
+        request_id: str,
+        amount_micros: int,
+        ttl_ms: int = 0,
+        return_grant_id: str = "",
+        return_micros: int = 0,
     ) -> usage_pb2.ReserveResponse:
         request = usage_pb2.ReserveRequest(
-            key_id=key_id, request_id=request_id, amount_micros=amount_micros, ttl_ms=ttl_ms
+            key_id=key_id,
+            request_id=request_id,
+            amount_micros=amount_micros,
+            ttl_ms=ttl_ms,
+            return_grant_id=return_grant_id,
+            return_micros=return_micros,
         )
         return self._do(self.usage.Reserve, request)
 

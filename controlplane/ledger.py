@@ -39,8 +39,9 @@ import enum
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, Row, select
 
 from controlplane import catalog
 from controlplane.errors import InvalidArgument, NotFound
@@ -267,10 +268,23 @@ class Ledger:
 
     # operations -----------------------------------------------------------
 
-    def reserve(self, key_id: str, request_id: str, amount_micros: int, ttl_ms: int = 0) -> Reservation:
+    def reserve(
+        self,
+        key_id: str,
+        request_id: str,
+        amount_micros: int,
+        ttl_ms: int = 0,
+        return_grant_id: str = "",
+        return_micros: int = 0,
+    ) -> Reservation:
+        """Hold amount_micros for request_id, or refuse. With return_grant_id,
+        first hand back return_micros of that grant (the caller's unused part),
+        in the same transaction."""
         _check_request_id(request_id)
         if amount_micros < 0:
             raise InvalidArgument("amount_micros", "must not be negative")
+        if return_micros < 0:
+            raise InvalidArgument("return_micros", "must not be negative")
         if ttl_ms < 0 or ttl_ms > MAX_TTL_MS:
             raise InvalidArgument("ttl_ms", f"must be between 0 and {MAX_TTL_MS}")
         now = self._clock()
@@ -287,6 +301,8 @@ class Ledger:
                     return self._outcome(
                         key, self._account(conn, key.account_id), None, existing.expires_ms, now
                     )
+                if return_grant_id and return_micros:
+                    key = self._hand_back(conn, key, return_grant_id, return_micros)
                 refusal = admit_key(key, amount_micros)
                 if refusal is not None:
                     return self._outcome(key, self._account(conn, key.account_id), refusal, 0, now)
@@ -518,29 +534,40 @@ class Ledger:
             lease = conn.execute(select(reservations).where(reservations.c.request_id == request_id)).one()
             if lease.state != "active":
                 return False
-            amount, wallet = lease.amount_micros, lease.wallet_micros
-            if amount_micros is None:
-                conn.execute(
-                    reservations.update()
-                    .where(reservations.c.request_id == request_id)
-                    .values(state="released")
-                )
-            else:
-                amount = min(amount_micros, amount)
-                wallet = min(wallet, amount + fee_micros(amount, self.fee_bps))
-                if amount == 0:
-                    return False
-                conn.execute(
-                    reservations.update()
-                    .where(reservations.c.request_id == request_id)
-                    .values(
-                        amount_micros=reservations.c.amount_micros - amount,
-                        wallet_micros=reservations.c.wallet_micros - wallet,
-                    )
-                )
-            self._move_key(conn, lease.key_id, reserved=-amount)
-            self._move_wallet(conn, lease.account_id, reserved=-wallet)
+            if amount_micros is not None:
+                return self._shrink(conn, lease, amount_micros) > 0
+            conn.execute(
+                reservations.update().where(reservations.c.request_id == request_id).values(state="released")
+            )
+            self._move_key(conn, lease.key_id, reserved=-lease.amount_micros)
+            self._move_wallet(conn, lease.account_id, reserved=-lease.wallet_micros)
             return True
+
+    def _shrink(self, conn: Connection, lease: Row[Any], amount_micros: int) -> int:
+        """Return up to amount_micros of an active reservation on its locked key, keeping the
+        reservation; returns how much."""
+        amount = min(amount_micros, lease.amount_micros)
+        if amount == 0:
+            return 0
+        wallet = min(lease.wallet_micros, amount + fee_micros(amount, self.fee_bps))
+        conn.execute(
+            reservations.update()
+            .where(reservations.c.request_id == lease.request_id)
+            .values(
+                amount_micros=reservations.c.amount_micros - amount,
+                wallet_micros=reservations.c.wallet_micros - wallet,
+            )
+        )
+        self._move_key(conn, lease.key_id, reserved=-amount)
+        self._move_wallet(conn, lease.account_id, reserved=-wallet)
+        return amount
+
+    def _hand_back(self, conn: Connection, key: Key, grant_id: str, amount_micros: int) -> Key:
+        """A grant's unused part, returned inside a Reserve on the same, locked key."""
+        lease = conn.execute(select(reservations).where(reservations.c.request_id == grant_id)).first()
+        if lease is None or lease.key_id != key.id or lease.state != "active":
+            return key
+        return replace(key, reserved_micros=key.reserved_micros - self._shrink(conn, lease, amount_micros))
 
     def expire_stale(self) -> int:
         """Expire every lease past its TTL (the sweeper); returns keys touched."""

@@ -192,16 +192,27 @@ class GrpcBudget:
                     # The next one, before this runs out: sized for what is in flight, too.
                     self._want_grant(key_id, amount_micros, grant.outstanding)
                 return Decision(True, "", None, 0, 0, 0, grant=grant, amount_micros=amount_micros)
-            await self._retire(grant)  # its unused part goes back before the control plane decides
+            # Its unused part goes back inside the Reserve, before the control plane decides.
+            decision = await self._reserve(key_id, request_id, amount_micros, grant.id, self._withdraw(grant))
+            if grant.outstanding == 0:  # nothing in flight against it: end it now
+                self._spawn(self._release_grant(grant, None))
+            return decision
         decision = await self._reserve(key_id, request_id, amount_micros)
         # (A grant may have arrived while this reservation was on its way.)
         if decision.granted and self._hot(key_id, now) and key_id not in self._grants:
             self._want_grant(key_id, amount_micros)
         return decision
 
-    async def _reserve(self, key_id: str, request_id: str, amount_micros: int) -> Decision:
+    async def _reserve(
+        self, key_id: str, request_id: str, amount_micros: int, grant_id: str = "", unused: int = 0
+    ) -> Decision:
         request = usage_pb2.ReserveRequest(
-            key_id=key_id, request_id=request_id, amount_micros=amount_micros, ttl_ms=self._ttl_ms
+            key_id=key_id,
+            request_id=request_id,
+            amount_micros=amount_micros,
+            ttl_ms=self._ttl_ms,
+            return_grant_id=grant_id if unused else "",
+            return_micros=unused,
         )
         try:
             r = await self._stub.Reserve(request, metadata=self._metadata, timeout=5)
@@ -299,15 +310,20 @@ class GrpcBudget:
         if old is not None:
             self._spawn(self._retire(old))
 
+    def _withdraw(self, grant: Grant) -> int:
+        """No more admissions against it; returns its unused part, for the caller to hand back."""
+        grant.retired = True
+        if self._grants.get(grant.key_id) is grant:
+            del self._grants[grant.key_id]
+        unused, grant.balance = max(grant.balance, 0), 0
+        return unused
+
     async def _retire(self, grant: Grant) -> None:
         """No more admissions against it; its unused part goes back now, the
         rest once its admitted requests have been settled."""
         if grant.retired:
             return
-        grant.retired = True
-        if self._grants.get(grant.key_id) is grant:
-            del self._grants[grant.key_id]
-        unused, grant.balance = max(grant.balance, 0), 0
+        unused = self._withdraw(grant)
         if grant.outstanding == 0:
             await self._release_grant(grant, None)
         elif unused:

@@ -29,7 +29,12 @@ class UsageService(usage_pb2_grpc.UsageServiceServicer):
         self, request: usage_pb2.ReserveRequest, context: grpc.ServicerContext
     ) -> usage_pb2.ReserveResponse:
         outcome = self._ledger.reserve(
-            request.key_id, request.request_id, request.amount_micros, request.ttl_ms
+            request.key_id,
+            request.request_id,
+            request.amount_micros,
+            request.ttl_ms,
+            request.return_grant_id,
+            request.return_micros,
         )
         response = usage_pb2.ReserveResponse(
             granted=outcome.granted,

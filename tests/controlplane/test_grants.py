@@ -83,6 +83,23 @@ def test_settling_against_a_grant_moves_the_cost_from_the_block_to_spent(
     check_ledger(plane)
 
 
+def test_a_reserve_can_hand_back_a_grants_unused_part_before_it_decides(
+    plane: ControlPlane, master: ControlPlaneClient, service: ControlPlaneClient
+) -> None:
+    key, _ = master.create_key("u", cap_micros=10_000)
+    assert service.grant(key.id, "g", want_micros=2_500, min_micros=1).amount_micros == 2_500
+    assert service.reserve(key.id, "all-the-rest", 7_500).granted
+    assert not service.reserve(key.id, "refused", 100).granted  # everything is held
+    # The worker gives up 1_000 of its grant in the same call: now there is room.
+    granted = service.reserve(key.id, "r", 100, return_grant_id="g", return_micros=1_000)
+    assert granted.granted and granted.reserved_micros == 2_500 - 1_000 + 7_500 + 100
+    assert held(plane, "g")[::2] == (1_500, "active")
+    again = service.reserve(key.id, "r", 100, return_grant_id="g", return_micros=1_000)
+    assert again.granted and held(plane, "g")[0] == 1_500  # a replay hands back nothing more
+    assert master.get_key(key.id).reserved_micros == 9_100
+    check_ledger(plane)
+
+
 def test_settle_batch_commits_the_good_items_and_reports_the_bad(
     plane: ControlPlane, master: ControlPlaneClient, service: ControlPlaneClient
 ) -> None:

@@ -57,16 +57,20 @@ class Units(_message.Message):
     def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., audio_input_tokens: _Optional[int] = ..., audio_output_tokens: _Optional[int] = ..., characters: _Optional[int] = ..., audio_ms: _Optional[int] = ..., images: _Optional[int] = ...) -> None: ...
 
 class ReserveRequest(_message.Message):
-    __slots__ = ("key_id", "request_id", "amount_micros", "ttl_ms")
+    __slots__ = ("key_id", "request_id", "amount_micros", "ttl_ms", "return_grant_id", "return_micros")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_MICROS_FIELD_NUMBER: _ClassVar[int]
     TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    RETURN_GRANT_ID_FIELD_NUMBER: _ClassVar[int]
+    RETURN_MICROS_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     request_id: str
     amount_micros: int
     ttl_ms: int
-    def __init__(self, key_id: _Optional[str] = ..., request_id: _Optional[str] = ..., amount_micros: _Optional[int] = ..., ttl_ms: _Optional[int] = ...) -> None: ...
+    return_grant_id: str
+    return_micros: int
+    def __init__(self, key_id: _Optional[str] = ..., request_id: _Optional[str] = ..., amount_micros: _Optional[int] = ..., ttl_ms: _Optional[int] = ..., return_grant_id: _Optional[str] = ..., return_micros: _Optional[int] = ...) -> None: ...
 
 class ReserveResponse(_message.Message):
     __slots__ = ("granted", "reason", "cap_micros", "spent_micros", "reserved_micros", "remaining_micros", "wallet_remaining_micros", "period_reset_ms", "expires_ms")
