@@ -109,8 +109,11 @@ def _message_bytes(message: dict[str, Any]) -> int:
 
 
 def _choice_bytes(choice: dict[str, Any]) -> int:
-    message = as_obj(choice.get("delta")) or as_obj(choice.get("message"))
-    return utf8_len(choice.get("text")) + _message_bytes(message)
+    message = choice.get("delta")
+    if not (isinstance(message, dict) and message):
+        message = as_obj(choice.get("message"))
+    text = choice.get("text")
+    return (utf8_len(text) if text else 0) + _message_bytes(message)
 
 
 # --- chat completions ------------------------------------------------------------------------
@@ -158,22 +161,28 @@ class ChatParser:
         return self._result
 
     def _on_event(self, event: SSEEvent) -> bool:
-        """Record what `event` says; True when it is to be dropped."""
-        if event.overflow or not event.data:
+        """Record what `event` says; True when it is to be dropped.
+        (Run on every streamed chunk, so written for speed.)"""
+        data = event.data
+        if event.overflow or not data:
             return False
-        if event.data.strip() == "[DONE]":
+        if data[-1] != "}" and data.strip() == "[DONE]":
             self._done = True
             return False
-        chunk = loads(event.data)
+        chunk = loads(data)
         if not isinstance(chunk, dict):
             return False
-        for choice in as_objs(chunk.get("choices")):
-            self._text_bytes += _choice_bytes(choice)
-            if isinstance(choice.get("usage"), dict):  # Moonshot
-                self._usage = choice["usage"]
-        if isinstance(chunk.get("usage"), dict):
-            self._usage = chunk["usage"]
-        return self._strip and chunk.get("choices") == [] and chunk.get("usage") is not None
+        choices = chunk.get("choices")
+        if isinstance(choices, list):
+            for choice in choices:
+                if isinstance(choice, dict):
+                    self._text_bytes += _choice_bytes(choice)
+                    if isinstance(choice.get("usage"), dict):  # Moonshot
+                        self._usage = choice["usage"]
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self._usage = usage
+        return self._strip and choices == [] and usage is not None
 
     def _stream_usage(self) -> Usage:
         usage = _chat_usage(self._usage or {})

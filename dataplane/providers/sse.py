@@ -140,6 +140,8 @@ class SSESplitter:
         self._lines = []
 
     def _build(self, raw: bytes, lines: list[bytes]) -> SSEEvent:
+        if len(lines) == 1 and lines[0].startswith(b"data: ") and not self._first:
+            return SSEEvent(raw, None, lines[0][6:].decode("utf-8", "replace"))  # the usual event
         name: str | None = None
         data: list[str] = []
         for i, line_bytes in enumerate(lines):
