@@ -59,6 +59,16 @@ class SSESplitter:
 
     def feed(self, data: bytes) -> list[SSEEvent]:
         """Add bytes; return the events they complete, in order."""
+        if (
+            not self._buf  # nothing pending, so `data` starts an event
+            and not (self._first or self._cr or self._overflowing)  # (the first event resets _first)
+            and data.endswith(b"\n\n")
+            and data.startswith(b"data: ")
+            and data.count(b"\n") == 2  # one line: the usual chunk is exactly one `data:` event
+            and len(data) <= self._max
+            and b"\r" not in data
+        ):
+            return [SSEEvent(data, None, data[6:-2].decode("utf-8", "replace"))]
         self._buf += data
         self._cr = self._cr or b"\r" in data  # until a \r shows up, lines can only end at \n
         out: list[SSEEvent] = []

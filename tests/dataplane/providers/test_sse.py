@@ -223,3 +223,35 @@ def test_random_input_is_preserved_and_split_invariant(data: bytes, cuts: list[i
     events, last = run(pieces, cap)
     assert joined(events, last) == data
     assert normalised(events, last) == normalised(*run([data], cap))
+
+
+LINES = [
+    b"data: {}",
+    b"data: x",
+    b"data:y",
+    b"event: e",
+    b": c",
+    b"data: \xc3\xa9",
+    b"data: a\rb",
+    b"\xef\xbb\xbfdata: bom",
+]
+LINES.append(b"data: " + b"z" * 40)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    events=st.lists(st.lists(st.sampled_from(LINES), max_size=3), max_size=12),
+    cap=st.sampled_from([4, 16, 1 << 20]),
+)
+def test_events_fed_one_chunk_each_parse_as_when_fed_whole(events: list[list[bytes]], cap: int) -> None:
+    """The usual upstream chunk is one whole `data:` event, which has a fast path."""
+    chunks = [b"".join(line + b"\n" for line in lines) + b"\n" for lines in events]
+    data = b"".join(chunks)
+    one_each = run(chunks, cap)
+    assert joined(*one_each) == data
+    assert normalised(*one_each) == normalised(*run([data], cap))
+
+
+def test_a_bom_after_the_first_event_is_not_taken_for_one() -> None:
+    chunks = [b"data: x\n\n", b"\xef\xbb\xbfdata: bom\n\n"]
+    assert normalised(*run(chunks)) == normalised(*run([b"".join(chunks)]))
