@@ -161,7 +161,7 @@ def test_a_stopping_worker_hands_its_grants_back(mock: MockUpstream, tmp_path: P
         account = Account(created.account.id, created.master_key_secret, running)
         key = account.mint("busy", max_spend_usd=5)
         hammer(running, key, 2, all_admitted(60))
-        assert active_grants(running.data_dir, str(key["id"])) == 1  # held, and not idle for long yet
+        assert active_grants(running.data_dir, str(key["id"])) >= 1  # held (a retiring one may be too)
     finally:
         stop_up(running)
     assert active_grants(running.data_dir, str(key["id"])) == 0
