@@ -50,6 +50,7 @@ GRANT_REQUESTS = 100  # a grant asks for this many of the triggering request's e
 GRANT_MIN_REQUESTS = 4  # ... and is not worth having below this many
 GRANT_IDLE_SECONDS = 2.0
 GRANT_RENEW_SECONDS = 30.0
+GRANT_PREFETCH_SECONDS = 2.0  # a grant's successor is asked for this long before it is due
 # A grant's lease: what a dead worker's grant keeps from the key until it expires.
 GRANT_TTL_MS = 120_000
 GRANT_RETRY_SECONDS = 1.0
@@ -188,8 +189,11 @@ class GrpcBudget:
                 grant.outstanding += 1
                 grant.last_used = now
                 grant.last_amount = amount_micros
-                if grant.balance < (grant.outstanding + GRANT_REQUESTS // 4) * amount_micros:
-                    # The next one, before this runs out: sized for what is in flight, too.
+                if (
+                    grant.balance < (grant.outstanding + GRANT_REQUESTS // 4) * amount_micros
+                    or now >= grant.renew_at - GRANT_PREFETCH_SECONDS
+                ):
+                    # The next one, before this runs out or is due: sized for what is in flight, too.
                     self._want_grant(key_id, amount_micros, grant.outstanding)
                 return Decision(True, "", None, 0, 0, 0, grant=grant, amount_micros=amount_micros)
             # Its unused part goes back inside the Reserve, before the control plane decides.
@@ -352,7 +356,7 @@ class GrpcBudget:
             for grant in list(self._grants.values()):
                 if now - grant.last_used > GRANT_IDLE_SECONDS or now >= grant.renew_at:
                     self._spawn(self._retire(grant))
-                elif now >= grant.renew_at - 2.0 and grant.last_amount:
+                elif now >= grant.renew_at - GRANT_PREFETCH_SECONDS and grant.last_amount:
                     self._want_grant(grant.key_id, grant.last_amount)  # the successor, before it is due
             self._recent = {k: v for k, v in self._recent.items() if now - v[0] <= 1.0}
             self._not_before = {k: t for k, t in self._not_before.items() if t > now}

@@ -191,6 +191,38 @@ def test_a_request_that_does_not_fit_waits_for_the_successor_on_its_way(
     run(scenario)
 
 
+def test_a_grant_due_for_renewal_is_replaced_without_a_gap(
+    plane: ControlPlane, master: ControlPlaneClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(budget_module, "GRANT_RENEW_SECONDS", 1.0)
+    monkeypatch.setattr(budget_module, "GRANT_PREFETCH_SECONDS", 0.5)
+    key, _ = master.create_key("renewing", cap_micros=10_000_000)
+
+    async def scenario() -> None:
+        async with running_budget(plane) as budget:
+            admitted: list[Decision] = []
+            first = await until_granted(budget, key.id, admitted)
+            own = len(admitted) - 1
+            seen = {first.grant.id}  # type: ignore[union-attr]
+            for n in range(50):  # 2.5 s of steady traffic, settled as it goes
+                decision = await budget.reserve(key.id, f"steady-{n}", ESTIMATE)
+                assert decision.grant is not None  # never without a grant: the successor came first
+                seen.add(decision.grant.id)
+                settle(budget, key.id, f"steady-{n}", decision)
+                await asyncio.sleep(0.05)
+            assert len(seen) >= 3  # renewed every second or so
+            assert sum(not r.startswith("grant-") for r in rows(plane, key.id)) == own
+            old = first.grant
+            assert old is not None
+            for n, decision in enumerate(admitted[:-1]):
+                settle(budget, key.id, f"warm-{n}", decision)
+            settle(budget, key.id, f"warm-{own}", first)
+            await eventually(lambda: rows(plane, key.id)[old.id][1] == "released")
+        check_ledger(plane)
+
+    run(scenario)
+
+
 def test_a_key_change_or_an_idle_key_ends_the_grant(
     plane: ControlPlane, master: ControlPlaneClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
