@@ -144,6 +144,11 @@ def _event_row(e: UsageEvent, account_id: str) -> dict[str, object]:
     }
 
 
+def _check_ttl(ttl_ms: int) -> None:
+    if ttl_ms < 0 or ttl_ms > MAX_TTL_MS:
+        raise InvalidArgument("ttl_ms", f"must be between 0 and {MAX_TTL_MS}")
+
+
 def _check_request_id(request_id: str) -> None:
     if not request_id or len(request_id) > MAX_REQUEST_ID:
         raise InvalidArgument("request_id", f"must be 1 to {MAX_REQUEST_ID} characters")
@@ -236,6 +241,14 @@ class Ledger:
         )
         return done.rowcount == 1
 
+    @staticmethod
+    def _existing(conn: Connection, request_id: str, key_id: str, field: str) -> Row[Any] | None:
+        """The reservation already made under this id (a replay), if any; for the same key only."""
+        existing = conn.execute(select(reservations).where(reservations.c.request_id == request_id)).first()
+        if existing is not None and existing.key_id != key_id:
+            raise InvalidArgument(field, "already used for another key")
+        return existing
+
     def _hold(
         self,
         conn: Connection,
@@ -285,19 +298,14 @@ class Ledger:
             raise InvalidArgument("amount_micros", "must not be negative")
         if return_micros < 0:
             raise InvalidArgument("return_micros", "must not be negative")
-        if ttl_ms < 0 or ttl_ms > MAX_TTL_MS:
-            raise InvalidArgument("ttl_ms", f"must be between 0 and {MAX_TTL_MS}")
+        _check_ttl(ttl_ms)
         now = self._clock()
         wallet_amount = amount_micros + fee_micros(amount_micros, self.fee_bps)
         try:
             with self._engine.begin() as conn:
                 key = self._sweep_and_roll(conn, self._lock_key(conn, key_id), now)
-                existing = conn.execute(
-                    select(reservations).where(reservations.c.request_id == request_id)
-                ).first()
+                existing = self._existing(conn, request_id, key_id, "request_id")
                 if existing is not None:
-                    if existing.key_id != key_id:
-                        raise InvalidArgument("request_id", "already used for another key")
                     return self._outcome(
                         key, self._account(conn, key.account_id), None, existing.expires_ms, now
                     )
@@ -337,19 +345,14 @@ class Ledger:
             raise InvalidArgument("min_micros", "must be positive")
         if want_micros < min_micros:
             raise InvalidArgument("want_micros", "must not be less than min_micros")
-        if ttl_ms < 0 or ttl_ms > MAX_TTL_MS:
-            raise InvalidArgument("ttl_ms", f"must be between 0 and {MAX_TTL_MS}")
+        _check_ttl(ttl_ms)
         now = self._clock()
         refused = Granted(False, 0, 0)
         try:
             with self._engine.begin() as conn:
                 key = self._sweep_and_roll(conn, self._lock_key(conn, key_id), now)
-                existing = conn.execute(
-                    select(reservations).where(reservations.c.request_id == grant_id)
-                ).first()
+                existing = self._existing(conn, grant_id, key_id, "grant_id")
                 if existing is not None:
-                    if existing.key_id != key_id:
-                        raise InvalidArgument("grant_id", "already used for another key")
                     if existing.state != "active":
                         return refused
                     return Granted(True, existing.amount_micros, existing.expires_ms)
@@ -500,7 +503,7 @@ class Ledger:
             out[i] = Settled(s.request_id, event=event)
         if events:
             conn.execute(usage_events.insert(), [_event_row(e, account) for e, account in events])
-        own = [s.request_id for _, s in todo if not s.grant_id and s.request_id in leases]
+        own = {s.request_id for _, s in todo if not s.grant_id and s.request_id in leases}
         if own:
             conn.execute(
                 reservations.update().where(reservations.c.request_id.in_(own)).values(state="settled")

@@ -33,6 +33,7 @@ from typing import Any, Literal
 from dataplane.providers.jsonarray import ArrayItem, JsonArraySplitter
 from dataplane.providers.jsonbody import (
     TAIL_BYTES,
+    BodyParser,
     JsonBody,
     as_obj,
     as_objs,
@@ -195,22 +196,12 @@ class GenerateParser:
         self._finished = True
 
 
-class EmbedParser:
+class EmbedParser(BodyParser):
     """`:embedContent` and `:batchEmbedContents` (never streamed): input tokens only.
 
     Input is `usageMetadata.promptTokenCount` when the response carries it. A
     complete response without it reports output 0 and no input, flagged
     `estimated`: the gateway then bills its estimate of the request's input."""
-
-    def __init__(self) -> None:
-        self._body = JsonBody()
-
-    def feed(self, data: bytes) -> bytes:
-        self._body.feed(data)
-        return data
-
-    def flush(self) -> bytes:
-        return b""
 
     def close(self) -> Usage:
         body = self._body.value()

@@ -132,6 +132,21 @@ class JsonBody:
         return tail_object(bytes(self._buf), key, depth) if self.truncated else None
 
 
+class BodyParser:
+    """The skeleton shared by parsers of one non-streamed JSON body: bytes pass
+    through untouched, a bounded copy is kept for `close`."""
+
+    def __init__(self) -> None:
+        self._body = JsonBody()
+
+    def feed(self, data: bytes) -> bytes:
+        self._body.feed(data)
+        return data
+
+    def flush(self) -> bytes:
+        return b""
+
+
 class EventOrBodyParser:
     """The skeleton shared by parsers whose response is either an SSE stream
     (each event goes to `_on_event`) or one JSON body (copied, bounded, for

@@ -13,6 +13,7 @@ from typing import Any
 
 from dataplane.providers.jsonbody import (
     TAIL_BYTES,
+    BodyParser,
     EventOrBodyParser,
     JsonBody,
     as_obj,
@@ -296,18 +297,8 @@ class ResponsesParser(EventOrBodyParser):
 # --- embeddings ----------------------------------------------------------------------------
 
 
-class EmbeddingsParser:
+class EmbeddingsParser(BodyParser):
     """`/v1/embeddings` (never streamed): input tokens only."""
-
-    def __init__(self) -> None:
-        self._body = JsonBody()
-
-    def feed(self, data: bytes) -> bytes:
-        self._body.feed(data)
-        return data
-
-    def flush(self) -> bytes:
-        return b""
 
     def close(self) -> Usage:
         body = self._body.value()
