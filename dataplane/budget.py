@@ -273,14 +273,7 @@ class GrpcBudget:
     async def _fetch_grant(
         self, key_id: str, amount_micros: int, in_flight: int, done: asyncio.Future[None]
     ) -> None:
-        try:
-            await self._install_grant(key_id, amount_micros, in_flight)
-        finally:
-            del self._fetching[key_id]
-            done.set_result(None)
-
-    async def _install_grant(self, key_id: str, amount_micros: int, in_flight: int) -> None:
-        loop = asyncio.get_running_loop()
+        """Ask for a grant and install it; `done` tells those waiting for it either way."""
         changes = self._changes.get(key_id, 0)
         request = usage_pb2.GrantRequest(
             key_id=key_id,
@@ -290,29 +283,33 @@ class GrpcBudget:
             ttl_ms=min(self._ttl_ms, GRANT_TTL_MS),
         )
         try:
-            r = await self._stub.Grant(request, metadata=self._metadata, timeout=5)
-        except grpc.aio.AioRpcError as exc:
-            log.warning("Grant failed: %s %s", exc.code().name, exc.details())
-            r = usage_pb2.GrantResponse()
-        now = loop.time()
-        if not r.granted:
-            self._not_before[key_id] = now + GRANT_RETRY_SECONDS
-            return
-        grant = Grant(
-            id=request.grant_id,
-            key_id=key_id,
-            size=r.amount_micros,
-            balance=r.amount_micros,
-            renew_at=now + min(GRANT_RENEW_SECONDS, request.ttl_ms / 2000),
-            last_used=now,
-        )
-        if self._changes.get(key_id, 0) != changes:  # the key changed meanwhile: granted on old terms
-            self._spawn(self._retire(grant))
-            return
-        old = self._grants.get(key_id)
-        self._grants[key_id] = grant
-        if old is not None:
-            self._spawn(self._retire(old))
+            try:
+                r = await self._stub.Grant(request, metadata=self._metadata, timeout=5)
+            except grpc.aio.AioRpcError as exc:
+                log.warning("Grant failed: %s %s", exc.code().name, exc.details())
+                r = usage_pb2.GrantResponse()
+            now = asyncio.get_running_loop().time()
+            if not r.granted:
+                self._not_before[key_id] = now + GRANT_RETRY_SECONDS
+                return
+            grant = Grant(
+                id=request.grant_id,
+                key_id=key_id,
+                size=r.amount_micros,
+                balance=r.amount_micros,
+                renew_at=now + min(GRANT_RENEW_SECONDS, request.ttl_ms / 2000),
+                last_used=now,
+            )
+            if self._changes.get(key_id, 0) != changes:  # the key changed meanwhile: granted on old terms
+                self._spawn(self._retire(grant))
+                return
+            old = self._grants.get(key_id)
+            self._grants[key_id] = grant
+            if old is not None:
+                self._spawn(self._retire(old))
+        finally:
+            del self._fetching[key_id]
+            done.set_result(None)
 
     def _withdraw(self, grant: Grant) -> int:
         """No more admissions against it; returns its unused part, for the caller to hand back."""
