@@ -105,6 +105,9 @@ class Settings:
     max_body_bytes: int = 32 * 1024 * 1024
     # Reservation bound for audio the provider fetches itself (Deepgram `{"url": …}`), in seconds.
     max_audio_seconds: int = 3600
+    # Reservation bound for input the request only refers to (a stored conversation, a cached
+    # context, a document by URL), in tokens: the largest context window among the catalog's models.
+    max_referenced_input_tokens: int = 1_048_576
     key_cache_ttl_seconds: float = 30.0
     reservation_ttl_ms: int = 10 * 60 * 1000
     upstream_connect_timeout: float = 10.0
@@ -143,6 +146,7 @@ class Settings:
             upstreams=upstreams,
             max_body_bytes=int(env.get("SPENDGATE_MAX_BODY_BYTES", 32 * 1024 * 1024)),
             max_audio_seconds=int(env.get("SPENDGATE_MAX_AUDIO_SECONDS", 3600)),
+            max_referenced_input_tokens=int(env.get("SPENDGATE_MAX_REFERENCED_INPUT_TOKENS", 1_048_576)),
             key_cache_ttl_seconds=float(env.get("SPENDGATE_KEY_CACHE_TTL", 30.0)),
             upstream_connect_timeout=float(env.get("SPENDGATE_UPSTREAM_CONNECT_TIMEOUT", 10.0)),
             upstream_read_timeout=float(env.get("SPENDGATE_UPSTREAM_READ_TIMEOUT", 600.0)),

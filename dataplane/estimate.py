@@ -44,6 +44,11 @@ def candidates(body: Mapping[str, Any]) -> int:
     return value if type(value) is int and value > 1 else 1
 
 
+def tokens(view: RequestView, price: ModelPrice, limits: Limits) -> int:
+    """The token APIs' estimate (chat, completions, responses, messages, Gemini)."""
+    return upper_bound_micros(view.raw_len, view.body, price)
+
+
 def upper_bound_micros(body_bytes: int, body: Mapping[str, Any], price: ModelPrice) -> int:
     # Any input token may turn out to be a cache write, the dearest input kind.
     input_rate = max(price.input_micros_per_mtok, price.cache_write_micros_per_mtok or 0)
@@ -72,6 +77,8 @@ SPEECH_TOKENS_PER_CHAR_BOUND = 4
 @dataclass(frozen=True)
 class Limits:
     max_audio_seconds: int = 3600
+    max_referenced_input_tokens: int = 1_048_576
+    strict: bool = False  # the key admits only what fits whole: refuse what cannot be bounded
 
 
 Estimator = Callable[[RequestView, ModelPrice, Limits], int]

@@ -34,6 +34,7 @@ class KeyState:
     revoked: bool
     allowed_models: frozenset[str]
     cap_micros: int | None
+    strict: bool = False  # admit only requests whose whole estimate fits
 
     @classmethod
     def from_pb(cls, key: keys_pb2.Key) -> KeyState:
@@ -45,6 +46,7 @@ class KeyState:
             revoked=key.revoked,
             allowed_models=frozenset(key.allowed_models),
             cap_micros=key.cap_micros if key.HasField("cap_micros") else None,
+            strict=key.strict,
         )
 
 

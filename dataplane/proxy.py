@@ -156,10 +156,12 @@ def prepare(raw: bytes, view: RequestView, route: Route, key: KeyState, catalog:
 
 
 def upper_bound(route: Route, prepared: Prepared, settings: Settings) -> int:
-    if route.estimator is not None:
-        limits = estimate.Limits(max_audio_seconds=settings.max_audio_seconds)
-        return route.estimator(prepared.view, prepared.price, limits)
-    return estimate.upper_bound_micros(prepared.view.raw_len, prepared.view.body, prepared.price)
+    limits = estimate.Limits(
+        max_audio_seconds=settings.max_audio_seconds,
+        max_referenced_input_tokens=settings.max_referenced_input_tokens,
+        strict=prepared.key.strict,
+    )
+    return (route.estimator or estimate.tokens)(prepared.view, prepared.price, limits)
 
 
 def priced_units(price: ModelPrice) -> frozenset[str]:
