@@ -64,6 +64,16 @@ class Refusal(enum.Enum):
     KEY_REVOKED = "key_revoked"
 
 
+class SettleRefusal(enum.Enum):
+    """Why a settlement was not taken (proto SettleRefusal)."""
+
+    UNKNOWN_KEY = "unknown_key"
+    UNKNOWN_MODEL = "unknown_model"
+    UNPRICED_UNIT = "unpriced_unit"
+    CONFLICT = "conflict"
+    INVALID = "invalid"
+
+
 @dataclass(frozen=True)
 class Reservation:
     granted: bool
@@ -98,6 +108,14 @@ class Settled:
     event: UsageEvent | None = None
     duplicate: bool = False
     error: InvalidArgument | NotFound | None = None
+    refusal: SettleRefusal | None = None
+
+
+class _Refused(Exception):
+    def __init__(self, refusal: SettleRefusal, error: InvalidArgument | NotFound) -> None:
+        super().__init__(str(error))
+        self.refusal = refusal
+        self.error = error
 
 
 @dataclass(frozen=True)
@@ -394,7 +412,7 @@ class Ledger:
                 if not s.key_id:
                     raise InvalidArgument("key_id", "must not be empty")
             except InvalidArgument as exc:
-                outcomes[i] = Settled(s.request_id, error=exc)
+                outcomes[i] = Settled(s.request_id, error=exc, refusal=SettleRefusal.INVALID)
             else:
                 todo.append((i, s))
         if todo:
@@ -443,10 +461,13 @@ class Ledger:
             lease = leases.get(s.grant_id or s.request_id)
             try:
                 if key is None:
-                    raise NotFound(f"key {s.key_id} not found")
+                    raise _Refused(SettleRefusal.UNKNOWN_KEY, NotFound(f"key {s.key_id} not found"))
                 if done is not None:
                     if done.key_id != s.key_id:
-                        raise InvalidArgument("request_id", "already settled for another key")
+                        raise _Refused(
+                            SettleRefusal.CONFLICT,
+                            InvalidArgument("request_id", "already settled for another key"),
+                        )
                     out[i] = Settled(s.request_id, event=done, duplicate=True)
                     continue
                 started = s.started_ms or now
@@ -454,19 +475,19 @@ class Ledger:
                     histories[s.provider, s.model] = catalog.history(conn, s.provider, s.model)
                 price = catalog.in_force(histories[s.provider, s.model], started)
                 if price is None:
-                    raise InvalidArgument(
-                        "model", f"unknown model {s.provider}/{s.model}: not in the catalog"
+                    raise _Refused(
+                        SettleRefusal.UNKNOWN_MODEL,
+                        InvalidArgument("model", f"unknown model {s.provider}/{s.model}: not in the catalog"),
                     )
                 if lease is not None and lease.key_id != s.key_id:
-                    raise InvalidArgument(
-                        "grant_id" if s.grant_id else "request_id", "reserved for another key"
-                    )
+                    field = "grant_id" if s.grant_id else "request_id"
+                    raise _Refused(SettleRefusal.CONFLICT, InvalidArgument(field, "reserved for another key"))
                 try:
                     cost = cost_micros(s.units, price)
                 except Unpriced as exc:
-                    raise InvalidArgument("units", str(exc)) from None
-            except (InvalidArgument, NotFound) as exc:
-                out[i] = Settled(s.request_id, error=exc)
+                    raise _Refused(SettleRefusal.UNPRICED_UNIT, InvalidArgument("units", str(exc))) from None
+            except _Refused as refused:
+                out[i] = Settled(s.request_id, error=refused.error, refusal=refused.refusal)
                 continue
             fee = fee_micros(cost, self.fee_bps)
             taken, wallet_taken = 0, 0

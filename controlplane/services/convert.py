@@ -6,7 +6,7 @@ from dataclasses import fields
 from typing import TypeVar
 
 from controlplane.errors import InvalidArgument
-from controlplane.ledger import Refusal
+from controlplane.ledger import Refusal, SettleRefusal
 from controlplane.money import OPTIONAL_RATES, Price, Units
 from controlplane.periods import CapPeriod
 from controlplane.records import Account, EventStatus, Key, Scope, UsageEvent
@@ -30,6 +30,13 @@ REFUSALS = {
     Refusal.KEY_CAP: usage_pb2.REFUSAL_REASON_KEY_CAP,
     Refusal.WALLET: usage_pb2.REFUSAL_REASON_WALLET,
     Refusal.KEY_REVOKED: usage_pb2.REFUSAL_REASON_KEY_REVOKED,
+}
+SETTLE_REFUSALS = {
+    SettleRefusal.UNKNOWN_KEY: usage_pb2.SETTLE_REFUSAL_UNKNOWN_KEY,
+    SettleRefusal.UNKNOWN_MODEL: usage_pb2.SETTLE_REFUSAL_UNKNOWN_MODEL,
+    SettleRefusal.UNPRICED_UNIT: usage_pb2.SETTLE_REFUSAL_UNPRICED_UNIT,
+    SettleRefusal.CONFLICT: usage_pb2.SETTLE_REFUSAL_CONFLICT,
+    SettleRefusal.INVALID: usage_pb2.SETTLE_REFUSAL_INVALID,
 }
 
 

@@ -8,7 +8,7 @@ from sqlalchemy import Engine
 from controlplane import auth, catalog
 from controlplane.errors import InvalidArgument, NotFound
 from controlplane.keystore import KeyStore
-from controlplane.ledger import Ledger, Settled, Settlement
+from controlplane.ledger import Ledger, Settled, SettleRefusal, Settlement
 from controlplane.records import Clock
 from controlplane.reports import Reports, Totals
 from controlplane.services import convert
@@ -79,9 +79,15 @@ class UsageService(usage_pb2_grpc.UsageServiceServicer):
         outcomes = iter(self._ledger.settle_many([s for s in settlements if isinstance(s, Settlement)]))
         response = usage_pb2.SettleBatchResponse()
         for item, s in zip(request.settlements, settlements, strict=True):
-            outcome = Settled(item.request_id, error=s) if isinstance(s, InvalidArgument) else next(outcomes)
+            if isinstance(s, InvalidArgument):
+                outcome = Settled(item.request_id, error=s, refusal=SettleRefusal.INVALID)
+            else:
+                outcome = next(outcomes)
             settled = response.settled.add(
-                request_id=outcome.request_id, duplicate=outcome.duplicate, error=_describe(outcome.error)
+                request_id=outcome.request_id,
+                duplicate=outcome.duplicate,
+                error=_describe(outcome.error),
+                refusal=convert.SETTLE_REFUSALS[outcome.refusal] if outcome.refusal else 0,
             )
             if outcome.event is not None:
                 settled.event.CopyFrom(convert.event_to_pb(outcome.event))

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from clients.client import ControlPlaneClient
 from controlplane.server import ControlPlane
 from controlplane.store.schema import reservations
+from spendgate.v1 import usage_pb2
 from tests.controlplane.test_concurrency import check_ledger
 from tests.controlplane.test_usage_rpc import settle_request
 
@@ -104,6 +105,7 @@ def test_settle_batch_commits_the_good_items_and_reports_the_bad(
     plane: ControlPlane, master: ControlPlaneClient, service: ControlPlaneClient
 ) -> None:
     key, _ = master.create_key("u", cap_micros=1_000_000)
+    other, _ = master.create_key("v")
     assert service.reserve(key.id, "own", 5_000).granted
     assert service.reserve(key.id, "to-release", 5_000).granted
     response = service.settle_batch(
@@ -114,19 +116,24 @@ def test_settle_batch_commits_the_good_items_and_reports_the_bad(
             settle_request(key.id, ""),
             settle_request(key.id, "own", inp=99_999),  # a replay inside the batch
             settle_request(key.id, "fresh", inp=2_000, out=0),
+            settle_request(key.id, "no-price", units={"characters": 5}),
+            settle_request(other.id, "own"),  # settled above for another key
         ],
         releases=["to-release", "never-reserved"],
     )
     outcomes = [
-        (o.request_id, o.error.split(":")[0], o.duplicate, o.event.cost_micros) for o in response.settled
+        (o.request_id, o.error.split(":")[0], o.duplicate, o.event.cost_micros, o.refusal)
+        for o in response.settled
     ]
     assert outcomes == [
-        ("own", "", False, 450),
-        ("bad-model", "model", False, 0),
-        ("orphan", "key no-such-key not found", False, 0),
-        ("", "request_id", False, 0),
-        ("own", "", True, 450),
-        ("fresh", "", False, 300),
+        ("own", "", False, 450, usage_pb2.SETTLE_REFUSAL_UNSPECIFIED),
+        ("bad-model", "model", False, 0, usage_pb2.SETTLE_REFUSAL_UNKNOWN_MODEL),
+        ("orphan", "key no-such-key not found", False, 0, usage_pb2.SETTLE_REFUSAL_UNKNOWN_KEY),
+        ("", "request_id", False, 0, usage_pb2.SETTLE_REFUSAL_INVALID),
+        ("own", "", True, 450, usage_pb2.SETTLE_REFUSAL_UNSPECIFIED),
+        ("fresh", "", False, 300, usage_pb2.SETTLE_REFUSAL_UNSPECIFIED),
+        ("no-price", "units", False, 0, usage_pb2.SETTLE_REFUSAL_UNPRICED_UNIT),
+        ("own", "request_id", False, 0, usage_pb2.SETTLE_REFUSAL_CONFLICT),
     ]
     assert [r.released for r in response.released] == [True, False]
     after = master.get_key(key.id)

@@ -22,6 +22,15 @@ class EventStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_STATUS_UPSTREAM_ERROR: _ClassVar[EventStatus]
     EVENT_STATUS_CLIENT_DISCONNECTED: _ClassVar[EventStatus]
     EVENT_STATUS_UPSTREAM_ABORTED: _ClassVar[EventStatus]
+
+class SettleRefusal(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SETTLE_REFUSAL_UNSPECIFIED: _ClassVar[SettleRefusal]
+    SETTLE_REFUSAL_UNKNOWN_KEY: _ClassVar[SettleRefusal]
+    SETTLE_REFUSAL_UNKNOWN_MODEL: _ClassVar[SettleRefusal]
+    SETTLE_REFUSAL_UNPRICED_UNIT: _ClassVar[SettleRefusal]
+    SETTLE_REFUSAL_CONFLICT: _ClassVar[SettleRefusal]
+    SETTLE_REFUSAL_INVALID: _ClassVar[SettleRefusal]
 REFUSAL_REASON_UNSPECIFIED: RefusalReason
 REFUSAL_REASON_KEY_CAP: RefusalReason
 REFUSAL_REASON_WALLET: RefusalReason
@@ -31,6 +40,12 @@ EVENT_STATUS_OK: EventStatus
 EVENT_STATUS_UPSTREAM_ERROR: EventStatus
 EVENT_STATUS_CLIENT_DISCONNECTED: EventStatus
 EVENT_STATUS_UPSTREAM_ABORTED: EventStatus
+SETTLE_REFUSAL_UNSPECIFIED: SettleRefusal
+SETTLE_REFUSAL_UNKNOWN_KEY: SettleRefusal
+SETTLE_REFUSAL_UNKNOWN_MODEL: SettleRefusal
+SETTLE_REFUSAL_UNPRICED_UNIT: SettleRefusal
+SETTLE_REFUSAL_CONFLICT: SettleRefusal
+SETTLE_REFUSAL_INVALID: SettleRefusal
 
 class Units(_message.Message):
     __slots__ = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens", "audio_input_tokens", "audio_output_tokens", "characters", "audio_ms", "images")
@@ -155,16 +170,18 @@ class SettleBatchRequest(_message.Message):
     def __init__(self, settlements: _Optional[_Iterable[_Union[SettleRequest, _Mapping]]] = ..., releases: _Optional[_Iterable[_Union[ReleaseRequest, _Mapping]]] = ...) -> None: ...
 
 class SettleOutcome(_message.Message):
-    __slots__ = ("request_id", "event", "duplicate", "error")
+    __slots__ = ("request_id", "event", "duplicate", "error", "refusal")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    REFUSAL_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     event: UsageEvent
     duplicate: bool
     error: str
-    def __init__(self, request_id: _Optional[str] = ..., event: _Optional[_Union[UsageEvent, _Mapping]] = ..., duplicate: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+    refusal: SettleRefusal
+    def __init__(self, request_id: _Optional[str] = ..., event: _Optional[_Union[UsageEvent, _Mapping]] = ..., duplicate: _Optional[bool] = ..., error: _Optional[str] = ..., refusal: _Optional[_Union[SettleRefusal, str]] = ...) -> None: ...
 
 class SettleBatchResponse(_message.Message):
     __slots__ = ("settled", "released")
