@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -15,6 +16,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dataplane import pricing, proxy, rest
 from dataplane.auth import authenticate
@@ -73,10 +75,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await channel.close()
 
     def inference(route: proxy.Route) -> Route:
-        async def endpoint(request: Request) -> Response:
-            return await proxy.handle(request, route, state["gateway"])
+        async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+            await proxy.handle(scope, receive, send, route, state["gateway"])
 
-        return Route(route.path, endpoint, methods=["POST"])
+        return Route(route.path, _Asgi(endpoint), methods=["POST"])
 
     async def models(request: Request) -> Response:
         gateway: proxy.Gateway = state["gateway"]
@@ -127,6 +129,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         rest_route("usage", "/v1/usage", "GET"),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+@dataclass(frozen=True)
+class _Asgi:
+    """An ASGI app as a route's endpoint (Starlette wraps plain functions as request -> response)."""
+
+    app: ASGIApp
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
 
 
 async def _load_catalog(catalog: pricing.Catalog, stub: Any, metadata: tuple[tuple[str, str], ...]) -> None:

@@ -86,7 +86,8 @@ class Reserver(Protocol):
 
     def settle(self, request: usage_pb2.SettleRequest, decision: Decision) -> None: ...
 
-    def release(self, request_id: str, decision: Decision) -> None: ...
+    def release(self, request_id: str, decision: Decision | None) -> None:
+        """Give a hold back; with no decision (a Reserve cut short), release by id."""
 
 
 def _fits(grant: Grant, amount_micros: int, now: float) -> bool:
@@ -239,8 +240,8 @@ class GrpcBudget:
             self._holds[request.request_id] = (decision.grant, decision.amount_micros)
         self._queue.put_nowait(request)
 
-    def release(self, request_id: str, decision: Decision) -> None:
-        if decision.grant is None:
+    def release(self, request_id: str, decision: Decision | None) -> None:
+        if decision is None or decision.grant is None:
             self._queue.put_nowait(request_id)
         else:  # nothing reached the provider: the whole estimate goes back to the grant
             self._give_back(decision.grant, decision.amount_micros)

@@ -115,6 +115,9 @@ class Settings:
     spool_dir: Path | None = None
     # Budget blocks for busy keys (budget.py); off, every metered request does a Reserve round trip.
     grants: bool = True
+    # Deepgram `callback=` requests are free to the user (the gateway never sees the transcript):
+    # refused unless this is on.
+    deepgram_callbacks: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -152,5 +155,10 @@ class Settings:
             upstream_read_timeout=float(env.get("SPENDGATE_UPSTREAM_READ_TIMEOUT", 600.0)),
             spool_dir=Path(env.get("SPENDGATE_SPOOL_DIR", "./spendgate-spool")),
             reservation_ttl_ms=int(env.get("SPENDGATE_RESERVATION_TTL_MS", 10 * 60 * 1000)),
-            grants=env.get("SPENDGATE_GRANTS", "on").lower() not in ("0", "off", "false", "no"),
+            grants=_flag(env.get("SPENDGATE_GRANTS", "on")),
+            deepgram_callbacks=_flag(env.get("SPENDGATE_DEEPGRAM_CALLBACKS", "off")),
         )
+
+
+def _flag(value: str) -> bool:
+    return value.lower() not in ("0", "off", "false", "no")

@@ -2,7 +2,7 @@
 
 `MeteredStream` passes the upstream body to the client chunk by chunk through
 the route's sans-IO usage parser; `Meter` turns the parser's `Usage` into the
-Settle request (asynchronous: the budget queues it). Whatever ends the
+lease's Settle (billed by billing.py's policy; the budget queues it). Whatever ends the
 response — the last byte, the upstream breaking off, the client hanging up —
 the meter is told exactly once, before the upstream connection is closed."""
 
@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from dataplane.budget import Decision, Reserver
+from dataplane.billing import bill
 from dataplane.errors import Family
 from dataplane.forward import StreamBroken, UpstreamResponse, downstream_headers
+from dataplane.lease import Lease
 from dataplane.providers.usage import Usage, UsageParser
 from spendgate.v1 import usage_pb2
 
@@ -34,70 +35,34 @@ def now_ms() -> int:
 
 
 class Meter:
-    """Turns what a response delivered into exactly one Settle."""
+    """Turns what a response delivered into the lease's one Settle."""
 
-    def __init__(
-        self,
-        budget: Reserver,
-        request_id: str,
-        prepared: Prepared,
-        started_ms: int,
-        status: int,
-        decision: Decision | None,  # None: not metered
-    ) -> None:
-        self._budget = budget
-        self._request_id = request_id
+    def __init__(self, lease: Lease, prepared: Prepared, started_ms: int, status: int) -> None:
+        self._lease = lease
         self._p = prepared
         self._started = started_ms
         self._status = status
-        self._decision = decision
         self.ttfb_ms = 0
 
     def done(self, usage: Usage | None, outcome: int) -> None:
-        if self._decision is None:
-            return
-        units, estimated = self._units(usage, outcome)
-        self._budget.settle(
+        if not self._lease.held:
+            return  # not metered
+        billed = bill(usage, self._status, self._p.input_estimate)
+        self._lease.settle(
             usage_pb2.SettleRequest(
-                request_id=self._request_id,
+                request_id=self._lease.request_id,
                 key_id=self._p.key.id,
                 provider=self._p.price.provider,
                 model=self._p.price.model,
-                units=units,
+                units=usage_pb2.Units(**billed.units),
                 started_ms=self._started,
                 latency_ms=now_ms() - self._started,
                 ttfb_ms=self.ttfb_ms,
                 status=outcome,
                 http_status=self._status,
-                estimated=estimated,
-            ),
-            self._decision,
+                estimated=billed.estimated,
+            )
         )
-
-    def _units(self, usage: Usage | None, outcome: int) -> tuple[usage_pb2.Units, bool]:
-        if usage is None or self._status >= 400:
-            return usage_pb2.Units(), False  # upstream refused: costs nothing
-        reported = usage.output_tokens is not None
-        non_token = any(v is not None for v in (usage.characters, usage.audio_ms, usage.images))
-        if non_token:  # billed by characters, audio time or images: no token estimate applies
-            reported = True
-        elif not reported and usage.delivered_text_bytes == 0 and usage.input_tokens is None:
-            return usage_pb2.Units(), False  # nothing came back
-        output = usage.output_tokens if reported else -(-usage.delivered_text_bytes // 4)
-        inputs = usage.input_tokens if usage.input_tokens is not None or non_token else self._p.input_estimate
-        units = usage_pb2.Units(
-            input_tokens=inputs or 0,
-            output_tokens=output or 0,
-            cached_input_tokens=usage.cached_input_tokens or 0,
-            cache_write_tokens=usage.cache_write_tokens or 0,
-            reasoning_tokens=usage.reasoning_tokens or 0,
-            audio_input_tokens=usage.audio_input_tokens or 0,
-            audio_output_tokens=usage.audio_output_tokens or 0,
-            characters=usage.characters or 0,
-            audio_ms=usage.audio_ms or 0,
-            images=usage.images or 0,
-        )
-        return units, usage.estimated or not reported or (usage.input_tokens is None and not non_token)
 
 
 class MeteredStream(Response):

@@ -5,8 +5,9 @@
     → stream the response through the provider's usage parser → Settle
 
 Settlement is queued, never awaited by the response. Whatever happens after
-the reservation — upstream refused, upstream died mid-stream, client hung up —
-ends in exactly one Settle (or one Release if nothing reached the provider).
+the reservation — upstream refused, upstream died mid-stream, client hung up,
+the task cancelled — ends in exactly one Settle or one Release: the request
+runs inside a `Lease` (lease.py) whose exit releases what was not settled.
 The route table is in routes.py; the response side (MeteredStream, Meter) in
 metering.py."""
 
@@ -21,11 +22,13 @@ from urllib.parse import urlencode
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from controlplane.money import format_usd
 from dataplane import estimate
 from dataplane.auth import authenticate
 from dataplane.budget import Decision, Reserver
+from dataplane.lease import Lease
 from dataplane.config import PROVIDERS, Settings
 from dataplane.errors import (
     BadRequest,
@@ -173,21 +176,29 @@ def priced_units(price: ModelPrice) -> frozenset[str]:
     return frozenset(unit for unit, rate in rates.items() if rate is not None)
 
 
-async def handle(request: Request, route: Route, gateway: Gateway) -> Response:
+async def handle(scope: Scope, receive: Receive, send: Send, route: Route, gateway: Gateway) -> None:
+    """One request, as an ASGI app: its lease spans everything from the Reserve
+    to the last byte, so whatever ends it ends the lease (lease.py)."""
+    request = Request(scope, receive)
+    async with Lease(gateway.budget, uuid.uuid4().hex) as lease:
+        response = await _admit_and_forward(request, route, gateway, lease)
+        await response(scope, receive, send)
+
+
+async def _admit_and_forward(request: Request, route: Route, gateway: Gateway, lease: Lease) -> Response:
     family = route.family
-    request_id = uuid.uuid4().hex
     # The gateway key never travels upstream, in a header or in the URL.
     params = [(k, v) for k, v in request.query_params.multi_items() if k != "key"]
-    decision = None
     try:
         key = await authenticate(request, gateway.keys)
         raw = await read_raw(request, gateway.settings.max_body_bytes)
         content_type = request.headers.get("content-type", "")
         view = read_body(route.body_kind, raw, content_type, dict(params), dict(request.path_params))
         prepared = prepare(raw, view, route, key, gateway.catalog)
+        if route.check is not None:
+            route.check(view, gateway.settings)
         if route.metered:
-            amount = upper_bound(route, prepared, gateway.settings)
-            decision = await gateway.budget.reserve(key.id, request_id, amount)
+            decision = await lease.reserve(key.id, upper_bound(route, prepared, gateway.settings))
             if not decision.granted:
                 if decision.reason == "key_revoked":
                     raise Unauthorized(refusal_message(decision))
@@ -206,15 +217,13 @@ async def handle(request: Request, route: Route, gateway: Gateway) -> Response:
             upstream_headers(request.headers.items(), upstream.auth_headers()),
             prepared.body,
         )
-    except Exception as exc:  # whatever failed, the reservation goes back and the client gets an answer
-        if decision is not None:
-            gateway.budget.release(request_id, decision)
+    except Exception as exc:  # whatever failed, the client gets an answer (the lease releases)
         if not isinstance(exc, GatewayError):
             log.exception("forwarding failed unexpectedly")
             exc = UpstreamUnreachable("The gateway could not complete the upstream request.")
         return error_response(exc, family)
 
-    meter = Meter(gateway.budget, request_id, prepared, started, response.status, decision)
+    meter = Meter(lease, prepared, started, response.status)
     parser = None
     if response.status < 400:
         context = ParseContext(

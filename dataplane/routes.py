@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from dataplane import estimate
-from dataplane.config import OPENAI_COMPATIBLE
+from dataplane.config import OPENAI_COMPATIBLE, Settings
 from dataplane.errors import Family
 from dataplane.inbound import BodyKind, RequestView
 from dataplane.providers import anthropic, deepgram, elevenlabs, google, openai, openai_audio, openai_images
@@ -49,6 +49,7 @@ class Route:
     variants: Variants | None = None  # catalog names to try for a model, most specific first
     estimator: estimate.Estimator | None = None  # default: the token estimate
     context_parser: ContextParserFactory | None = None  # wins over `parser`
+    check: Callable[[RequestView, Settings], None] | None = None  # refuses what cannot be metered
 
     def model_and_stream(self, view: RequestView) -> tuple[object, bool]:
         if self.model_in_path:
@@ -170,6 +171,7 @@ ROUTES = (
         variants=_deepgram_variants,
         estimator=estimate.speech_to_text,
         context_parser=deepgram.ListenParser,
+        check=deepgram.refuse_callback,
         stream=False,
     ),
 )

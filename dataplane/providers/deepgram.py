@@ -10,8 +10,10 @@ Deepgram pricing notes say, not an official page).
 
 With `callback` set, Deepgram answers at once with only a `request_id` and
 posts the transcript to the callback later; the gateway never sees that, so
-such a request settles at 0. Operators who need to bill callbacks should
-refuse them at the edge.
+such a request would be free. The gateway refuses callbacks (`refuse_callback`,
+a Deepgram-shaped 400) unless the operator allows them with
+SPENDGATE_DEEPGRAM_CALLBACKS=on, in which case they are forwarded and settle
+at 0: metering the callback itself is not built.
 
 Model names are `tier` or `tier-option` (`nova-2-phonecall`, `base-general`):
 an option is priced at its tier's rate unless the catalog has a row for it,
@@ -26,13 +28,26 @@ from collections.abc import Mapping
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
 
+from dataplane.config import Settings
+from dataplane.errors import BadRequest
+from dataplane.inbound import RequestView
 from dataplane.providers.jsonbody import MAX_BODY_BYTES, count
 from dataplane.providers.usage import ParseContext, Usage
 
-__all__ = ["DEFAULT_MODEL", "ListenParser", "model_candidates"]
+__all__ = ["DEFAULT_MODEL", "ListenParser", "model_candidates", "refuse_callback"]
 
 DEFAULT_MODEL = "base"
 _METADATA = re.compile(rb'"metadata"\s*:\s*\{')
+
+
+def refuse_callback(view: RequestView, settings: Settings) -> None:
+    """A callback request would never be billed (see above): refused unless the operator allows it."""
+    if "callback" in view.query and not settings.deepgram_callbacks:
+        raise BadRequest(
+            "This gateway does not accept `callback` requests: their usage cannot be metered. "
+            "Send the request without `callback` and read the transcript from the response.",
+            param="callback",
+        )
 
 
 def model_candidates(model: str, query: Mapping[str, str]) -> tuple[str, ...]:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 
 from dataplane import estimate
+from dataplane.config import Settings
+from dataplane.providers import deepgram
 from dataplane.errors import BadRequest, UnknownModel
 from dataplane.inbound import RequestView, parse_form, read_body
 from dataplane.keycache import KeyState
@@ -181,3 +183,12 @@ def test_audio_in_is_bounded_by_the_file_or_the_operator_maximum() -> None:
     by_tokens = 64 * 50 * 6_000_000 + len(b"gpt-4o-transcribe") * 2_500_000 + 2000 * 10_000_000
     view = RequestView(32_000, {"model": "gpt-4o-transcribe"}, upload_bytes=32_000)
     assert estimate.speech_to_text(view, tokens_and_time, LIMITS) == max(-(-by_tokens // 1_000_000), 64 * 100)
+
+
+def test_deepgram_callbacks_are_refused_unless_the_operator_allows_them() -> None:
+    view = RequestView(4, {}, query={"model": "nova-3", "callback": "https://example.com/hook"})
+    with pytest.raises(BadRequest) as info:
+        deepgram.refuse_callback(view, Settings.from_env({}))
+    assert info.value.param == "callback"
+    deepgram.refuse_callback(view, Settings.from_env({"SPENDGATE_DEEPGRAM_CALLBACKS": "on"}))
+    deepgram.refuse_callback(RequestView(4, {}, query={"model": "nova-3"}), Settings.from_env({}))

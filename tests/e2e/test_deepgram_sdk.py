@@ -106,15 +106,19 @@ def test_default_model_multilingual_and_multichannel(
     ]
 
 
-def test_callback_requests_are_not_billed(
-    sdk: DeepgramClient, account: Account, user_key: dict[str, object]
+def test_callback_requests_are_refused_in_deepgrams_shape_and_nothing_is_held(
+    sdk: DeepgramClient, account: Account, user_key: dict[str, object], mock: MockUpstream
 ) -> None:
-    accepted = sdk.listen.v1.media.transcribe_file(
-        request=AUDIO, model="nova-3", callback="https://example.com/hook"
-    )
-    assert accepted.request_id
-    (event,) = account.events(str(user_key["id"]), 1)
-    assert (event["status"], event["audio_ms"], event["cost_micros"]) == ("ok", 0, 0)
+    """A callback's transcript never passes the gateway, so it could not be billed."""
+    seen = len(mock.requests)
+    with pytest.raises(ApiError) as info:
+        sdk.listen.v1.media.transcribe_file(request=AUDIO, model="nova-3", callback="https://example.com/hook")
+    assert info.value.status_code == 400
+    assert info.value.body["err_code"] == "Bad Request"
+    assert "`callback`" in info.value.body["err_msg"]
+    assert len(mock.requests) == seen  # nothing was forwarded
+    usage = account.key_usage(str(user_key["id"]))
+    assert (usage["events"], usage["reserved_micros"]) == ([], 0)
 
 
 def test_over_cap_is_402_before_any_byte_goes_upstream(

@@ -1,0 +1,77 @@
+"""A request's hold on its key's budget, ended exactly once.
+
+Every metered request runs inside `async with Lease(budget, request_id)`:
+
+    pending ──reserve()──► held ──settle()──► ended
+       │          │          └──(exit)──► released
+       │          └─ refused ──────────► ended (nothing held)
+       └─(exit, reserve interrupted)──► released by id
+
+Leaving the block — normally, by an exception, or by a cancellation, which is
+not an `Exception` — releases a reservation that was not settled. A Reserve
+that was interrupted (cancelled or timed out while the control plane may have
+taken it) is released by request id: Release is idempotent, and releasing
+nothing is harmless. So a cancelled request gives its budget back at once
+instead of holding it for the lease TTL, and a grant's in-flight count comes
+down. `settle` and `release` are synchronous (the budget queues them), so no
+cancellation can fall between deciding and recording."""
+
+from __future__ import annotations
+
+import enum
+from types import TracebackType
+
+from dataplane.budget import Decision, Reserver
+from spendgate.v1 import usage_pb2
+
+
+class _State(enum.Enum):
+    PENDING = "pending"
+    RESERVING = "reserving"
+    HELD = "held"
+    ENDED = "ended"
+
+
+class Lease:
+    def __init__(self, budget: Reserver, request_id: str) -> None:
+        self._budget = budget
+        self.request_id = request_id
+        self._state = _State.PENDING
+        self.decision: Decision | None = None
+
+    async def reserve(self, key_id: str, amount_micros: int) -> Decision:
+        assert self._state is _State.PENDING, "a lease reserves once"
+        self._state = _State.RESERVING
+        decision = await self._budget.reserve(key_id, self.request_id, amount_micros)
+        self.decision = decision
+        self._state = _State.HELD if decision.granted else _State.ENDED
+        return decision
+
+    @property
+    def held(self) -> bool:
+        return self._state is _State.HELD
+
+    def settle(self, request: usage_pb2.SettleRequest) -> None:
+        """Record what the request consumed; the rest of the hold goes back."""
+        assert self._state is _State.HELD and self.decision is not None, f"settle on a {self._state} lease"
+        self._state = _State.ENDED
+        self._budget.settle(request, self.decision)
+
+    def release(self) -> None:
+        """Give the whole hold back: nothing reached the provider, or nothing was consumed."""
+        if self._state is _State.HELD:
+            self._budget.release(self.request_id, self.decision)
+        elif self._state is _State.RESERVING:  # the control plane may hold it: release by id
+            self._budget.release(self.request_id, None)
+        self._state = _State.ENDED
+
+    async def __aenter__(self) -> Lease:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.release()
