@@ -4,6 +4,7 @@
     spendgate accounts create NAME --credit-usd X [--json]      (admin token)
     spendgate keys mint|list|get|update|revoke …                (SPENDGATE_MASTER_KEY)
     spendgate usage --from DATE --to DATE                        (SPENDGATE_MASTER_KEY)
+    spendgate settlements list|replay [--spool-dir DIR]          (service token)
 
 Environment: SPENDGATE_CONTROLPLANE (host:port, default 127.0.0.1:50051),
 SPENDGATE_ADMIN_TOKEN (else read from $SPENDGATE_DATA_DIR/admin-token),
@@ -26,6 +27,8 @@ from clients import shapes
 from clients.client import PERIODS, SCOPES, ControlPlaneClient, SpendgateRpcError
 from controlplane.money import format_usd, parse_usd
 from dataplane import mock_upstream
+from dataplane.spool import DeadLetter, DeadLetters
+from spendgate.v1 import usage_pb2
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_DATA_DIR = "./spendgate-data"
@@ -186,6 +189,111 @@ def cmd_up(args: argparse.Namespace) -> int:
     finally:
         plane.stop()
         print("spendgate stopped", flush=True)
+
+
+def _spool_dir(args: argparse.Namespace) -> Path:
+    if args.spool_dir:
+        return Path(args.spool_dir)
+    if os.environ.get("SPENDGATE_SPOOL_DIR"):
+        return Path(os.environ["SPENDGATE_SPOOL_DIR"])
+    if os.environ.get("SPENDGATE_DATA_DIR"):  # where `spendgate up` keeps it
+        return Path(os.environ["SPENDGATE_DATA_DIR"]) / "spool"
+    return Path("./spendgate-spool")
+
+
+def _service_client() -> ControlPlaneClient:
+    token = os.environ.get("SPENDGATE_SERVICE_TOKEN", "")
+    if not token:
+        path = Path(os.environ.get("SPENDGATE_DATA_DIR", DEFAULT_DATA_DIR)) / "service-token"
+        if not path.exists():
+            raise UsageError(
+                f"set SPENDGATE_SERVICE_TOKEN (or SPENDGATE_DATA_DIR to a data dir holding service-token; {path} does not exist)"
+            )
+        token = path.read_text().strip()
+    return ControlPlaneClient(_target(), token)
+
+
+def _letter_json(letter: DeadLetter) -> dict[str, Any]:
+    s = letter.settlement
+    return {
+        "request_id": s.request_id,
+        "key_id": s.key_id,
+        "provider": s.provider,
+        "model": s.model,
+        "refusal": letter.refusal.removeprefix("SETTLE_REFUSAL_").lower(),
+        "error": letter.error,
+        "refused_at": datetime.fromtimestamp(letter.refused_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "started_ms": s.started_ms,
+    }
+
+
+def _letters_table(letters: Sequence[DeadLetter]) -> list[list[str]]:
+    rows = [["REQUEST", "KEY", "MODEL", "REFUSAL", "REFUSED AT", "ERROR"]]
+    for letter in letters:
+        j = _letter_json(letter)
+        rows.append(
+            [
+                j["request_id"],
+                j["key_id"],
+                f"{j['provider']}/{j['model']}",
+                j["refusal"],
+                j["refused_at"],
+                j["error"],
+            ]
+        )
+    return rows
+
+
+def cmd_settlements_list(args: argparse.Namespace) -> int:
+    letters = DeadLetters(_spool_dir(args)).read()
+    if not letters and not args.json:
+        print(f"no dead letters in {_spool_dir(args)}: every settlement was taken")
+        return 0
+    _emit(args, {"dead_letters": [_letter_json(x) for x in letters]}, _letters_table(letters))
+    return 0
+
+
+def cmd_settlements_replay(args: argparse.Namespace) -> int:
+    """Send every dead letter again (after the cause is fixed); keep those still refused."""
+    billed: list[usage_pb2.SettleOutcome] = []
+
+    def replay(letters: list[DeadLetter]) -> list[DeadLetter]:
+        with _service_client() as service:
+            response = service.settle_batch([x.settlement for x in letters])
+        kept = []
+        for letter, outcome in zip(letters, response.settled, strict=True):
+            if outcome.error:
+                kept.append(
+                    DeadLetter(
+                        letter.settlement,
+                        usage_pb2.SettleRefusal.Name(outcome.refusal),
+                        outcome.error,
+                        letter.refused_ms,
+                    )
+                )
+            else:
+                billed.append(outcome)
+        return kept
+
+    replayed, kept = DeadLetters(_spool_dir(args)).rewrite(replay)
+    cost = sum(o.event.cost_micros for o in billed if not o.duplicate)
+    summary = {
+        "replayed": replayed,
+        "billed": len(billed),
+        "billed_cost_micros": cost,
+        "still_refused": [_letter_json(x) for x in kept],
+    }
+    table = _letters_table(kept) if kept else None
+    if args.json or table is None:
+        _emit(args, summary)
+    else:
+        _emit(args, summary, table)
+    if not args.json:
+        print(
+            f"replayed {replayed}: {len(billed)} billed ({_money(cost)}), {len(kept)} still refused",
+            file=sys.stderr,
+        )
+    return 1 if kept else 0
 
 
 def cmd_mock_upstream(args: argparse.Namespace) -> int:
@@ -440,6 +548,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--to", dest="to_ms", type=_time_ms, required=True, help="epoch ms or ISO date, exclusive"
     )
     usage.set_defaults(func=cmd_usage)
+
+    settlements = sub.add_parser(
+        "settlements", help="operator: settlements the control plane refused (dead letters)"
+    ).add_subparsers(dest="settlements_command", required=True)
+    for name, func, text in (
+        ("list", cmd_settlements_list, "list the dead letters: usage not billed yet, and why"),
+        (
+            "replay",
+            cmd_settlements_replay,
+            "send them again once the cause is fixed; keep those still refused",
+        ),
+    ):
+        cmd = json_flag(settlements.add_parser(name, help=text))
+        cmd.add_argument(
+            "--spool-dir",
+            help="the data plane's spool directory (default: $SPENDGATE_SPOOL_DIR, else "
+            "$SPENDGATE_DATA_DIR/spool as `spendgate up` uses, else ./spendgate-spool)",
+        )
+        cmd.set_defaults(func=func)
 
     prices = json_flag(sub.add_parser("prices", help="the pricing catalog"))
     prices.add_argument("--history", action="store_true", help="every effective-dated row")

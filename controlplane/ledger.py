@@ -524,7 +524,9 @@ class Ledger:
             out[i] = Settled(s.request_id, event=event)
         if events:
             conn.execute(usage_events.insert(), [_event_row(e, account) for e, account in events])
-        own = {s.request_id for _, s in todo if not s.grant_id and s.request_id in leases}
+        # Only the leases of settlements taken here: a refused one keeps its lease, to expire or be released.
+        on_grants = {s.request_id for _, s in todo if s.grant_id}
+        own = {e.request_id for e, _ in events if e.request_id in leases and e.request_id not in on_grants}
         if own:
             conn.execute(
                 reservations.update().where(reservations.c.request_id.in_(own)).values(state="settled")

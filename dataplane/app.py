@@ -25,7 +25,7 @@ from dataplane.config import Settings
 from dataplane.errors import Family, GatewayError, error_response
 from dataplane.forward import HttpxUpstream
 from dataplane.keycache import KeyCache
-from dataplane.spool import Spool
+from dataplane.spool import DeadLetters, Spool
 from spendgate.v1 import keys_pb2_grpc, usage_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -106,9 +106,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             ok = reply.status == health_pb2.HealthCheckResponse.SERVING
         except grpc.aio.AioRpcError:
             ok = False
-        return JSONResponse(
-            {"status": "ok" if ok else "control plane unreachable"}, status_code=200 if ok else 503
-        )
+        body: dict[str, object] = {"status": "ok" if ok else "control plane unreachable"}
+        if settings.spool_dir is not None:  # settlements refused for good, waiting for a replay
+            body["dead_letters"] = len(DeadLetters(settings.spool_dir).read())
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     def rest_route(name: str, path: str, method: str) -> Route:
         async def endpoint(request: Request) -> Response:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from typing import Any, Protocol
 import grpc
 
 from dataplane.errors import ControlPlaneUnavailable
-from dataplane.spool import Item, Spool, item_id
+from dataplane.spool import DeadLetter, DeadLetters, Item, Spool, item_id
 from spendgate.v1 import usage_pb2, usage_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,11 @@ GRANT_PREFETCH_SECONDS = 2.0  # a grant's successor is asked for this long befor
 # A grant's lease: what a dead worker's grant keeps from the key until it expires.
 GRANT_TTL_MS = 120_000
 GRANT_RETRY_SECONDS = 1.0
+# A settlement refused for a reason that may pass (a key this control plane does not know
+# yet) is sent again this often, for this long, before it becomes a dead letter.
+RETRYABLE_REFUSALS = frozenset({usage_pb2.SETTLE_REFUSAL_UNKNOWN_KEY})
+REFUSED_RETRY_SECONDS = 5.0
+REFUSED_RETRY_FOR_SECONDS = 300.0
 
 
 @dataclass(eq=False)
@@ -136,6 +142,9 @@ class GrpcBudget:
         self._recent: dict[str, tuple[float, int]] = {}  # key id -> (window start, reservations)
         self._changes: dict[str, int] = {}  # key id -> changes seen (WatchKeys)
         self._unbatched_until = 0.0  # settle one by one until then (the control plane lacks SettleBatch)
+        self._refused_since: dict[str, float] = {}  # request id -> first refusal (retryable ones)
+        self._dead_letters = DeadLetters(spool.directory) if spool is not None else None
+        self.dead_lettered = 0  # settlements this worker has dead-lettered
 
     def start(self) -> None:
         if self._spool is not None:
@@ -434,15 +443,56 @@ class GrpcBudget:
                     )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+        await self._take_outcomes(batch, settlements, response)
+
+    async def _take_outcomes(
+        self,
+        batch: list[Item],
+        settlements: list[usage_pb2.SettleRequest],
+        response: usage_pb2.SettleBatchResponse,
+    ) -> None:
+        """Taken settlements give their grant the unspent estimate back. A refused
+        one is sent again later if the refusal may pass; otherwise it becomes a
+        dead letter (usage that happened, billed when an operator replays it), and
+        its own reservation is released now rather than at the end of its lease."""
+        now = asyncio.get_running_loop().time()
+        later: set[str] = set()
+        letters: list[DeadLetter] = []
         for settlement, outcome in zip(settlements, response.settled, strict=True):
+            request_id = settlement.request_id
             if outcome.error:
-                log.error("settlement %s refused by the control plane: %s", outcome.request_id, outcome.error)
-            hold = self._holds.pop(settlement.request_id, None)
+                first = self._refused_since.setdefault(request_id, now)
+                if outcome.refusal in RETRYABLE_REFUSALS and now - first < REFUSED_RETRY_FOR_SECONDS:
+                    later.add(request_id)
+                    self._spawn(self._send_later(settlement))
+                    continue  # still pending in the spool, and its hold stays
+                letters.append(_dead_letter(settlement, outcome))
+                if not settlement.grant_id:
+                    self._queue.put_nowait(request_id)
+            self._refused_since.pop(request_id, None)
+            hold = self._holds.pop(request_id, None)
             if hold is not None:
                 grant, estimate = hold
                 self._give_back(grant, estimate - outcome.event.cost_micros)
+        if letters:
+            self.dead_lettered += len(letters)
+            for letter in letters:
+                log.error(
+                    "settlement %s refused by the control plane (%s: %s); kept as a dead letter "
+                    "(%d on this worker): fix the cause, then `spendgate settlements replay`",
+                    letter.settlement.request_id,
+                    letter.refusal,
+                    letter.error,
+                    self.dead_lettered,
+                )
+            if self._dead_letters is not None:
+                await asyncio.to_thread(self._dead_letters.add, letters)  # durable before the spool forgets
         if self._spool is not None:
-            self._spool.done(item_id(item) for item in batch)
+            self._spool.done(item_id(item) for item in batch if item_id(item) not in later)
+
+    async def _send_later(self, settlement: usage_pb2.SettleRequest) -> None:
+        await asyncio.sleep(REFUSED_RETRY_SECONDS)
+        self._outbox.put_nowait(settlement)
 
     async def _one_by_one(self, request: usage_pb2.SettleBatchRequest) -> usage_pb2.SettleBatchResponse:
         """SettleBatch for a control plane that predates it (during an upgrade), one call at a time."""
@@ -455,6 +505,7 @@ class GrpcBudget:
                 if exc.code() not in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
                     raise  # retried with the whole batch: Settle is idempotent
                 outcome.error = exc.details() or exc.code().name
+                outcome.refusal = _refusal_of(exc.code(), outcome.error)
             else:
                 outcome.event.CopyFrom(settled.event)
                 outcome.duplicate = settled.duplicate
@@ -462,3 +513,23 @@ class GrpcBudget:
             released = await self._stub.Release(release, metadata=self._metadata, timeout=10)
             response.released.add(released=released.released)
         return response
+
+
+def _refusal_of(code: grpc.StatusCode, details: str) -> usage_pb2.SettleRefusal.ValueType:
+    """The typed refusal of an older control plane's Settle error (its message names the field)."""
+    if code == grpc.StatusCode.NOT_FOUND:
+        return usage_pb2.SETTLE_REFUSAL_UNKNOWN_KEY
+    field = details.partition(":")[0]
+    return {
+        "model": usage_pb2.SETTLE_REFUSAL_UNKNOWN_MODEL,
+        "units": usage_pb2.SETTLE_REFUSAL_UNPRICED_UNIT,
+    }.get(field, usage_pb2.SETTLE_REFUSAL_INVALID)
+
+
+def _dead_letter(settlement: usage_pb2.SettleRequest, outcome: usage_pb2.SettleOutcome) -> DeadLetter:
+    """Replayed without its grant: by then the grant's block has been accounted for on its own."""
+    unbound = usage_pb2.SettleRequest()
+    unbound.CopyFrom(settlement)
+    unbound.grant_id = ""
+    refusal = usage_pb2.SettleRefusal.Name(outcome.refusal)
+    return DeadLetter(unbound, refusal, outcome.error, time.time_ns() // 1_000_000)

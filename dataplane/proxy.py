@@ -28,7 +28,6 @@ from controlplane.money import format_usd
 from dataplane import estimate
 from dataplane.auth import authenticate
 from dataplane.budget import Decision, Reserver
-from dataplane.lease import Lease
 from dataplane.config import PROVIDERS, Settings
 from dataplane.errors import (
     BadRequest,
@@ -44,6 +43,7 @@ from dataplane.errors import (
 from dataplane.forward import UpstreamClient, upstream_headers
 from dataplane.inbound import RequestView, parse_json, read_body
 from dataplane.keycache import KeyCache, KeyState
+from dataplane.lease import Lease
 from dataplane.metering import Meter, MeteredStream, now_ms
 from dataplane.pricing import Catalog, ModelPrice
 from dataplane.providers.usage import ParseContext

@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import fcntl
+import json
 import logging
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf.message import DecodeError
@@ -146,3 +149,107 @@ class Spool:
         else:
             self.sync()
         os.close(self._fd)
+
+
+# Dead letters ----------------------------------------------------------------
+#
+# A settlement the control plane refuses for good (an unknown model, a unit
+# with no price, ...) is usage that happened and must still be billed once the
+# cause is fixed. It is kept in DEAD_LETTERS in the spool directory, shared by
+# the directory's workers (each record one append, under an exclusive lock),
+# until `spendgate settlements replay` gets it taken.
+
+DEAD_LETTERS = "dead-letters.jsonl"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    settlement: usage_pb2.SettleRequest
+    refusal: str  # the SettleRefusal name, e.g. "SETTLE_REFUSAL_UNKNOWN_MODEL"
+    error: str
+    refused_ms: int
+
+    def to_line(self) -> bytes:
+        record = {
+            "request_id": self.settlement.request_id,
+            "key_id": self.settlement.key_id,
+            "model": f"{self.settlement.provider}/{self.settlement.model}",
+            "refusal": self.refusal,
+            "error": self.error,
+            "refused_ms": self.refused_ms,
+            "settlement": base64.b64encode(self.settlement.SerializeToString()).decode(),
+        }
+        return json.dumps(record).encode() + b"\n"
+
+    @classmethod
+    def from_line(cls, line: bytes) -> DeadLetter:
+        record = json.loads(line)
+        settlement = usage_pb2.SettleRequest.FromString(base64.b64decode(record["settlement"], validate=True))
+        return cls(settlement, str(record["refusal"]), str(record["error"]), int(record["refused_ms"]))
+
+
+class DeadLetters:
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / DEAD_LETTERS
+        self._lock = directory / (DEAD_LETTERS + ".lock")  # never replaced, unlike the file
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[int]:
+        """The dead-letter file, opened for appending, under the directory's lock."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = os.open(self._lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                yield fd
+            finally:
+                os.close(fd)
+        finally:
+            os.close(lock)
+
+    def add(self, letters: Iterable[DeadLetter]) -> None:
+        """Durably, before the spool forgets them."""
+        data = b"".join(letter.to_line() for letter in letters)
+        if not data:
+            return
+        with self._locked() as fd:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+
+    def read(self) -> list[DeadLetter]:
+        if not self.path.exists():
+            return []
+        with self._locked():
+            return self._parse(self.path.read_bytes())
+
+    @staticmethod
+    def _parse(data: bytes) -> list[DeadLetter]:
+        letters: dict[str, DeadLetter] = {}
+        for line in data.splitlines():
+            try:
+                letter = DeadLetter.from_line(line)
+            except (ValueError, KeyError, TypeError, DecodeError, binascii.Error):
+                log.warning("skipping a damaged dead letter")
+                continue
+            letters[letter.settlement.request_id] = letter  # the latest refusal of a request wins
+        return list(letters.values())
+
+    def rewrite(self, replay: Callable[[list[DeadLetter]], list[DeadLetter]]) -> tuple[int, list[DeadLetter]]:
+        """Hand every dead letter to `replay`, which returns those still refused;
+        only those are kept. Workers adding meanwhile wait for the lock.
+        Returns (how many were replayed, those kept)."""
+        with self._locked():
+            letters = self._parse(self.path.read_bytes())
+            if not letters:
+                return 0, []
+            kept = replay(letters)
+            data = b"".join(letter.to_line() for letter in kept)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+            return len(letters), kept

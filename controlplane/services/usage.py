@@ -8,7 +8,7 @@ from sqlalchemy import Engine
 from controlplane import auth, catalog
 from controlplane.errors import InvalidArgument, NotFound
 from controlplane.keystore import KeyStore
-from controlplane.ledger import Ledger, Settled, SettleRefusal, Settlement
+from controlplane.ledger import Ledger, Settled, Settlement, SettleRefusal
 from controlplane.records import Clock
 from controlplane.reports import Reports, Totals
 from controlplane.services import convert

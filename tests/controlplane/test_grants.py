@@ -108,6 +108,7 @@ def test_settle_batch_commits_the_good_items_and_reports_the_bad(
     other, _ = master.create_key("v")
     assert service.reserve(key.id, "own", 5_000).granted
     assert service.reserve(key.id, "to-release", 5_000).granted
+    assert service.reserve(key.id, "no-price", 5_000).granted  # refused below: its lease stays active
     response = service.settle_batch(
         [
             settle_request(key.id, "own"),
@@ -137,7 +138,10 @@ def test_settle_batch_commits_the_good_items_and_reports_the_bad(
     ]
     assert [r.released for r in response.released] == [True, False]
     after = master.get_key(key.id)
-    assert (after.spent_micros, after.reserved_micros) == (750, 0)
+    assert (after.spent_micros, after.reserved_micros) == (750, 5_000)
+    check_ledger(plane)
+    assert service.release("no-price")  # still a live lease, so it can be given back
+    assert master.get_key(key.id).reserved_micros == 0
     check_ledger(plane)
 
 

@@ -8,11 +8,11 @@ import pytest
 
 from dataplane import estimate
 from dataplane.config import Settings
-from dataplane.providers import deepgram
 from dataplane.errors import BadRequest, UnknownModel
 from dataplane.inbound import RequestView, parse_form, read_body
 from dataplane.keycache import KeyState
 from dataplane.pricing import Catalog, ModelPrice
+from dataplane.providers import deepgram
 from dataplane.proxy import prepare
 from dataplane.routes import ROUTES, Route
 
