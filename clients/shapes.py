@@ -38,6 +38,9 @@ def key_json(key: keys_pb2.Key) -> dict[str, Any]:
         "spent_micros": key.spent_micros,
         "reserved_micros": key.reserved_micros,
         "remaining_micros": key.remaining_micros if key.HasField("remaining_micros") else None,
+        # How far past its cap the key went: the last admitted request may cost more than its
+        # estimate (a provider ignoring max_tokens); it is billed in full, and nothing more is admitted.
+        "over_cap_micros": 0 if cap is None else max(0, key.spent_micros - cap),
         "period_reset_ms": key.period_reset_ms or None,
         "revoked": key.revoked,
         "created_ms": key.created_ms,

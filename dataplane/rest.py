@@ -145,6 +145,7 @@ class KeysApi:
                 "reserved_micros": key["reserved_micros"],
                 "remaining_micros": key["remaining_micros"],
                 "cap_used_bps": None if not cap else min(10_000, used * 10_000 // cap),
+                "over_cap_micros": key["over_cap_micros"],
                 "period": key["cap_period"],
                 "period_reset_ms": key["period_reset_ms"],
                 "events": [shapes.event_json(e) for e in page.events],
