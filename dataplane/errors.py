@@ -51,6 +51,12 @@ class UnknownModel(BadRequest):
     code = "model_not_found"
 
 
+class Unbounded(BadRequest):
+    """The request refers to input the gateway cannot see, on a strict key."""
+
+    code = "input_not_bounded"
+
+
 class Unauthorized(GatewayError):
     status = 401
     openai_type = "invalid_request_error"

@@ -6,7 +6,22 @@ least one UTF-8 byte, so this bounds the real input from above (JSON framing
 included) without a tokenizer. Output: the request's own limit
 (max_tokens / max_completion_tokens / max_output_tokens, or Gemini's
 generationConfig.maxOutputTokens, which counts thinking tokens too), else the
-model's catalog maximum."""
+model's catalog maximum, times the number of answers asked for (`n`, legacy
+completions' `best_of`, Gemini's candidateCount): each is generated and billed.
+
+Some input is not in the body's bytes, and is found by walking the body
+(iteratively: how deep it nests is the client's choice):
+- An image costs what its pixels cost, however few bytes encode them (a
+  flat-colour WebP or PNG of any size is a few dozen bytes to a few KB), and an
+  image by URL or file id has no bytes here at all. Each image part adds its
+  provider's documented per-image maximum (the *_IMAGE_TOKENS below).
+- A reference to input the provider holds or fetches (a file id or URL other
+  than an image, a stored conversation or prompt, cached content, a PDF or a
+  video, the results of a tool the provider runs) has no visible bound. Any
+  number of them add `Limits.max_referenced_input_tokens` once, at the dearest
+  input rate: the context window bounds them together. A strict key refuses
+  such a request (400 `input_not_bounded`), since its cost is not known before
+  the provider runs it."""
 
 from __future__ import annotations
 
@@ -14,20 +29,66 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dataplane.errors import UnknownModel
+from dataplane.errors import Unbounded, UnknownModel
 from dataplane.inbound import RequestView
 from dataplane.pricing import ModelPrice
 
 OUTPUT_LIMIT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+# No request costs a million dollars; past that the estimate only has to exceed any cap, and a
+# client's `n: 10**30` must not reach the ledger's 64-bit integers.
+MAX_ESTIMATE_MICROS = 10**12
+
+# Per-image maxima, in input tokens, from each provider's documented formula.
+# OpenAI (platform.openai.com/docs/guides/images-vision, "Calculating costs"): high detail fits
+# the image in 2048x2048, scales its short side down to 768 and bills base + tile × 512 px
+# tiles, so at most 2 × 4 = 8 tiles (768x2048). gpt-4o and gpt-4.1: 85 + 170 × 8 = 1,445.
+# gpt-4o-mini: 2,833 + 5,667 × 8 = 48,169, the most of any documented rule (the patch-based
+# models cap at 1,536 patches × a multiplier below 2.5), so it bounds every other model of
+# the OpenAI family and of the OpenAI-compatible providers.
+OPENAI_IMAGE_TOKENS = 48_169
+OPENAI_IMAGE_TOKENS_BY_MODEL = {"gpt-4o": 1_445, "gpt-4.1": 1_445}
+# Anthropic (docs.claude.com, build-with-claude/vision): about width × height / 750, ~1,600 at the
+# usual 1,568 px long-edge limit; Opus 4.7 reads up to 2,576 px (~3.75 MP in 28x28 px patches,
+# ~4,800). 5,000 covers both.
+ANTHROPIC_IMAGE_TOKENS = 5_000
+# Gemini (ai.google.dev/gemini-api/docs/tokens; Vertex AI "image understanding"): 258 tokens per
+# 768x768 tile of an image scaled to fit 3072x3072, so at most 16 tiles: 4,128. Gemini 3's
+# media_resolution ultra_high is 2,240 per image, below it.
+GOOGLE_IMAGE_TOKENS = 4_128
+
+# Tool types whose results the caller sends back itself, in the next request's body.
+CALLER_RUN_TOOLS = frozenset({"function", "custom", "local_shell", "computer_use_preview", "apply_patch"})
+GEMINI_CALLER_RUN_TOOLS = frozenset(
+    {"functionDeclarations", "function_declarations", "computerUse", "computer_use"}
+)
+# Anthropic's tools the API runs itself (its bash, computer and text editor tools run client-side).
+ANTHROPIC_SERVER_TOOLS = ("web_search_", "web_fetch_", "code_execution_", "mcp_toolset")
+IMAGE_PARTS = frozenset({"image_url", "input_image", "computer_screenshot", "image_generation_call"})
+
+
+def _count(value: object, least: int = 0) -> int | None:
+    """An integer field's value; JSON `true` is not 1 here."""
+    return value if type(value) is int and value >= least else None
+
+
+def _gemini_configs(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    # The Gemini API reads both spellings (proto JSON); a client may even send both.
+    configs = (body.get("generationConfig"), body.get("generation_config"))
+    return [config for config in configs if isinstance(config, Mapping)]
 
 
 def _requested_limit(body: Mapping[str, Any]) -> int | None:
-    config = body.get("generationConfig")
-    gemini = config.get("maxOutputTokens") if isinstance(config, Mapping) else None
-    for value in (*(body.get(name) for name in OUTPUT_LIMIT_FIELDS), gemini):
-        if type(value) is int and value >= 0:
+    for name in OUTPUT_LIMIT_FIELDS:
+        value = _count(body.get(name))
+        if value is not None:
             return value
-    return None
+    gemini = [
+        value
+        for config in _gemini_configs(body)
+        for value in (_count(config.get("maxOutputTokens")), _count(config.get("max_output_tokens")))
+        if value is not None
+    ]
+    return max(gemini) if gemini else None
 
 
 def output_limit(body: Mapping[str, Any], price: ModelPrice) -> int:
@@ -37,24 +98,172 @@ def output_limit(body: Mapping[str, Any], price: ModelPrice) -> int:
     return min(value, price.max_output_tokens) if price.max_output_tokens else value
 
 
-def candidates(body: Mapping[str, Any]) -> int:
-    """How many answers the output limit applies to (Gemini's candidateCount)."""
-    config = body.get("generationConfig")
-    value = config.get("candidateCount") if isinstance(config, Mapping) else None
-    return value if type(value) is int and value > 1 else 1
+def choices(body: Mapping[str, Any]) -> int:
+    """How many answers the output limit applies to: OpenAI's `n`, legacy completions'
+    `best_of` (generated and billed, of which `n` are returned), Gemini's candidateCount."""
+    fields = [body.get("n"), body.get("best_of")]
+    for config in _gemini_configs(body):
+        fields += [config.get("candidateCount"), config.get("candidate_count")]
+    return max([1, *(value for value in map(_count, fields) if value is not None)])
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Input a request refers to without containing it, named for the client."""
+
+    field: str
+    why: str
+    remedy: str = "Send the input inline,"
+
+    def message(self) -> str:
+        return (
+            f"`{self.field}`: {self.why}; this key admits only requests whose whole cost is known "
+            f"(strict). {self.remedy} or use a key without strict."
+        )
+
+
+def _stored(field: str, what: str) -> Reference:
+    return Reference(field, f"the size of {what} cannot be bounded before the provider runs it")
+
+
+def _file(field: str) -> Reference:
+    return Reference(field, "the size of a file the provider reads cannot be bounded before it runs")
+
+
+def _tool(field: str) -> Reference:
+    return Reference(
+        field,
+        "a tool the provider runs feeds its results back to the model as input the request does not "
+        "show, so their cost cannot be bounded before the provider runs it",
+        remedy="Use function tools,",
+    )
+
+
+@dataclass(frozen=True)
+class Unseen:
+    """What a request's body asks the provider to read beyond its own bytes."""
+
+    images: int = 0
+    reference: Reference | None = None  # the first unbounded one; they are bounded together
+
+
+def _provider_run_tool(tool: object, provider: str) -> str | None:
+    if not isinstance(tool, Mapping):
+        return None
+    kind = tool.get("type")
+    if isinstance(kind, str):
+        if provider == "anthropic":
+            return kind if kind.startswith(ANTHROPIC_SERVER_TOOLS) else None
+        return None if kind in CALLER_RUN_TOOLS else kind
+    if provider == "google":  # a Gemini tool is an object keyed by its kind
+        return next((str(key) for key in tool if key not in GEMINI_CALLER_RUN_TOOLS), None)
+    return None
+
+
+def _top_level_reference(body: Mapping[str, Any], provider: str) -> Reference | None:
+    for name in ("previous_response_id", "conversation"):
+        if body.get(name):
+            return _stored(name, "a stored conversation")
+    prompt = body.get("prompt")  # Responses' reusable prompt, {"id": "pmpt_…"}; not legacy text
+    if isinstance(prompt, Mapping) and prompt.get("id"):
+        return _stored("prompt.id", "a stored prompt")
+    for name in ("cachedContent", "cached_content"):
+        if body.get(name):
+            return _stored(name, "cached content")
+    for name in ("web_search_options", "mcp_servers"):
+        if body.get(name) is not None:
+            return _tool(name)
+    tools = body.get("tools")
+    for tool in tools if isinstance(tools, list) else ():
+        kind = _provider_run_tool(tool, provider)
+        if kind is not None:
+            return _tool(f"tools: {kind}")
+    return None
+
+
+def _mime(data: Mapping[str, Any]) -> str:
+    mime = data.get("mimeType", data.get("mime_type"))
+    return mime.lower() if isinstance(mime, str) else ""
+
+
+def _part(node: Mapping[str, Any]) -> Reference | bool:
+    """True for an image, a Reference for unbounded input, False for neither."""
+    kind = node.get("type")
+    if kind in IMAGE_PARTS or (kind == "image" and isinstance(node.get("source"), Mapping)):
+        return True  # OpenAI chat and Responses, Anthropic: by URL, file id or inline
+    if kind == "input_file" or (kind == "file" and isinstance(node.get("file"), Mapping)):
+        return _file(str(kind))  # OpenAI: a PDF or document, by id, URL or inline
+    if kind == "item_reference":
+        return _stored("item_reference", "a stored conversation item")
+    source = node.get("source")
+    if kind == "document" and isinstance(source, Mapping) and source.get("type") not in ("text", "content"):
+        return _file("document")  # Anthropic: a PDF's pages by URL, file id or base64
+    for name in ("fileData", "file_data"):  # Gemini, by URI
+        data = node.get(name)
+        if isinstance(data, Mapping):
+            mime = _mime(data)
+            return True if mime.startswith("image/") else _file(f"{name} ({mime or 'no mime type'})")
+    for name in ("inlineData", "inline_data"):  # Gemini, inline: PDF pages and video frames
+        data = node.get(name)
+        if isinstance(data, Mapping):
+            mime = _mime(data)
+            if mime.startswith("image/"):
+                return True
+            if mime == "application/pdf" or mime.startswith("video/"):
+                return _file(f"{name} ({mime})")
+    return False
+
+
+def unseen_inputs(body: Mapping[str, Any], provider: str) -> Unseen:
+    images, reference = 0, _top_level_reference(body, provider)
+    stack: list[object] = [body]
+    while stack:  # depth-first without recursion: the depth is the client's choice
+        node = stack.pop()
+        if isinstance(node, Mapping):
+            found = _part(node)
+            if found is True:
+                images += 1
+            elif isinstance(found, Reference) and reference is None:
+                reference = found
+            stack.extend(value for value in node.values() if isinstance(value, Mapping | list))
+        elif isinstance(node, list):
+            stack.extend(value for value in node if isinstance(value, Mapping | list))
+    return Unseen(images, reference)
+
+
+def image_tokens(price: ModelPrice) -> int:
+    if price.provider == "anthropic":
+        return ANTHROPIC_IMAGE_TOKENS
+    if price.provider == "google":
+        return GOOGLE_IMAGE_TOKENS
+    return OPENAI_IMAGE_TOKENS_BY_MODEL.get(price.model, OPENAI_IMAGE_TOKENS)
+
+
+def _input_rate(price: ModelPrice) -> int:
+    # Any input token may turn out to be a cache write, the dearest input kind.
+    return max(price.input_micros_per_mtok, price.cache_write_micros_per_mtok or 0)
 
 
 def tokens(view: RequestView, price: ModelPrice, limits: Limits) -> int:
     """The token APIs' estimate (chat, completions, responses, messages, Gemini)."""
-    return upper_bound_micros(view.raw_len, view.body, price)
+    unseen = unseen_inputs(view.body, price.provider)
+    if unseen.reference is not None and limits.strict:
+        raise Unbounded(unseen.reference.message(), param=unseen.reference.field)
+    rate = _input_rate(price)
+    total = _per_million(view.raw_len, view.body, price) + unseen.images * image_tokens(price) * rate
+    if unseen.reference is not None:  # a referenced file may be audio, dearer than text
+        total += limits.max_referenced_input_tokens * max(rate, price.audio_input_micros_per_mtok or 0)
+    return min(_ceil(total), MAX_ESTIMATE_MICROS)
+
+
+def _per_million(body_bytes: int, body: Mapping[str, Any], price: ModelPrice) -> int:
+    output = output_limit(body, price) * choices(body)
+    return body_bytes * _input_rate(price) + output * price.output_micros_per_mtok
 
 
 def upper_bound_micros(body_bytes: int, body: Mapping[str, Any], price: ModelPrice) -> int:
-    # Any input token may turn out to be a cache write, the dearest input kind.
-    input_rate = max(price.input_micros_per_mtok, price.cache_write_micros_per_mtok or 0)
-    output = output_limit(body, price) * candidates(body)
-    total = body_bytes * input_rate + output * price.output_micros_per_mtok
-    return -(-total // 1_000_000)
+    """The body's bytes and the output limit, without what the body refers to."""
+    return _ceil(_per_million(body_bytes, body, price))
 
 
 # --- non-token APIs --------------------------------------------------------------------------

@@ -81,9 +81,8 @@ FLASH = ModelPrice("google", "gemini-2.5-flash", 300_000, 2_500_000, 30_000, Non
 def test_gemini_output_limit_is_in_generation_config_and_applies_per_candidate() -> None:
     assert output_limit({"generationConfig": {"maxOutputTokens": 100}}, FLASH) == 100
     assert output_limit({"generationConfig": {"maxOutputTokens": 10**9}}, FLASH) == 65_536
-    assert (
-        output_limit({"generationConfig": {"max_output_tokens": 5}}, FLASH) == 65_536
-    )  # not read: the bound
+    # The Gemini API reads proto field names too (test_estimate_bounds.py has the snake_case cases).
+    assert output_limit({"generationConfig": {"max_output_tokens": 5}}, FLASH) == 5
     assert output_limit({"generationConfig": "nope"}, FLASH) == 65_536
     body = {"generationConfig": {"maxOutputTokens": 100, "candidateCount": 3}}
     assert upper_bound_micros(1000, body, FLASH) == -(-(1000 * 300_000 + 300 * 2_500_000) // 10**6)

@@ -1,0 +1,450 @@
+"""The token estimate is an upper bound for the request shapes whose cost is not the body's
+bytes: several answers, images, and input the provider holds or fetches (estimate.py)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from dataplane import estimate
+from dataplane.errors import BadRequest, Unbounded
+from dataplane.inbound import RequestView
+from dataplane.pricing import ModelPrice
+
+MINI = ModelPrice("openai", "gpt-4o-mini", 150_000, 600_000, 75_000, None, 16_384)
+GPT4O = ModelPrice("openai", "gpt-4o", 2_500_000, 10_000_000, 1_250_000, None, 16_384)
+SONNET = ModelPrice("anthropic", "claude-sonnet-4-6", 3_000_000, 15_000_000, 300_000, 3_750_000, 64_000)
+FLASH = ModelPrice(
+    "google",
+    "gemini-2.5-flash",
+    300_000,
+    2_500_000,
+    30_000,
+    None,
+    65_536,
+    audio_input_micros_per_mtok=1_000_000,
+)
+LIMITS = estimate.Limits(max_referenced_input_tokens=1_000_000)
+STRICT = estimate.Limits(max_referenced_input_tokens=1_000_000, strict=True)
+
+URL = "https://example.com/cat.png"
+CHAT_IMAGE = {"type": "image_url", "image_url": {"url": URL}}
+
+
+def chat(*parts: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return {
+        "model": "m",
+        "messages": [{"role": "user", "content": ["hi", *parts]}],
+        "max_tokens": 100,
+        **fields,
+    }
+
+
+def view(body: dict[str, Any]) -> RequestView:
+    return RequestView(len(json.dumps(body).encode()), body)
+
+
+def bound(
+    body: dict[str, Any],
+    price: ModelPrice,
+    *,
+    images: int = 0,
+    image: int = 0,
+    output: int = 100,
+    referenced: int = 0,
+) -> int:
+    """bytes × dearest input rate + images × per-image tokens × that rate + referenced tokens
+    × the dearest rate (audio included) + output × output rate, rounded up."""
+    rate = max(price.input_micros_per_mtok, price.cache_write_micros_per_mtok or 0)
+    ref_rate = max(rate, price.audio_input_micros_per_mtok or 0)
+    total = (
+        view(body).raw_len * rate
+        + images * image * rate
+        + referenced * ref_rate
+        + output * price.output_micros_per_mtok
+    )
+    return -(-total // 1_000_000)
+
+
+GEMINI_IMAGE = {
+    "fileData": {"mimeType": "image/png", "fileUri": "https://generativelanguage.googleapis.com/f/1"}
+}
+GEMINI_VIDEO = {"file_data": {"mime_type": "video/mp4", "file_uri": "https://youtu.be/x"}}
+
+
+def gemini(*parts: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return {"contents": [{"role": "user", "parts": [{"text": "hi"}, *parts]}], **fields}
+
+
+# (case, body, price, expected bound). Every case is under-estimated by the body-bytes estimate.
+CASES: list[tuple[str, dict[str, Any], ModelPrice, int]] = []
+REFERENCES: set[str] = set()  # the cases a strict key refuses
+
+
+def case(name: str, body: dict[str, Any], price: ModelPrice, **expected: int) -> None:
+    CASES.append((name, body, price, bound(body, price, **expected)))
+    if expected.get("referenced"):
+        REFERENCES.add(name)
+
+
+# Several answers: each is generated and billed.
+case("chat n=8", chat(n=8), MINI, output=800)
+case(
+    "completions best_of over n",
+    {"model": "m", "prompt": "p", "max_tokens": 100, "n": 2, "best_of": 5},
+    MINI,
+    output=500,
+)
+case(
+    "completions n over best_of",
+    {"model": "m", "prompt": "p", "max_tokens": 100, "n": 3, "best_of": 1},
+    MINI,
+    output=300,
+)
+case(
+    "gemini snake_case candidate_count and max_output_tokens",
+    gemini(generation_config={"candidate_count": 4, "max_output_tokens": 100}),
+    FLASH,
+    output=400,
+)
+case(
+    "gemini camelCase config, snake_case count inside",
+    gemini(generationConfig={"candidate_count": 2, "maxOutputTokens": 100}),
+    FLASH,
+    output=200,
+)
+case(
+    "gemini both spellings: the larger count and limit",
+    gemini(
+        generationConfig={"candidateCount": 2, "maxOutputTokens": 50},
+        generation_config={"candidate_count": 3, "max_output_tokens": 100},
+    ),
+    FLASH,
+    output=300,
+)
+# Images: by URL, by file id, and inline (a flat-colour image of any size is a few bytes).
+case("chat image by URL", chat(CHAT_IMAGE), MINI, images=1, image=48_169)
+case(
+    "chat image inline",
+    chat({"type": "image_url", "image_url": {"url": "data:image/webp;base64,UklG"}}),
+    MINI,
+    images=1,
+    image=48_169,
+)
+case("gpt-4o's documented tile rule", chat(CHAT_IMAGE, CHAT_IMAGE), GPT4O, images=2, image=1_445)
+case(
+    "responses input_image by URL and by file id",
+    {
+        "model": "m",
+        "max_output_tokens": 100,
+        "input": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_image", "image_url": URL},
+                    {"type": "input_image", "file_id": "file-1"},
+                ],
+            }
+        ],
+    },
+    MINI,
+    images=2,
+    image=48_169,
+)
+case(
+    "anthropic image by url and by file, at the cache-write rate",
+    {
+        "model": "m",
+        "max_tokens": 100,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image", "source": {"type": "url", "url": URL}},
+                    {"type": "image", "source": {"type": "file", "file_id": "file_1"}},
+                ],
+            }
+        ],
+    },
+    SONNET,
+    images=2,
+    image=5_000,
+)
+case(
+    "anthropic image inside a tool result",
+    {
+        "model": "m",
+        "max_tokens": 100,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "t",
+                        "content": [{"type": "image", "source": {"type": "url", "url": URL}}],
+                    }
+                ],
+            }
+        ],
+    },
+    SONNET,
+    images=1,
+    image=5_000,
+)
+case(
+    "gemini fileData image",
+    gemini(GEMINI_IMAGE, generationConfig={"maxOutputTokens": 100}),
+    FLASH,
+    images=1,
+    image=4_128,
+)
+# References with no visible bound: the referenced-input bound, once, at the dearest input rate.
+case(
+    "responses previous_response_id",
+    {"model": "m", "max_output_tokens": 100, "input": "and then?", "previous_response_id": "resp_1"},
+    MINI,
+    referenced=1_000_000,
+)
+case(
+    "responses conversation",
+    {"model": "m", "max_output_tokens": 100, "input": "hi", "conversation": "conv_1"},
+    MINI,
+    referenced=1_000_000,
+)
+case(
+    "responses stored prompt",
+    {"model": "m", "max_output_tokens": 100, "prompt": {"id": "pmpt_1"}},
+    MINI,
+    referenced=1_000_000,
+)
+case(
+    "responses input_file by URL",
+    {
+        "model": "m",
+        "max_output_tokens": 100,
+        "input": [
+            {"role": "user", "content": [{"type": "input_file", "file_url": "https://example.com/a.pdf"}]}
+        ],
+    },
+    MINI,
+    referenced=1_000_000,
+)
+case(
+    "responses item_reference",
+    {"model": "m", "max_output_tokens": 100, "input": [{"type": "item_reference", "id": "msg_1"}]},
+    MINI,
+    referenced=1_000_000,
+)
+case(
+    "responses built-in tool",
+    {
+        "model": "m",
+        "max_output_tokens": 100,
+        "input": "news?",
+        "tools": [{"type": "function", "name": "f"}, {"type": "web_search"}],
+    },
+    MINI,
+    referenced=1_000_000,
+)
+case(
+    "chat file part by id", chat({"type": "file", "file": {"file_id": "file-1"}}), MINI, referenced=1_000_000
+)
+case("chat web_search_options", chat(web_search_options={}), MINI, referenced=1_000_000)
+case(
+    "anthropic document by url",
+    {
+        "model": "m",
+        "max_tokens": 100,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}}
+                ],
+            }
+        ],
+    },
+    SONNET,
+    referenced=1_000_000,
+)
+case(
+    "anthropic server tool",
+    {
+        "model": "m",
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": "news?"}],
+        "tools": [{"type": "web_search_20250305", "name": "web_search"}],
+    },
+    SONNET,
+    referenced=1_000_000,
+)
+case(
+    "gemini cachedContent",
+    gemini(cachedContent="cachedContents/1", generationConfig={"maxOutputTokens": 100}),
+    FLASH,
+    referenced=1_000_000,
+)
+case(
+    "gemini cached_content",
+    gemini(cached_content="cachedContents/1", generationConfig={"maxOutputTokens": 100}),
+    FLASH,
+    referenced=1_000_000,
+)
+case(
+    "gemini video by URI, at the audio rate",
+    gemini(GEMINI_VIDEO, generationConfig={"maxOutputTokens": 100}),
+    FLASH,
+    referenced=1_000_000,
+)
+case(
+    "gemini inline pdf",
+    gemini(
+        {"inlineData": {"mimeType": "application/pdf", "data": "JVBE"}},
+        generationConfig={"maxOutputTokens": 100},
+    ),
+    FLASH,
+    referenced=1_000_000,
+)
+case(
+    "gemini google search tool",
+    gemini(tools=[{"googleSearch": {}}], generationConfig={"maxOutputTokens": 100}),
+    FLASH,
+    referenced=1_000_000,
+)
+case(
+    "references are bounded together, images one by one",
+    {
+        "model": "m",
+        "max_output_tokens": 100,
+        "previous_response_id": "resp_1",
+        "input": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_file", "file_id": "file-1"},
+                    {"type": "input_file", "file_id": "file-2"},
+                    {"type": "input_image", "image_url": URL},
+                    {"type": "input_image", "image_url": URL},
+                ],
+            }
+        ],
+    },
+    MINI,
+    images=2,
+    image=48_169,
+    referenced=1_000_000,
+)
+case("n and an image together", chat(CHAT_IMAGE, n=2), MINI, images=1, image=48_169, output=200)
+
+
+@pytest.mark.parametrize(("name", "body", "price", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_estimate_bounds_what_the_body_bytes_miss(
+    name: str, body: dict[str, Any], price: ModelPrice, expected: int
+) -> None:
+    assert estimate.tokens(view(body), price, LIMITS) == expected
+
+
+@pytest.mark.parametrize(("name", "body", "price", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_strict_keys_refuse_only_what_cannot_be_bounded(
+    name: str, body: dict[str, Any], price: ModelPrice, expected: int
+) -> None:
+    if name not in REFERENCES:  # more answers and images are bounded: counted, not refused
+        assert estimate.tokens(view(body), price, STRICT) == expected
+        return
+    with pytest.raises(Unbounded) as info:
+        estimate.tokens(view(body), price, STRICT)
+    assert isinstance(info.value, BadRequest)
+    assert (info.value.status, info.value.code) == (400, "input_not_bounded")
+    assert (
+        info.value.param
+        and f"`{info.value.param}`" in info.value.message
+        and "(strict)" in info.value.message
+    )
+
+
+def test_strict_refusal_names_the_field_and_the_way_out() -> None:
+    body = {"model": "m", "input": "and then?", "previous_response_id": "resp_1"}
+    with pytest.raises(Unbounded) as info:
+        estimate.tokens(view(body), MINI, STRICT)
+    assert info.value.param == "previous_response_id"
+    assert info.value.message == (
+        "`previous_response_id`: the size of a stored conversation cannot be bounded before the provider "
+        "runs it; this key admits only requests whose whole cost is known (strict). Send the input inline, "
+        "or use a key without strict."
+    )
+    tools = {"model": "m", "input": "news?", "tools": [{"type": "file_search", "vector_store_ids": ["vs"]}]}
+    with pytest.raises(Unbounded, match="Use function tools"):
+        estimate.tokens(view(tools), MINI, STRICT)
+
+
+def test_what_the_body_does_contain_adds_nothing() -> None:
+    for body, price in [
+        (chat(n=1), MINI),
+        (chat(n=True), MINI),  # JSON true is not a count
+        (chat(n="8"), MINI),
+        (
+            {
+                "model": "m",
+                "input": "hi",
+                "previous_response_id": None,
+                "tools": [{"type": "function", "name": "f"}],
+            },
+            MINI,
+        ),
+        (
+            {
+                "model": "m",
+                "max_tokens": 100,
+                "messages": [{"role": "user", "content": "ls"}],
+                "tools": [{"type": "bash_20250124", "name": "bash"}, {"name": "f", "input_schema": {}}],
+            },
+            SONNET,
+        ),
+        (
+            {
+                "model": "m",
+                "max_tokens": 100,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "document",
+                                "source": {"type": "text", "media_type": "text/plain", "data": "txt"},
+                            }
+                        ],
+                    }
+                ],
+            },
+            SONNET,
+        ),
+        (
+            gemini(
+                {"inlineData": {"mimeType": "audio/ogg", "data": "T2dn"}},
+                tools=[{"functionDeclarations": [{"name": "f"}]}],
+                generationConfig={"candidateCount": True},
+            ),
+            FLASH,
+        ),
+    ]:
+        assert estimate.tokens(view(body), price, STRICT) == estimate.upper_bound_micros(
+            view(body).raw_len, body, price
+        )
+    assert estimate.choices({"n": True, "best_of": False, "generationConfig": {"candidateCount": 1.5}}) == 1
+
+
+def test_deep_nesting_is_walked_without_recursion() -> None:
+    node: dict[str, Any] = dict(CHAT_IMAGE)
+    for _ in range(100_000):
+        node = {"content": [node]}
+    node["previous_response_id"] = "resp_1"
+    found = estimate.unseen_inputs(node, "openai")
+    assert found.images == 1 and found.reference is not None
+    assert found.reference.field == "previous_response_id"
+
+
+def test_absurd_choices_keep_the_estimate_in_range() -> None:
+    assert estimate.tokens(view(chat(n=10**30)), MINI, LIMITS) == estimate.MAX_ESTIMATE_MICROS
