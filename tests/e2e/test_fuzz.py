@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -96,3 +97,67 @@ def test_after_the_fuzzing_every_charge_has_its_event(fuzzed: tuple[Account, dic
     assert usage["reserved_micros"] == 0
     assert usage["spent_micros"] == sum(int(e["cost_micros"]) for e in events)
     assert len({e["request_id"] for e in events}) == len(events)
+
+
+# --- every way a request can end, at once ---------------------------------------------------
+#
+# Streams read to the end, streams the client drops after a few events, streams the upstream
+# cuts, upstream errors, clients that give up before the upstream answers, and plain JSON
+# calls, on several keys in parallel. However they end, every key's spent equals the sum of
+# its events and nothing stays reserved. (A task cancelled inside the gateway is driven in
+# process by tests/dataplane/test_lease.py.)
+
+ENDINGS = ("complete", "client_drops", "upstream_cuts", "upstream_error", "client_gives_up", "json")
+
+
+def _one(gateway: Running, secret: str, ending: str, cut: int) -> None:
+    headers = {"Authorization": f"Bearer {secret}", "x-mock-output-tokens": "12"}
+    body: dict[str, object] = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    if ending != "json":
+        body["stream"] = True
+    if ending == "upstream_cuts":
+        headers["x-mock-abort-after"] = str(cut)
+    if ending == "upstream_error":
+        headers["x-mock-status"] = "500"
+    timeout: float = 30
+    if ending == "client_gives_up":
+        headers["x-mock-delay-ms"] = "400"
+        timeout = 0.1
+    if ending == "client_drops":
+        headers["x-mock-chunk-delay-ms"] = "20"
+    try:
+        with httpx.stream(
+            "POST", gateway.base + "/v1/chat/completions", json=body, headers=headers, timeout=timeout
+        ) as response:
+            for n, _ in enumerate(response.iter_lines()):
+                if ending == "client_drops" and n >= cut:
+                    break  # leaving the block closes the connection mid-stream
+    except httpx.HTTPError:
+        pass  # the client timed out, or the upstream's cut reached it
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    plan=st.lists(
+        st.tuples(st.integers(0, 2), st.sampled_from(ENDINGS), st.integers(1, 6)), min_size=6, max_size=18
+    )
+)
+def test_however_requests_end_spent_is_the_sum_of_events_and_nothing_stays_reserved(
+    gateway: Running, fuzzed: tuple[Account, dict[str, object]], plan: list[tuple[int, str, int]]
+) -> None:
+    account, _ = fuzzed
+    keys = [account.mint(f"ending-{n}", max_spend_usd=1) for n in range(3)]
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda step: _one(gateway, str(keys[step[0]]["secret"]), step[1], step[2]), plan))
+    for key in keys:
+        deadline = time.monotonic() + 15
+        while True:
+            usage = account.key_usage(str(key["id"]))
+            events = account.get(f"/v1/keys/{key['id']}/usage?limit=1000").json()["events"]
+            settled = usage["spent_micros"] == sum(int(e["cost_micros"]) for e in events)
+            if (usage["reserved_micros"] == 0 and settled) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert usage["reserved_micros"] == 0, (key["name"], usage)
+        assert settled, (key["name"], usage, events)
+        assert len({e["request_id"] for e in events}) == len(events)
