@@ -1,7 +1,12 @@
 """The fake upstream's OpenAI routes: POST /v1/chat/completions,
 /v1/completions, /v1/embeddings and /v1/responses, and GET /v1/models. Chat
 completions also serve the OpenAI-compatible providers, each with its own
-usage quirks (mock_compat.py). Token formulas are in mock_upstream's docstring."""
+usage quirks (mock_compat.py). Token formulas are in mock_upstream's docstring.
+
+Several answers, as upstream: Chat and legacy Completions return `n` choices
+(indexes 0..n-1; streamed, their chunks interleave word by word), each the
+same reply, and completion_tokens counts all of them. Legacy `best_of`
+generates max(n, best_of) answers, returns n and bills every one generated."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import base64
 import json
 import struct
 from collections.abc import Callable
+from itertools import chain, zip_longest
 from typing import Any
 
 from dataplane.mock_compat import quirks_for
@@ -84,6 +90,16 @@ def _chat_usage(call: Call, completion: int) -> dict[str, Any]:
     }
 
 
+def _answers(body: dict[str, Any], field: str = "n") -> int:
+    value = body.get(field)
+    return value if type(value) is int and value > 1 else 1
+
+
+def _interleaved(streams: list[list[bytes]]) -> list[bytes]:
+    """Each choice's chunks in turn, as upstream streams several choices."""
+    return [event for event in chain.from_iterable(zip_longest(*streams)) if event is not None]
+
+
 def _include_usage(body: dict[str, Any]) -> bool:
     options = body.get("stream_options")
     return isinstance(options, dict) and options.get("include_usage") is True
@@ -98,8 +114,9 @@ def chat(call: Call) -> Reply:
         return quirks.rejects_stream_options(call.rid)
     tool = _openai_forced_tool(body)
     n = reply_tokens(body, call.knobs.output_tokens)
+    answers = _answers(body)
     finish = "length" if truncated(body, call.knobs.output_tokens) else "tool_calls" if tool else "stop"
-    usage = quirks.usage(_chat_usage(call, n), call)
+    usage = quirks.usage(_chat_usage(call, n * answers), call)
     call_id = f"call_{call.rid[:24]}"
     head = {
         "id": f"chatcmpl-{call.rid}",
@@ -120,34 +137,48 @@ def chat(call: Call) -> Reply:
             message["tool_calls"] = [
                 {"id": call_id, "type": "function", "function": {"name": tool, "arguments": arguments}}
             ]
-        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
-        reply = {**head, "choices": [choice], "usage": usage, "service_tier": "default"}
+        choices = [
+            {"index": i, "message": message, "logprobs": None, "finish_reason": finish}
+            for i in range(answers)
+        ]
+        reply = {**head, "choices": choices, "usage": usage, "service_tier": "default"}
         return json_reply({**reply, "system_fingerprint": _FINGERPRINT, **quirks.extra}, "openai", call.rid)
 
     head.update(object="chat.completion.chunk", service_tier="default", system_fingerprint=_FINGERPRINT)
     with_usage = quirks.stream_usage == "chunk" and _include_usage(body)
     frame = _chunk_framer(head, with_usage)
 
-    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        return frame({"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason})
+    def answer(index: int) -> list[bytes]:
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+            return frame({"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason})
 
-    if tool:
-        start = {"index": 0, "id": call_id, "type": "function", "function": {"name": tool, "arguments": ""}}
-        events = [chunk({"role": "assistant", "content": None, "tool_calls": [start], "refusal": None})]
-        events += [
-            chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
-            for piece in json_pieces({"input": reply_text(n)})
-        ]
-    else:
-        events = [chunk({"role": "assistant", "content": "", "refusal": None})]
-        events += [chunk({"content": word}) for word in words(n)]
-    finishing = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish}
+        if tool:
+            start = {
+                "index": 0,
+                "id": call_id,
+                "type": "function",
+                "function": {"name": tool, "arguments": ""},
+            }
+            events = [chunk({"role": "assistant", "content": None, "tool_calls": [start], "refusal": None})]
+            events += [
+                chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+                for piece in json_pieces({"input": reply_text(n)})
+            ]
+        else:
+            events = [chunk({"role": "assistant", "content": "", "refusal": None})]
+            events += [chunk({"content": word}) for word in words(n)]
+        if index < answers - 1:  # the last choice's finish carries the provider's usage quirks
+            events.append(chunk({}, finish))
+        return events
+
+    events = _interleaved([answer(i) for i in range(answers)])
+    finishing = {"index": answers - 1, "delta": {}, "logprobs": None, "finish_reason": finish}
     if quirks.stream_usage == "choice":  # Moonshot
         events.append(sse_data({**head, "choices": [{**finishing, "usage": usage}]}))
     elif quirks.stream_usage == "finish":  # Mistral
         events.append(sse_data({**head, "choices": [finishing], "usage": usage, **quirks.extra}))
     else:
-        events.append(chunk({}, finish))
+        events.append(frame(finishing))
         if with_usage:
             events.append(sse_data({**head, "choices": [], "usage": usage, **quirks.extra}))
     events.append(b"data: [DONE]\n\n")
@@ -172,21 +203,31 @@ def completions(call: Call) -> Reply:
     if "prompt" not in body:
         raise BadRequest("Missing required parameter: 'prompt'.", "prompt")
     n = reply_tokens(body, call.knobs.output_tokens)
+    answers = _answers(body)
+    if body.get("stream") and _answers(body, "best_of") > 1:
+        raise BadRequest("best_of cannot be used with stream.", "best_of")
+    generated = max(answers, _answers(body, "best_of"))
     finish = "length" if truncated(body, call.knobs.output_tokens) else "stop"
     head = {"id": f"cmpl-{call.rid}", "object": "text_completion", "created": call.created, "model": model}
     prompt = count_prompt_tokens(body)
-    usage = {"prompt_tokens": prompt, "completion_tokens": n, "total_tokens": prompt + n}
+    completion = n * generated
+    usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
     if not body.get("stream"):
-        choice = {"text": reply_text(n), "index": 0, "logprobs": None, "finish_reason": finish}
-        return json_reply({**head, "choices": [choice], "usage": usage}, "openai", call.rid)
+        choices = [
+            {"text": reply_text(n), "index": i, "logprobs": None, "finish_reason": finish}
+            for i in range(answers)
+        ]
+        return json_reply({**head, "choices": choices, "usage": usage}, "openai", call.rid)
     with_usage = _include_usage(body)
     frame = _chunk_framer(head, with_usage)
 
-    def chunk(text: str, finish_reason: str | None = None) -> bytes:
-        return frame({"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason})
+    def answer(index: int) -> list[bytes]:
+        def chunk(text: str, finish_reason: str | None = None) -> bytes:
+            return frame({"text": text, "index": index, "logprobs": None, "finish_reason": finish_reason})
 
-    events = [chunk(word) for word in words(n)]
-    events.append(chunk("", finish))
+        return [*(chunk(word) for word in words(n)), chunk("", finish)]
+
+    events = _interleaved([answer(i) for i in range(answers)])
     if with_usage:
         events.append(sse_data({**head, "choices": [], "usage": usage}))
     events.append(b"data: [DONE]\n\n")
