@@ -62,16 +62,21 @@ def _target() -> str:
     return os.environ.get("SPENDGATE_CONTROLPLANE", DEFAULT_TARGET)
 
 
-def _admin_client() -> ControlPlaneClient:
-    token = os.environ.get("SPENDGATE_ADMIN_TOKEN", "")
+def _token_client(variable: str, file_name: str) -> ControlPlaneClient:
+    """A client with the token in `variable`, else in the data dir's `file_name`."""
+    token = os.environ.get(variable, "")
     if not token:
-        path = Path(os.environ.get("SPENDGATE_DATA_DIR", DEFAULT_DATA_DIR)) / "admin-token"
+        path = Path(os.environ.get("SPENDGATE_DATA_DIR", DEFAULT_DATA_DIR)) / file_name
         if not path.exists():
             raise UsageError(
-                f"set SPENDGATE_ADMIN_TOKEN (or SPENDGATE_DATA_DIR to a data dir holding admin-token; {path} does not exist)"
+                f"set {variable} (or SPENDGATE_DATA_DIR to a data dir holding {file_name}; {path} does not exist)"
             )
         token = path.read_text().strip()
     return ControlPlaneClient(_target(), token)
+
+
+def _admin_client() -> ControlPlaneClient:
+    return _token_client("SPENDGATE_ADMIN_TOKEN", "admin-token")
 
 
 def _master_client() -> ControlPlaneClient:
@@ -202,15 +207,7 @@ def _spool_dir(args: argparse.Namespace) -> Path:
 
 
 def _service_client() -> ControlPlaneClient:
-    token = os.environ.get("SPENDGATE_SERVICE_TOKEN", "")
-    if not token:
-        path = Path(os.environ.get("SPENDGATE_DATA_DIR", DEFAULT_DATA_DIR)) / "service-token"
-        if not path.exists():
-            raise UsageError(
-                f"set SPENDGATE_SERVICE_TOKEN (or SPENDGATE_DATA_DIR to a data dir holding service-token; {path} does not exist)"
-            )
-        token = path.read_text().strip()
-    return ControlPlaneClient(_target(), token)
+    return _token_client("SPENDGATE_SERVICE_TOKEN", "service-token")
 
 
 def _letter_json(letter: DeadLetter) -> dict[str, Any]:

@@ -166,7 +166,9 @@ class Recorder:
     async def reserve(self, key_id: str, request_id: str, amount_micros: int) -> Decision:
         if self._hang:
             await asyncio.Event().wait()
-        return Decision(self._granted, "" if self._granted else "key_cap", 0, 0, 0, 0, amount_micros=amount_micros)
+        return Decision(
+            self._granted, "" if self._granted else "key_cap", 0, 0, 0, 0, amount_micros=amount_micros
+        )
 
     def settle(self, request: usage_pb2.SettleRequest, decision: Decision) -> None:
         self.calls.append(("settle", request.request_id))

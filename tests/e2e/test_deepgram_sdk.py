@@ -112,7 +112,9 @@ def test_callback_requests_are_refused_in_deepgrams_shape_and_nothing_is_held(
     """A callback's transcript never passes the gateway, so it could not be billed."""
     seen = len(mock.requests)
     with pytest.raises(ApiError) as info:
-        sdk.listen.v1.media.transcribe_file(request=AUDIO, model="nova-3", callback="https://example.com/hook")
+        sdk.listen.v1.media.transcribe_file(
+            request=AUDIO, model="nova-3", callback="https://example.com/hook"
+        )
     assert info.value.status_code == 400
     assert info.value.body["err_code"] == "Bad Request"
     assert "`callback`" in info.value.body["err_msg"]
