@@ -133,6 +133,7 @@ class GrpcBudget:
         self._queue: asyncio.Queue[Item] = asyncio.Queue()
         self._outbox: asyncio.Queue[Item] = asyncio.Queue()
         self._sending = 0
+        self._reserving = 0  # Reserve RPCs on their way
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._grants: dict[str, Grant] = {}  # key id -> the grant requests are admitted against
@@ -163,7 +164,8 @@ class GrpcBudget:
         the grants back; what is left stays in the spool for the next worker."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self.pending and loop.time() < deadline:
+        # Reserves and grant requests still on their way end first: what they hold is released below.
+        while (self.pending or self._reserving or self._fetching) and loop.time() < deadline:
             await asyncio.sleep(0.02)
         for grant in list(self._grants.values()):
             self._spawn(self._retire(grant))
@@ -228,11 +230,14 @@ class GrpcBudget:
             return_grant_id=grant_id if unused else "",
             return_micros=unused,
         )
+        self._reserving += 1
         try:
             r = await self._stub.Reserve(request, metadata=self._metadata, timeout=5)
         except grpc.aio.AioRpcError as exc:
             log.warning("Reserve failed: %s %s", exc.code().name, exc.details())
             raise ControlPlaneUnavailable("the gateway cannot reach its control plane; try again") from exc
+        finally:
+            self._reserving -= 1
         return Decision(
             granted=r.granted,
             reason=REASONS.get(r.reason, ""),

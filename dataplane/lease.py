@@ -9,15 +9,18 @@ Every metered request runs inside `async with Lease(budget, request_id)`:
 
 Leaving the block — normally, by an exception, or by a cancellation, which is
 not an `Exception` — releases a reservation that was not settled. A Reserve
-that was interrupted (cancelled or timed out while the control plane may have
-taken it) is released by request id: Release is idempotent, and releasing
-nothing is harmless. So a cancelled request gives its budget back at once
+is never cut short: a caller cancelled while it is on its way leaves at once,
+and the reservation is released when the control plane has answered (had it
+been released at once, the Reserve could land after the Release). A Reserve
+that failed (timed out) is released by request id: Release is idempotent, and
+releasing nothing is harmless. So a cancelled request gives its budget back at once
 instead of holding it for the lease TTL, and a grant's in-flight count comes
 down. `settle` and `release` are synchronous (the budget queues them), so no
 cancellation can fall between deciding and recording."""
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from types import TracebackType
 
@@ -42,10 +45,24 @@ class Lease:
     async def reserve(self, key_id: str, amount_micros: int) -> Decision:
         assert self._state is _State.PENDING, "a lease reserves once"
         self._state = _State.RESERVING
-        decision = await self._budget.reserve(key_id, self.request_id, amount_micros)
+        # Shielded: a cancelled caller must not cut the Reserve short, or the control
+        # plane might take it after the release had gone (and hold it for the lease TTL).
+        reserving = asyncio.ensure_future(self._budget.reserve(key_id, self.request_id, amount_micros))
+        try:
+            decision = await asyncio.shield(reserving)
+        except asyncio.CancelledError:
+            self._state = _State.ENDED
+            reserving.add_done_callback(self._release_once_answered)
+            raise
         self.decision = decision
         self._state = _State.HELD if decision.granted else _State.ENDED
         return decision
+
+    def _release_once_answered(self, reserving: asyncio.Future[Decision]) -> None:
+        if reserving.cancelled() or reserving.exception() is not None:
+            self._budget.release(self.request_id, None)  # unknown outcome: release by id
+        elif reserving.result().granted:
+            self._budget.release(self.request_id, reserving.result())
 
     @property
     def held(self) -> bool:

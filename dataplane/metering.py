@@ -91,7 +91,13 @@ class MeteredStream(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         pump = asyncio.create_task(self._pump(send))
         listener = asyncio.create_task(_wait_disconnect(receive))
-        await asyncio.wait({pump, listener}, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await asyncio.wait({pump, listener}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # this request's task: the pump settles what it delivered
+            pump.cancel()
+            listener.cancel()
+            await asyncio.gather(pump, listener, return_exceptions=True)
+            raise
         if not pump.done() and not self._finished:
             pump.cancel()  # the client hung up: stop reading from upstream
         listener.cancel()

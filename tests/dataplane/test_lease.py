@@ -21,7 +21,7 @@ from controlplane.server import ControlPlane
 from dataplane import pricing, proxy
 from dataplane.budget import Decision, GrpcBudget
 from dataplane.config import Settings
-from dataplane.forward import UpstreamResponse
+from dataplane.forward import UpstreamClient, UpstreamResponse
 from dataplane.keycache import KeyCache
 from dataplane.lease import Lease
 from dataplane.routes import ROUTES
@@ -48,7 +48,9 @@ class NeverAnswers:
 
 
 @asynccontextmanager
-async def in_process(plane: ControlPlane, upstream: NeverAnswers) -> AsyncIterator[proxy.Gateway]:
+async def in_process(
+    plane: ControlPlane, upstream: UpstreamClient, base_url: str = "http://upstream.invalid/v1"
+) -> AsyncIterator[proxy.Gateway]:
     async with grpc.aio.insecure_channel(plane.address) as channel:
         metadata = (("authorization", f"Bearer {plane.tokens.service}"),)
         usage = usage_pb2_grpc.UsageServiceStub(channel)
@@ -56,7 +58,9 @@ async def in_process(plane: ControlPlane, upstream: NeverAnswers) -> AsyncIterat
         catalog = pricing.Catalog()
         catalog.replace(await pricing.load(usage, metadata))
         keys = KeyCache(keys_pb2_grpc.KeyServiceStub(channel), metadata, 30.0)
-        settings = Settings.from_env({"SPENDGATE_OPENAI_BASE_URL": "http://upstream.invalid/v1"})
+        settings = Settings.from_env(
+            {"SPENDGATE_OPENAI_BASE_URL": base_url, "SPENDGATE_OPENAI_API_KEY": "sk-x"}
+        )
         budget.start()
         try:
             yield proxy.Gateway(settings, keys, budget, catalog, upstream)
@@ -64,8 +68,11 @@ async def in_process(plane: ControlPlane, upstream: NeverAnswers) -> AsyncIterat
             await budget.stop()
 
 
-def chat_request(secret: str) -> tuple[dict[str, object], asyncio.Queue[dict[str, object]]]:
-    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}).encode()
+def chat_request(
+    secret: str, stream: bool = False, knobs: Mapping[str, str] | None = None
+) -> tuple[dict[str, object], asyncio.Queue[dict[str, object]]]:
+    message = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    body = json.dumps(message).encode()
     scope: dict[str, object] = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -80,6 +87,7 @@ def chat_request(secret: str) -> tuple[dict[str, object], asyncio.Queue[dict[str
             (b"authorization", f"Bearer {secret}".encode()),
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
+            *((k.encode(), v.encode()) for k, v in (knobs or {}).items()),
         ],
         "client": ("127.0.0.1", 1),
         "server": ("127.0.0.1", 8080),
