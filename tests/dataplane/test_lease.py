@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
@@ -21,9 +22,10 @@ from controlplane.server import ControlPlane
 from dataplane import pricing, proxy
 from dataplane.budget import Decision, GrpcBudget
 from dataplane.config import Settings
-from dataplane.forward import UpstreamClient, UpstreamResponse
+from dataplane.forward import HttpxUpstream, UpstreamClient, UpstreamResponse
 from dataplane.keycache import KeyCache
 from dataplane.lease import Lease
+from dataplane.mock_upstream import running_mock
 from dataplane.routes import ROUTES
 from spendgate.v1 import keys_pb2_grpc, usage_pb2, usage_pb2_grpc
 from tests.controlplane.test_concurrency import check_ledger
@@ -161,6 +163,63 @@ def test_a_cancelled_request_admitted_against_a_grant_gives_its_estimate_back(
         check_ledger(plane)
 
     run(scenario)
+
+
+@pytest.mark.skip(
+    reason="known, issue 9: about 1 run in 2 leaves one per-request reservation active without an event "
+    "(cause not found yet); remove this mark to reproduce"
+)
+def test_requests_cancelled_at_random_moments_mixed_with_aborts_and_errors_leave_the_ledger_exact(
+    plane: ControlPlane, master: ControlPlaneClient
+) -> None:
+    """Against the fake provider over real HTTP: streams that finish, streams the
+    upstream cuts, upstream errors and slow answers, each task cancelled at a
+    random moment (before the Reserve, while upstream thinks, mid-stream) or not
+    at all. Afterwards every key's spent is the sum of its events and nothing is held."""
+    keys = [master.create_key(f"fuzz-{n}", cap_micros=50_000_000) for n in range(3)]
+    rng = random.Random(9)
+    endings = (
+        {},
+        {"x-mock-abort-after": "3"},
+        {"x-mock-status": "500"},
+        {"x-mock-delay-ms": "150"},
+        {"x-mock-chunk-delay-ms": "15"},
+    )
+
+    async def one(gateway: proxy.Gateway, secret: str, stream: bool, knobs: Mapping[str, str]) -> None:
+        scope, inbox = chat_request(secret, stream, {"x-mock-output-tokens": "12", **knobs})
+
+        async def send(message: object) -> None:
+            pass
+
+        task = asyncio.create_task(proxy.handle(scope, inbox.get, send, CHAT, gateway))  # type: ignore[arg-type]
+        if rng.random() < 0.6:
+            await asyncio.sleep(rng.random() * 0.25)
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    async def scenario() -> None:
+        with running_mock() as mock:
+            upstream = HttpxUpstream(5.0, 30.0)
+            try:
+                async with in_process(plane, upstream, mock.url + "/v1") as gateway:
+                    await asyncio.gather(
+                        *(
+                            one(gateway, rng.choice(keys)[1], rng.random() < 0.7, rng.choice(endings))
+                            for _ in range(60)
+                        )
+                    )
+            finally:
+                await upstream.aclose()
+
+    run(scenario)
+    check_ledger(plane)
+    for key, _ in keys:
+        after = master.get_key(key.id)
+        events = master.list_usage_events(key.id, page_size=1000).events
+        assert after.reserved_micros == 0
+        assert after.spent_micros == sum(e.cost_micros for e in events)
+    check_ledger(plane)
 
 
 class Recorder:
