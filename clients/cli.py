@@ -280,11 +280,7 @@ def cmd_settlements_replay(args: argparse.Namespace) -> int:
         "billed_cost_micros": cost,
         "still_refused": [_letter_json(x) for x in kept],
     }
-    table = _letters_table(kept) if kept else None
-    if args.json or table is None:
-        _emit(args, summary)
-    else:
-        _emit(args, summary, table)
+    _emit(args, summary, _letters_table(kept) if kept else None)
     if not args.json:
         print(
             f"replayed {replayed}: {len(billed)} billed ({_money(cost)}), {len(kept)} still refused",
