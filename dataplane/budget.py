@@ -409,11 +409,12 @@ class GrpcBudget:
         """One batch in flight at a time: while it is, the next one grows."""
         while True:
             batch = [await self._outbox.get()]
-            await asyncio.sleep(SETTLE_LINGER_SECONDS)
-            while len(batch) < SETTLE_BATCH and not self._outbox.empty():
-                batch.append(self._outbox.get_nowait())
-            self._sending = len(batch)
+            self._sending = 1  # counted while it lingers, or a stop would not wait for it
             try:
+                await asyncio.sleep(SETTLE_LINGER_SECONDS)
+                while len(batch) < SETTLE_BATCH and not self._outbox.empty():
+                    batch.append(self._outbox.get_nowait())
+                self._sending = len(batch)
                 await self._deliver(batch)
             finally:
                 self._sending = 0

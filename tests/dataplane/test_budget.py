@@ -280,3 +280,21 @@ def test_an_older_control_plane_without_grants_or_settle_batch_still_gets_every_
         after = master.get_key(key.id)
         assert (after.spent_micros, after.reserved_micros) == (5 * COST, 0)
     check_ledger(plane)
+
+
+def test_a_stop_waits_for_the_release_lingering_for_company(
+    plane: ControlPlane, master: ControlPlaneClient
+) -> None:
+    """A batch's first item waits SETTLE_LINGER_SECONDS outside both queues; a stop
+    that began meanwhile must still deliver it (the fuzz in test_lease.py found this)."""
+    key, _ = master.create_key("stopping", cap_micros=5_000_000)
+
+    async def scenario() -> None:
+        async with running_budget(plane) as budget:
+            held = await budget.reserve(key.id, "released", ESTIMATE)
+            budget.release("released", held)
+            await asyncio.sleep(budget_module.SETTLE_LINGER_SECONDS / 4)  # taken, lingering
+        assert rows(plane, key.id) == {"released": (ESTIMATE, "released")}
+        assert master.get_key(key.id).reserved_micros == 0
+
+    run(scenario)

@@ -165,10 +165,6 @@ def test_a_cancelled_request_admitted_against_a_grant_gives_its_estimate_back(
     run(scenario)
 
 
-@pytest.mark.skip(
-    reason="known, issue 9: about 1 run in 2 leaves one per-request reservation active without an event "
-    "(cause not found yet); remove this mark to reproduce"
-)
 def test_requests_cancelled_at_random_moments_mixed_with_aborts_and_errors_leave_the_ledger_exact(
     plane: ControlPlane, master: ControlPlaneClient
 ) -> None:
