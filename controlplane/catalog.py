@@ -9,6 +9,7 @@ already recorded keep the price they were charged."""
 
 from __future__ import annotations
 
+import json
 import tomllib
 from dataclasses import fields, replace
 from pathlib import Path
@@ -17,17 +18,22 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, func, select
 
 from controlplane.errors import InvalidArgument
-from controlplane.money import OPTIONAL_RATES, Price
+from controlplane.money import MINUTES_PER_DAY, OPTIONAL_RATES, RATES, Price, Rule
 from controlplane.store.schema import prices
 
 BUILTIN = Path(__file__).resolve().parent / "catalog_data"
-_PRICE_FIELDS = ("input_micros_per_mtok", "output_micros_per_mtok", *OPTIONAL_RATES, "max_output_tokens")
+_PRICE_FIELDS = (*RATES, "max_output_tokens")
+_RULE_FIELDS = frozenset({"above_input_tokens", "window", "service_tier", *RATES})
 
 
 def load_toml(path: Path) -> list[Price]:
     """Parse a catalog file; errors name the file, the entry and the field.
     Rates are micro-USD per million units: `*_per_mtok` tokens, `*_per_mchar`
-    characters, `*_per_msec` seconds of audio, `*_per_mimage` images."""
+    characters, `*_per_msec` seconds of audio, `*_per_mimage` images,
+    `*_per_mcall` tool calls, `*_per_mrequest` requests. A `[[model.rule]]`
+    table (money.Rule) sets rates that replace the row's own for requests over
+    `above_input_tokens`, started in a daily UTC `window = "HH:MM-HH:MM"`, or
+    run on a `service_tier`."""
     try:
         doc = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -42,7 +48,7 @@ def load_toml(path: Path) -> list[Price]:
 def _parse_entry(entry: Any, where: str, default_source: str) -> Price:
     if not isinstance(entry, dict):
         raise ValueError(f"{where}: must be a table")
-    known = {"provider", "name", "source", "effective_from_ms", *_PRICE_FIELDS}
+    known = {"provider", "name", "source", "effective_from_ms", "rule", *_PRICE_FIELDS}
     unknown = set(entry) - known
     if unknown:
         raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}")
@@ -61,10 +67,73 @@ def _parse_entry(entry: Any, where: str, default_source: str) -> Price:
         max_output_tokens=entry.get("max_output_tokens", 0),
         effective_from_ms=entry.get("effective_from_ms", 0),
         source=str(entry.get("source", default_source)),
+        rules=tuple(
+            _parse_rule(rule, f"{where}: rule #{i + 1}") for i, rule in enumerate(entry.get("rule", []))
+        ),
         **{name: entry.get(name) for name in OPTIONAL_RATES},
     )
     validate(price)
     return price
+
+
+def _parse_rule(entry: Any, where: str) -> Rule:
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where}: must be a table")
+    unknown = set(entry) - _RULE_FIELDS
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}")
+    window = entry.get("window")
+    try:
+        return Rule(
+            rates={name: entry[name] for name in RATES if name in entry},
+            above_input_tokens=entry.get("above_input_tokens"),
+            window=None if window is None else parse_window(str(window)),
+            service_tier=str(entry.get("service_tier", "")),
+        )
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def parse_window(text: str) -> tuple[int, int]:
+    """ "HH:MM-HH:MM" (UTC) → minutes of the day; "24:00" ends a day."""
+    try:
+        start, end = (int(h) * 60 + int(m) for h, m in (part.split(":") for part in text.split("-")))
+    except ValueError:
+        raise ValueError(f"window must be HH:MM-HH:MM (UTC), got {text!r}") from None
+    if not (0 <= start < MINUTES_PER_DAY and 0 < end <= MINUTES_PER_DAY) or start == end:
+        raise ValueError(f"window must be HH:MM-HH:MM (UTC) within a day, got {text!r}")
+    return start, end
+
+
+def rules_to_json(rules: tuple[Rule, ...]) -> str:
+    return json.dumps(
+        [
+            {
+                "rates": dict(rule.rates),
+                **(
+                    {"above_input_tokens": rule.above_input_tokens}
+                    if rule.above_input_tokens is not None
+                    else {}
+                ),
+                **({"window": list(rule.window)} if rule.window is not None else {}),
+                **({"service_tier": rule.service_tier} if rule.service_tier else {}),
+            }
+            for rule in rules
+        ],
+        sort_keys=True,
+    )
+
+
+def rules_from_json(text: str) -> tuple[Rule, ...]:
+    return tuple(
+        Rule(
+            rates=item["rates"],
+            above_input_tokens=item.get("above_input_tokens"),
+            window=tuple(item["window"]) if "window" in item else None,  # type: ignore[arg-type]
+            service_tier=item.get("service_tier", ""),
+        )
+        for item in json.loads(text)
+    )
 
 
 def validate(price: Price) -> None:
@@ -91,11 +160,12 @@ def merged(extra: Path | None) -> list[Price]:
 
 
 def _row_to_price(row: Any) -> Price:
-    return Price(**{f.name: getattr(row, f.name) for f in fields(Price)})
+    values = {f.name: getattr(row, f.name) for f in fields(Price)}
+    return Price(**{**values, "rules": rules_from_json(row.rules)})
 
 
 def _same_price(a: Price, b: Price) -> bool:
-    return all(getattr(a, name) == getattr(b, name) for name in _PRICE_FIELDS)
+    return a.rules == b.rules and all(getattr(a, name) == getattr(b, name) for name in _PRICE_FIELDS)
 
 
 def insert(conn: Connection, price: Price, now_ms: int, origin: str = "api") -> Price:
@@ -115,6 +185,7 @@ def insert(conn: Connection, price: Price, now_ms: int, origin: str = "api") -> 
             "price.effective_from_ms", f"{price.qualified_name} already has a row effective at that time"
         )
     values = {f.name: getattr(price, f.name) for f in fields(Price)}
+    values["rules"] = rules_to_json(price.rules)
     conn.execute(prices.insert().values(origin=origin, **values))
     return price
 

@@ -45,7 +45,7 @@ from sqlalchemy import Connection, Engine, Row, select
 
 from controlplane import catalog
 from controlplane.errors import InvalidArgument, NotFound
-from controlplane.money import Price, Units, Unpriced, cost_micros, fee_micros
+from controlplane.money import Price, Units, Unpriced, fee_micros, priced
 from controlplane.periods import bounds
 from controlplane.records import Account, Clock, EventStatus, Key, UsageEvent
 from controlplane.store.schema import accounts, keys, reservations, usage_events
@@ -98,6 +98,7 @@ class Settlement:
     http_status: int = 200
     estimated: bool = False
     grant_id: str = ""
+    service_tier: str = ""
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,8 @@ def _event_row(e: UsageEvent, account_id: str) -> dict[str, object]:
         "status": e.status.value,
         "http_status": e.http_status,
         "estimated": e.estimated,
+        "service_tier": e.service_tier,
+        "price_rules": e.price_rules,
     }
 
 
@@ -483,7 +486,7 @@ class Ledger:
                     field = "grant_id" if s.grant_id else "request_id"
                     raise _Refused(SettleRefusal.CONFLICT, InvalidArgument(field, "reserved for another key"))
                 try:
-                    cost = cost_micros(s.units, price)
+                    cost, rules = priced(s.units, price, started, s.service_tier)
                 except Unpriced as exc:
                     raise _Refused(SettleRefusal.UNPRICED_UNIT, InvalidArgument("units", str(exc))) from None
             except _Refused as refused:
@@ -512,6 +515,8 @@ class Ledger:
                 status=s.status,
                 http_status=s.http_status,
                 estimated=s.estimated,
+                service_tier=s.service_tier,
+                price_rules=rules,
             )
             events.append((event, key.account_id))
             previous[s.request_id] = event  # a repeat later in the batch is a duplicate

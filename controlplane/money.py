@@ -3,7 +3,8 @@ million units. Nothing here touches a float."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 
 MICROS_PER_USD = 1_000_000
@@ -28,6 +29,25 @@ class Units:
     characters: int = 0
     audio_ms: int = 0
     images: int = 0
+    cache_write_1h_tokens: int = 0  # cache writes kept for an hour (Anthropic); not in cache_write_tokens
+    image_input_tokens: int = 0  # not in input_tokens
+    web_searches: int = 0  # server-side search tool calls (Anthropic web search, Gemini grounding)
+
+    @property
+    def total_input_tokens(self) -> int:
+        """Every input token of the request: what a prompt-length tier is decided on."""
+        return (
+            self.input_tokens
+            + self.cached_input_tokens
+            + self.cache_write_tokens
+            + self.cache_write_1h_tokens
+            + self.audio_input_tokens
+            + self.image_input_tokens
+        )
+
+    @property
+    def billable(self) -> bool:
+        return any(vars(self).values())
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
@@ -53,10 +73,91 @@ class Price:
     characters_micros_per_mchar: int | None = None
     audio_seconds_micros_per_msec: int | None = None
     images_micros_per_mimage: int | None = None
+    cache_write_1h_micros_per_mtok: int | None = None
+    image_input_micros_per_mtok: int | None = None
+    web_search_micros_per_mcall: int | None = None
+    request_micros_per_mrequest: int | None = None  # a fee per request, on top of its units
+    rules: tuple[Rule, ...] = ()
 
     @property
     def qualified_name(self) -> str:
         return f"{self.provider}/{self.model}"
+
+    def applied(self, units: Units, at_ms: int, service_tier: str = "") -> tuple[Price, tuple[Rule, ...]]:
+        """The flat rates in force for one request, and the rules that set them."""
+        matched = tuple(
+            rule for rule in self.rules if rule.matches(units.total_input_tokens, at_ms, service_tier)
+        )
+        return self.with_rates(*(rule.rates for rule in matched)), matched
+
+    def with_rates(self, *overrides: Mapping[str, int]) -> Price:
+        merged: dict[str, int] = {}
+        for rates in overrides:
+            merged.update(rates)
+        return replace(self, rules=(), **merged) if merged else replace(self, rules=())
+
+
+MINUTES_PER_DAY = 24 * 60
+MS_PER_DAY = MINUTES_PER_DAY * 60_000
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Rates that replace a row's own when every condition set here holds:
+
+    - ``above_input_tokens``: the request's input (all kinds) exceeds it. The cliff
+      model: crossing the threshold reprices every token of the request.
+    - ``window``: the request started in this daily UTC window, in minutes of the day
+      ``[start, end)``; an end before the start wraps past midnight.
+    - ``service_tier``: the provider says it ran the request on this tier.
+
+    Rules apply in order; a later one's rates win over an earlier one's."""
+
+    rates: Mapping[str, int] = field(default_factory=dict)
+    above_input_tokens: int | None = None
+    window: tuple[int, int] | None = None
+    service_tier: str = ""
+
+    def __post_init__(self) -> None:
+        unknown = set(self.rates) - set(RATES)
+        if unknown:
+            raise ValueError(f"unknown rate(s) {sorted(unknown)}")
+        if any(type(v) is not int or v < 0 for v in self.rates.values()):
+            raise ValueError("rates must be non-negative integers")
+        if self.window is not None and not all(0 <= m <= MINUTES_PER_DAY for m in self.window):
+            raise ValueError("window minutes must be within a day (0..1440)")
+        if self.above_input_tokens is not None and self.above_input_tokens < 0:
+            raise ValueError("above_input_tokens must not be negative")
+
+    def in_window(self, at_ms: int) -> bool:
+        if self.window is None:
+            return True
+        start, end = self.window
+        minute = at_ms % MS_PER_DAY // 60_000
+        return start <= minute < end if start <= end else minute >= start or minute < end
+
+    def matches(self, input_tokens: int, at_ms: int, service_tier: str) -> bool:
+        return (
+            (self.above_input_tokens is None or input_tokens > self.above_input_tokens)
+            and self.in_window(at_ms)
+            and (not self.service_tier or self.service_tier == service_tier)
+        )
+
+    @property
+    def label(self) -> str:
+        """How an event records that this rule priced it."""
+        parts = []
+        if self.above_input_tokens is not None:
+            parts.append(f"input>{self.above_input_tokens}")
+        if self.window is not None:
+            parts.append(
+                "{:02d}:{:02d}-{:02d}:{:02d}UTC".format(
+                    *divmod(self.window[0], 60), *divmod(self.window[1], 60)
+                )
+            )
+        if self.service_tier:
+            parts.append(f"tier={self.service_tier}")
+        return " ".join(parts)
 
 
 def ceil_div(numerator: int, denominator: int) -> int:
@@ -72,22 +173,39 @@ OPTIONAL_RATES = (
     "characters_micros_per_mchar",
     "audio_seconds_micros_per_msec",
     "images_micros_per_mimage",
+    "cache_write_1h_micros_per_mtok",
+    "image_input_micros_per_mtok",
+    "web_search_micros_per_mcall",
+    "request_micros_per_mrequest",
 )
+RATES = ("input_micros_per_mtok", "output_micros_per_mtok", *OPTIONAL_RATES)
 
 
 class Unpriced(ValueError):
     """The request consumed a unit kind the model's catalog row has no price for."""
 
 
-def cost_micros(units: Units, price: Price) -> int:
-    """``ceil(Σ units × price / 1e6)``: at most one micro over, never under.
+def cost_micros(units: Units, price: Price, at_ms: int = 0, service_tier: str = "") -> int:
+    return priced(units, price, at_ms, service_tier)[0]
 
+
+def priced(units: Units, price: Price, at_ms: int = 0, service_tier: str = "") -> tuple[int, str]:
+    """The cost of one request and the labels of the rules that priced it
+    (a prompt-length tier, a time-of-day window, a service tier; see `Rule`).
+
+    ``ceil(Σ units × rate / 1e6)``: at most one micro over, never under.
     Token kinds the catalog does not price separately fall back to the input
     (or output) price, so nothing is priced at 0 by omission. Characters,
-    audio and images have no fallback: consuming them without a price raises
-    `Unpriced`. Audio is counted in milliseconds and priced per second, so the
-    sum is taken in thousandths and divided once, exactly."""
+    audio time, images, one-hour cache writes and web searches have no
+    fallback: consuming them without a price raises `Unpriced`. A row's
+    per-request fee is charged on every request that consumed anything. Audio
+    is counted in milliseconds and priced per second, so the sum is taken in
+    thousandths and divided once, exactly."""
+    flat, rules = price.applied(units, at_ms, service_tier)
+    return _flat_cost(units, flat), "; ".join(rule.label for rule in rules)
 
+
+def _flat_cost(units: Units, price: Price) -> int:
     def rate(value: int | None, fallback: int) -> int:
         return fallback if value is None else value
 
@@ -103,8 +221,13 @@ def cost_micros(units: Units, price: Price) -> int:
         + units.cache_write_tokens * rate(price.cache_write_micros_per_mtok, price.input_micros_per_mtok)
         + units.audio_input_tokens * rate(price.audio_input_micros_per_mtok, price.input_micros_per_mtok)
         + units.audio_output_tokens * rate(price.audio_output_micros_per_mtok, price.output_micros_per_mtok)
+        + units.image_input_tokens * rate(price.image_input_micros_per_mtok, price.input_micros_per_mtok)
+        + units.cache_write_1h_tokens
+        * required(units.cache_write_1h_tokens, price.cache_write_1h_micros_per_mtok, "one-hour cache writes")
         + units.characters * required(units.characters, price.characters_micros_per_mchar, "characters")
         + units.images * required(units.images, price.images_micros_per_mimage, "images")
+        + units.web_searches * required(units.web_searches, price.web_search_micros_per_mcall, "web searches")
+        + ((price.request_micros_per_mrequest or 0) if units.billable else 0)
     )
     audio = units.audio_ms * required(units.audio_ms, price.audio_seconds_micros_per_msec, "audio seconds")
     return ceil_div(per_million * 1000 + audio, UNITS_PER_PRICE * 1000)

@@ -119,6 +119,8 @@ class UsageEvent:
     status: EventStatus
     http_status: int
     estimated: bool
+    service_tier: str = ""  # what the provider said the request ran on
+    price_rules: str = ""  # the price row's rules that priced it (money.Rule.label)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> UsageEvent:
@@ -136,6 +138,8 @@ class UsageEvent:
             status=EventStatus(row["status"]),
             http_status=row["http_status"],
             estimated=bool(row["estimated"]),
+            service_tier=row["service_tier"],
+            price_rules=row["price_rules"],
         )
 
 

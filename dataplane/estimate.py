@@ -240,8 +240,13 @@ def image_tokens(price: ModelPrice) -> int:
 
 
 def _input_rate(price: ModelPrice) -> int:
-    # Any input token may turn out to be a cache write, the dearest input kind.
-    return max(price.input_micros_per_mtok, price.cache_write_micros_per_mtok or 0)
+    # Any input token may turn out to be a cache write or an image, the dearest input kinds.
+    return max(
+        price.input_micros_per_mtok,
+        price.cache_write_micros_per_mtok or 0,
+        price.cache_write_1h_micros_per_mtok or 0,
+        price.image_input_micros_per_mtok or 0,
+    )
 
 
 def tokens(view: RequestView, price: ModelPrice, limits: Limits) -> int:
@@ -254,6 +259,15 @@ def tokens(view: RequestView, price: ModelPrice, limits: Limits) -> int:
     if unseen.reference is not None:  # a referenced file may be audio, dearer than text
         total += limits.max_referenced_input_tokens * max(rate, price.audio_input_micros_per_mtok or 0)
     return min(_ceil(total), MAX_ESTIMATE_MICROS)
+
+
+def input_tokens_bound(view: RequestView, price: ModelPrice, limits: Limits) -> int:
+    """At most this many input tokens: what decides whether a prompt-length price tier may apply."""
+    if not any(rule.above_input_tokens is not None for rule in price.rules):
+        return view.raw_len  # (no tier to decide: spare the walk)
+    unseen = unseen_inputs(view.body, price.provider)
+    bound = view.raw_len + unseen.images * image_tokens(price)
+    return bound + (limits.max_referenced_input_tokens if unseen.reference is not None else 0)
 
 
 def _per_million(body_bytes: int, body: Mapping[str, Any], price: ModelPrice) -> int:

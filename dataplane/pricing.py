@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import grpc
 
+from controlplane.money import RATES, Rule
 from dataplane.errors import UnknownModel
 from spendgate.v1 import usage_pb2, usage_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 30.0
+# A time-of-day price window that starts this soon counts for an estimate made now: the
+# control plane prices by the request's start, read off another machine's clock.
+WINDOW_HORIZON_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,11 @@ class ModelPrice:
     characters_micros_per_mchar: int | None = None
     audio_seconds_micros_per_msec: int | None = None
     images_micros_per_mimage: int | None = None
+    cache_write_1h_micros_per_mtok: int | None = None
+    image_input_micros_per_mtok: int | None = None
+    web_search_micros_per_mcall: int | None = None
+    request_micros_per_mrequest: int | None = None
+    rules: tuple[Rule, ...] = ()
 
     @classmethod
     def from_pb(cls, p: usage_pb2.Price) -> ModelPrice:
@@ -46,8 +55,43 @@ class ModelPrice:
             input_micros_per_mtok=p.input_micros_per_mtok,
             output_micros_per_mtok=p.output_micros_per_mtok,
             max_output_tokens=p.max_output_tokens,
+            rules=tuple(
+                Rule(
+                    rates={name: getattr(r.rates, name) for name in RATES if r.rates.HasField(name)},
+                    above_input_tokens=r.above_input_tokens if r.HasField("above_input_tokens") else None,
+                    window=(r.window_start_minute, r.window_end_minute)
+                    if r.HasField("window_start_minute")
+                    else None,
+                    service_tier=r.service_tier,
+                )
+                for r in p.rules
+            ),
             **optional,
         )
+
+    def dearest(self, input_tokens_bound: int, now_ms: int, service_tier: str = "") -> ModelPrice:
+        """Flat rates no lower than any that could price this request: each rate the
+        highest of the row's and of every rule that may apply — a prompt-length tier
+        the input could cross, a time-of-day window in force now or within
+        WINDOW_HORIZON_MS, the service tier the request asks for."""
+        if not self.rules:
+            return self
+        rates = {name: getattr(self, name) for name in RATES}
+        for rule in self.rules:
+            if self._may_apply(rule, input_tokens_bound, now_ms, service_tier):
+                for name, value in rule.rates.items():
+                    rates[name] = max(value, rates[name] or 0)
+        return replace(self, rules=(), **rates)
+
+    @staticmethod
+    def _may_apply(rule: Rule, input_tokens_bound: int, now_ms: int, service_tier: str) -> bool:
+        if rule.above_input_tokens is not None and input_tokens_bound <= rule.above_input_tokens:
+            return False
+        if rule.service_tier and rule.service_tier != service_tier:
+            return False
+        minute = 60_000
+        moments = range(now_ms - now_ms % minute + minute, now_ms + WINDOW_HORIZON_MS + 1, minute)
+        return rule.in_window(now_ms) or any(rule.in_window(t) for t in moments)
 
 
 class Catalog:

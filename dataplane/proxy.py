@@ -164,7 +164,12 @@ def upper_bound(route: Route, prepared: Prepared, settings: Settings) -> int:
         max_referenced_input_tokens=settings.max_referenced_input_tokens,
         strict=prepared.key.strict,
     )
-    return (route.estimator or estimate.tokens)(prepared.view, prepared.price, limits)
+    price = prepared.price.dearest(
+        estimate.input_tokens_bound(prepared.view, prepared.price, limits),
+        now_ms(),
+        str(prepared.view.body.get("service_tier") or ""),
+    )
+    return (route.estimator or estimate.tokens)(prepared.view, price, limits)
 
 
 def priced_units(price: ModelPrice) -> frozenset[str]:

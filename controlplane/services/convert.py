@@ -7,7 +7,7 @@ from typing import TypeVar
 
 from controlplane.errors import InvalidArgument
 from controlplane.ledger import Refusal, SettleRefusal
-from controlplane.money import OPTIONAL_RATES, Price, Units
+from controlplane.money import OPTIONAL_RATES, RATES, Price, Rule, Units
 from controlplane.periods import CapPeriod
 from controlplane.records import Account, EventStatus, Key, Scope, UsageEvent
 from spendgate.v1 import admin_pb2, keys_pb2, usage_pb2
@@ -125,6 +125,8 @@ def event_to_pb(event: UsageEvent) -> usage_pb2.UsageEvent:
         status=STATUSES[event.status],
         http_status=event.http_status,
         estimated=event.estimated,
+        service_tier=event.service_tier,
+        price_rules=event.price_rules,
     )
 
 
@@ -144,7 +146,33 @@ def price_to_pb(price: Price) -> usage_pb2.Price:
     for name in OPTIONAL_RATES:
         if getattr(price, name) is not None:
             setattr(msg, name, getattr(price, name))
+    msg.rules.extend(rule_to_pb(rule) for rule in price.rules)
     return msg
+
+
+def rule_to_pb(rule: Rule) -> usage_pb2.PriceRule:
+    msg = usage_pb2.PriceRule(service_tier=rule.service_tier, rates=usage_pb2.PriceRates(**rule.rates))
+    if rule.above_input_tokens is not None:
+        msg.above_input_tokens = rule.above_input_tokens
+    if rule.window is not None:
+        msg.window_start_minute, msg.window_end_minute = rule.window
+    return msg
+
+
+def rule_from(msg: usage_pb2.PriceRule, field: str) -> Rule:
+    if msg.HasField("window_start_minute") != msg.HasField("window_end_minute"):
+        raise InvalidArgument(f"{field}.window_end_minute", "a window needs both its start and its end")
+    try:
+        return Rule(
+            rates={name: getattr(msg.rates, name) for name in RATES if msg.rates.HasField(name)},
+            above_input_tokens=msg.above_input_tokens if msg.HasField("above_input_tokens") else None,
+            window=(msg.window_start_minute, msg.window_end_minute)
+            if msg.HasField("window_start_minute")
+            else None,
+            service_tier=msg.service_tier,
+        )
+    except ValueError as exc:
+        raise InvalidArgument(field, str(exc)) from None
 
 
 def price_from(msg: usage_pb2.Price) -> Price:
@@ -156,5 +184,6 @@ def price_from(msg: usage_pb2.Price) -> Price:
         max_output_tokens=msg.max_output_tokens,
         effective_from_ms=msg.effective_from_ms,
         source=msg.source or "admin api",
+        rules=tuple(rule_from(rule, f"price.rules[{i}]") for i, rule in enumerate(msg.rules)),
         **{name: getattr(msg, name) if msg.HasField(name) else None for name in OPTIONAL_RATES},
     )

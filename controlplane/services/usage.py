@@ -184,6 +184,7 @@ def _settlement(request: usage_pb2.SettleRequest) -> Settlement:
         http_status=request.http_status,
         estimated=request.estimated,
         grant_id=request.grant_id,
+        service_tier=request.service_tier[:40],
     )
 
 

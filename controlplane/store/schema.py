@@ -96,6 +96,12 @@ usage_events = Table(
     Column("characters", BigInteger, nullable=False, server_default="0"),
     Column("audio_ms", BigInteger, nullable=False, server_default="0"),
     Column("images", BigInteger, nullable=False, server_default="0"),
+    Column("cache_write_1h_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("image_input_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("web_searches", BigInteger, nullable=False, server_default="0"),
+    Column("service_tier", String(40), nullable=False, server_default=""),
+    # Which of the price row's rules priced it (a prompt-length tier, a time-of-day window).
+    Column("price_rules", String(200), nullable=False, server_default=""),
     Column("cost_micros", BigInteger, nullable=False),
     Column("fee_micros", BigInteger, nullable=False),
     Column("latency_ms", BigInteger, nullable=False),
@@ -124,6 +130,11 @@ prices = Table(
     Column("characters_micros_per_mchar", BigInteger, nullable=True),
     Column("audio_seconds_micros_per_msec", BigInteger, nullable=True),
     Column("images_micros_per_mimage", BigInteger, nullable=True),
+    Column("cache_write_1h_micros_per_mtok", BigInteger, nullable=True),
+    Column("image_input_micros_per_mtok", BigInteger, nullable=True),
+    Column("web_search_micros_per_mcall", BigInteger, nullable=True),
+    Column("request_micros_per_mrequest", BigInteger, nullable=True),
+    Column("rules", Text, nullable=False, server_default="[]"),  # JSON: money.Rule, in order
     Column("source", Text, nullable=False),
     # "catalog" rows come from catalog files at start-up, "api" rows from UpsertPrice.
     Column("origin", String(16), nullable=False),

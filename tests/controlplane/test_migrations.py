@@ -60,8 +60,10 @@ def test_an_old_database_is_upgraded_in_place_and_keeps_its_data(db_url: str) ->
         assert (event["cost_micros"], event["characters"], event["audio_ms"], event["images"]) == (3, 0, 0, 0)
         price = conn.execute(select(prices)).mappings().one()
         assert price["input_micros_per_mtok"] == 1 and price["characters_micros_per_mchar"] is None
+        assert (event["web_searches"], event["service_tier"], event["price_rules"]) == (0, "", "")
+        assert price["rules"] == "[]" and price["cache_write_1h_micros_per_mtok"] is None
         version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
-    assert version == "0002"
+    assert version == "0003"
     engine.dispose()
 
 

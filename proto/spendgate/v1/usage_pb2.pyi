@@ -48,7 +48,7 @@ SETTLE_REFUSAL_CONFLICT: SettleRefusal
 SETTLE_REFUSAL_INVALID: SettleRefusal
 
 class Units(_message.Message):
-    __slots__ = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens", "audio_input_tokens", "audio_output_tokens", "characters", "audio_ms", "images")
+    __slots__ = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens", "audio_input_tokens", "audio_output_tokens", "characters", "audio_ms", "images", "cache_write_1h_tokens", "image_input_tokens", "web_searches")
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     CACHED_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +59,9 @@ class Units(_message.Message):
     CHARACTERS_FIELD_NUMBER: _ClassVar[int]
     AUDIO_MS_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
+    CACHE_WRITE_1H_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    WEB_SEARCHES_FIELD_NUMBER: _ClassVar[int]
     input_tokens: int
     output_tokens: int
     cached_input_tokens: int
@@ -69,7 +72,10 @@ class Units(_message.Message):
     characters: int
     audio_ms: int
     images: int
-    def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., audio_input_tokens: _Optional[int] = ..., audio_output_tokens: _Optional[int] = ..., characters: _Optional[int] = ..., audio_ms: _Optional[int] = ..., images: _Optional[int] = ...) -> None: ...
+    cache_write_1h_tokens: int
+    image_input_tokens: int
+    web_searches: int
+    def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., audio_input_tokens: _Optional[int] = ..., audio_output_tokens: _Optional[int] = ..., characters: _Optional[int] = ..., audio_ms: _Optional[int] = ..., images: _Optional[int] = ..., cache_write_1h_tokens: _Optional[int] = ..., image_input_tokens: _Optional[int] = ..., web_searches: _Optional[int] = ...) -> None: ...
 
 class ReserveRequest(_message.Message):
     __slots__ = ("key_id", "request_id", "amount_micros", "ttl_ms", "return_grant_id", "return_micros")
@@ -134,7 +140,7 @@ class GrantResponse(_message.Message):
     def __init__(self, granted: _Optional[bool] = ..., amount_micros: _Optional[int] = ..., expires_ms: _Optional[int] = ...) -> None: ...
 
 class SettleRequest(_message.Message):
-    __slots__ = ("request_id", "key_id", "provider", "model", "units", "started_ms", "latency_ms", "ttfb_ms", "status", "http_status", "estimated", "grant_id")
+    __slots__ = ("request_id", "key_id", "provider", "model", "units", "started_ms", "latency_ms", "ttfb_ms", "status", "http_status", "estimated", "grant_id", "service_tier")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +153,7 @@ class SettleRequest(_message.Message):
     HTTP_STATUS_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_FIELD_NUMBER: _ClassVar[int]
     GRANT_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_TIER_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     key_id: str
     provider: str
@@ -159,7 +166,8 @@ class SettleRequest(_message.Message):
     http_status: int
     estimated: bool
     grant_id: str
-    def __init__(self, request_id: _Optional[str] = ..., key_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., units: _Optional[_Union[Units, _Mapping]] = ..., started_ms: _Optional[int] = ..., latency_ms: _Optional[int] = ..., ttfb_ms: _Optional[int] = ..., status: _Optional[_Union[EventStatus, str]] = ..., http_status: _Optional[int] = ..., estimated: _Optional[bool] = ..., grant_id: _Optional[str] = ...) -> None: ...
+    service_tier: str
+    def __init__(self, request_id: _Optional[str] = ..., key_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., units: _Optional[_Union[Units, _Mapping]] = ..., started_ms: _Optional[int] = ..., latency_ms: _Optional[int] = ..., ttfb_ms: _Optional[int] = ..., status: _Optional[_Union[EventStatus, str]] = ..., http_status: _Optional[int] = ..., estimated: _Optional[bool] = ..., grant_id: _Optional[str] = ..., service_tier: _Optional[str] = ...) -> None: ...
 
 class SettleBatchRequest(_message.Message):
     __slots__ = ("settlements", "releases")
@@ -192,7 +200,7 @@ class SettleBatchResponse(_message.Message):
     def __init__(self, settled: _Optional[_Iterable[_Union[SettleOutcome, _Mapping]]] = ..., released: _Optional[_Iterable[_Union[ReleaseResponse, _Mapping]]] = ...) -> None: ...
 
 class UsageEvent(_message.Message):
-    __slots__ = ("request_id", "key_id", "ts_ms", "provider", "model", "units", "cost_micros", "fee_micros", "latency_ms", "ttfb_ms", "status", "http_status", "estimated")
+    __slots__ = ("request_id", "key_id", "ts_ms", "provider", "model", "units", "cost_micros", "fee_micros", "latency_ms", "ttfb_ms", "status", "http_status", "estimated", "service_tier", "price_rules")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     TS_MS_FIELD_NUMBER: _ClassVar[int]
@@ -206,6 +214,8 @@ class UsageEvent(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     HTTP_STATUS_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_TIER_FIELD_NUMBER: _ClassVar[int]
+    PRICE_RULES_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     key_id: str
     ts_ms: int
@@ -219,7 +229,9 @@ class UsageEvent(_message.Message):
     status: EventStatus
     http_status: int
     estimated: bool
-    def __init__(self, request_id: _Optional[str] = ..., key_id: _Optional[str] = ..., ts_ms: _Optional[int] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., units: _Optional[_Union[Units, _Mapping]] = ..., cost_micros: _Optional[int] = ..., fee_micros: _Optional[int] = ..., latency_ms: _Optional[int] = ..., ttfb_ms: _Optional[int] = ..., status: _Optional[_Union[EventStatus, str]] = ..., http_status: _Optional[int] = ..., estimated: _Optional[bool] = ...) -> None: ...
+    service_tier: str
+    price_rules: str
+    def __init__(self, request_id: _Optional[str] = ..., key_id: _Optional[str] = ..., ts_ms: _Optional[int] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., units: _Optional[_Union[Units, _Mapping]] = ..., cost_micros: _Optional[int] = ..., fee_micros: _Optional[int] = ..., latency_ms: _Optional[int] = ..., ttfb_ms: _Optional[int] = ..., status: _Optional[_Union[EventStatus, str]] = ..., http_status: _Optional[int] = ..., estimated: _Optional[bool] = ..., service_tier: _Optional[str] = ..., price_rules: _Optional[str] = ...) -> None: ...
 
 class SettleResponse(_message.Message):
     __slots__ = ("event", "duplicate")
@@ -338,7 +350,7 @@ class ListUsageEventsResponse(_message.Message):
     def __init__(self, key: _Optional[_Union[_keys_pb2.Key, _Mapping]] = ..., events: _Optional[_Iterable[_Union[UsageEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Price(_message.Message):
-    __slots__ = ("provider", "model", "effective_from_ms", "input_micros_per_mtok", "output_micros_per_mtok", "cached_input_micros_per_mtok", "cache_write_micros_per_mtok", "max_output_tokens", "source", "audio_input_micros_per_mtok", "audio_output_micros_per_mtok", "characters_micros_per_mchar", "audio_seconds_micros_per_msec", "images_micros_per_mimage")
+    __slots__ = ("provider", "model", "effective_from_ms", "input_micros_per_mtok", "output_micros_per_mtok", "cached_input_micros_per_mtok", "cache_write_micros_per_mtok", "max_output_tokens", "source", "audio_input_micros_per_mtok", "audio_output_micros_per_mtok", "characters_micros_per_mchar", "audio_seconds_micros_per_msec", "images_micros_per_mimage", "cache_write_1h_micros_per_mtok", "image_input_micros_per_mtok", "web_search_micros_per_mcall", "request_micros_per_mrequest", "rules")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     EFFECTIVE_FROM_MS_FIELD_NUMBER: _ClassVar[int]
@@ -353,6 +365,11 @@ class Price(_message.Message):
     CHARACTERS_MICROS_PER_MCHAR_FIELD_NUMBER: _ClassVar[int]
     AUDIO_SECONDS_MICROS_PER_MSEC_FIELD_NUMBER: _ClassVar[int]
     IMAGES_MICROS_PER_MIMAGE_FIELD_NUMBER: _ClassVar[int]
+    CACHE_WRITE_1H_MICROS_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_INPUT_MICROS_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
+    WEB_SEARCH_MICROS_PER_MCALL_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_MICROS_PER_MREQUEST_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
     provider: str
     model: str
     effective_from_ms: int
@@ -367,7 +384,56 @@ class Price(_message.Message):
     characters_micros_per_mchar: int
     audio_seconds_micros_per_msec: int
     images_micros_per_mimage: int
-    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., effective_from_ms: _Optional[int] = ..., input_micros_per_mtok: _Optional[int] = ..., output_micros_per_mtok: _Optional[int] = ..., cached_input_micros_per_mtok: _Optional[int] = ..., cache_write_micros_per_mtok: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., source: _Optional[str] = ..., audio_input_micros_per_mtok: _Optional[int] = ..., audio_output_micros_per_mtok: _Optional[int] = ..., characters_micros_per_mchar: _Optional[int] = ..., audio_seconds_micros_per_msec: _Optional[int] = ..., images_micros_per_mimage: _Optional[int] = ...) -> None: ...
+    cache_write_1h_micros_per_mtok: int
+    image_input_micros_per_mtok: int
+    web_search_micros_per_mcall: int
+    request_micros_per_mrequest: int
+    rules: _containers.RepeatedCompositeFieldContainer[PriceRule]
+    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., effective_from_ms: _Optional[int] = ..., input_micros_per_mtok: _Optional[int] = ..., output_micros_per_mtok: _Optional[int] = ..., cached_input_micros_per_mtok: _Optional[int] = ..., cache_write_micros_per_mtok: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., source: _Optional[str] = ..., audio_input_micros_per_mtok: _Optional[int] = ..., audio_output_micros_per_mtok: _Optional[int] = ..., characters_micros_per_mchar: _Optional[int] = ..., audio_seconds_micros_per_msec: _Optional[int] = ..., images_micros_per_mimage: _Optional[int] = ..., cache_write_1h_micros_per_mtok: _Optional[int] = ..., image_input_micros_per_mtok: _Optional[int] = ..., web_search_micros_per_mcall: _Optional[int] = ..., request_micros_per_mrequest: _Optional[int] = ..., rules: _Optional[_Iterable[_Union[PriceRule, _Mapping]]] = ...) -> None: ...
+
+class PriceRule(_message.Message):
+    __slots__ = ("above_input_tokens", "window_start_minute", "window_end_minute", "service_tier", "rates")
+    ABOVE_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_START_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_END_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_TIER_FIELD_NUMBER: _ClassVar[int]
+    RATES_FIELD_NUMBER: _ClassVar[int]
+    above_input_tokens: int
+    window_start_minute: int
+    window_end_minute: int
+    service_tier: str
+    rates: PriceRates
+    def __init__(self, above_input_tokens: _Optional[int] = ..., window_start_minute: _Optional[int] = ..., window_end_minute: _Optional[int] = ..., service_tier: _Optional[str] = ..., rates: _Optional[_Union[PriceRates, _Mapping]] = ...) -> None: ...
+
+class PriceRates(_message.Message):
+    __slots__ = ("input_micros_per_mtok", "output_micros_per_mtok", "cached_input_micros_per_mtok", "cache_write_micros_per_mtok", "audio_input_micros_per_mtok", "audio_output_micros_per_mtok", "characters_micros_per_mchar", "audio_seconds_micros_per_msec", "images_micros_per_mimage", "cache_write_1h_micros_per_mtok", "image_input_micros_per_mtok", "web_search_micros_per_mcall", "request_micros_per_mrequest")
+    INPUT_MICROS_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_MICROS_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
+    CACHED_INPUT_MICROS_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
+    CACHE_WRITE_MICROS_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_INPUT_MICROS_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_OUTPUT_MICROS_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
+    CHARACTERS_MICROS_PER_MCHAR_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_SECONDS_MICROS_PER_MSEC_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_MICROS_PER_MIMAGE_FIELD_NUMBER: _ClassVar[int]
+    CACHE_WRITE_1H_MICROS_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_INPUT_MICROS_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
+    WEB_SEARCH_MICROS_PER_MCALL_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_MICROS_PER_MREQUEST_FIELD_NUMBER: _ClassVar[int]
+    input_micros_per_mtok: int
+    output_micros_per_mtok: int
+    cached_input_micros_per_mtok: int
+    cache_write_micros_per_mtok: int
+    audio_input_micros_per_mtok: int
+    audio_output_micros_per_mtok: int
+    characters_micros_per_mchar: int
+    audio_seconds_micros_per_msec: int
+    images_micros_per_mimage: int
+    cache_write_1h_micros_per_mtok: int
+    image_input_micros_per_mtok: int
+    web_search_micros_per_mcall: int
+    request_micros_per_mrequest: int
+    def __init__(self, input_micros_per_mtok: _Optional[int] = ..., output_micros_per_mtok: _Optional[int] = ..., cached_input_micros_per_mtok: _Optional[int] = ..., cache_write_micros_per_mtok: _Optional[int] = ..., audio_input_micros_per_mtok: _Optional[int] = ..., audio_output_micros_per_mtok: _Optional[int] = ..., characters_micros_per_mchar: _Optional[int] = ..., audio_seconds_micros_per_msec: _Optional[int] = ..., images_micros_per_mimage: _Optional[int] = ..., cache_write_1h_micros_per_mtok: _Optional[int] = ..., image_input_micros_per_mtok: _Optional[int] = ..., web_search_micros_per_mcall: _Optional[int] = ..., request_micros_per_mrequest: _Optional[int] = ...) -> None: ...
 
 class ListPricesRequest(_message.Message):
     __slots__ = ("at_ms", "include_history")
