@@ -10,6 +10,7 @@ already recorded keep the price they were charged."""
 from __future__ import annotations
 
 import json
+import time
 import tomllib
 from dataclasses import fields, replace
 from pathlib import Path
@@ -17,11 +18,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, select
 
+from controlplane import genai_catalog
 from controlplane.errors import InvalidArgument
 from controlplane.money import MINUTES_PER_DAY, OPTIONAL_RATES, RATES, Price, Rule
 from controlplane.store.schema import prices
 
 BUILTIN = Path(__file__).resolve().parent / "catalog_data"
+LIMITS = "limits.toml"
 _PRICE_FIELDS = (*RATES, "max_output_tokens")
 _RULE_FIELDS = frozenset({"above_input_tokens", "window", "service_tier", *RATES})
 
@@ -147,16 +150,56 @@ def validate(price: Price) -> None:
             raise InvalidArgument(f"price.{f.name}", "must not be negative")
 
 
-def builtin() -> list[Price]:
-    return [price for path in sorted(BUILTIN.glob("*.toml")) for price in load_toml(path)]
+def load_limits(path: Path) -> dict[tuple[str, str], int]:
+    """`[[limit]]` tables: a model's most output tokens, which genai-prices does not record."""
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    limits = {}
+    for i, entry in enumerate(doc.get("limit", [])):
+        value = entry.get("max_output_tokens")
+        if type(value) is not int or value < 0 or not entry.get("provider") or not entry.get("name"):
+            raise ValueError(f"{path}: limit #{i + 1} needs provider, name and max_output_tokens >= 0")
+        limits[entry["provider"], entry["name"]] = value
+    return limits
 
 
-def merged(extra: Path | None) -> list[Price]:
-    """The built-in catalog with ``extra`` merged over it."""
-    by_name = {(p.provider, p.model): p for p in builtin()}
-    if extra is not None:
-        by_name.update({(p.provider, p.model): p for p in load_toml(extra)})
-    return list(by_name.values())
+def builtin(now_ms: int | None = None) -> list[Price]:
+    """genai-prices for every model it prices exactly, with our output limits; then the
+    hand-written files in catalog_data/, which replace a model's rows wholesale
+    (models genai-prices lacks or cannot express, and deliberate corrections)."""
+    rows, _ = genai_catalog.rows_from(int(time.time() * 1000) if now_ms is None else now_ms)
+    limits = load_limits(BUILTIN / LIMITS)
+    by_model: dict[tuple[str, str], list[Price]] = {}
+    for row in rows:
+        limit = limits.get((row.provider, row.model), row.max_output_tokens)
+        by_model.setdefault((row.provider, row.model), []).append(replace(row, max_output_tokens=limit))
+    return _over(
+        by_model,
+        [p for path in sorted(BUILTIN.glob("*.toml")) if path.name != LIMITS for p in load_toml(path)],
+    )
+
+
+def merged(extra: Path | None, now_ms: int | None = None) -> list[Price]:
+    """The built-in catalog with the operator's ``extra`` file merged over it (same
+    provider and model: the file's row replaces the built-in ones)."""
+    rows = builtin(now_ms)
+    if extra is None:
+        return rows
+    by_model: dict[tuple[str, str], list[Price]] = {}
+    for row in rows:
+        by_model.setdefault((row.provider, row.model), []).append(row)
+    return _over(by_model, load_toml(extra))
+
+
+def _over(by_model: dict[tuple[str, str], list[Price]], replacing: list[Price]) -> list[Price]:
+    replaced = {(p.provider, p.model) for p in replacing}
+    for key in replaced:
+        by_model[key] = []
+    for price in replacing:
+        by_model[price.provider, price.model].append(price)
+    return [price for rows in by_model.values() for price in rows]
 
 
 def _row_to_price(row: Any) -> Price:
@@ -192,17 +235,54 @@ def insert(conn: Connection, price: Price, now_ms: int, origin: str = "api") -> 
 
 def sync(engine: Engine, catalog: list[Price], now_ms: int) -> int:
     """Store each catalog price that changed since the catalog was last synced;
-    returns rows added. Compared with the newest row from a catalog file, not an
-    UpsertPrice row, so restarting never undoes a price set through the API."""
+    returns rows added. A row in force now (effective_from_ms 0 or past) takes effect
+    now, so past events keep the price they were charged; a row announced for a
+    later day is stored for that day. Compared with the newest row from a catalog
+    file, and never over a price set through the API: an operator's UpsertPrice
+    stays in force across restarts and upgrades until the operator replaces it."""
     added = 0
     with engine.begin() as conn:
         for price in catalog:
-            current = lookup(conn, price.provider, price.model, now_ms, origin="catalog")
-            if current is not None and _same_price(current, price):
+            if (
+                _origin_in_force(conn, price.provider, price.model, max(now_ms, price.effective_from_ms))
+                == "api"
+            ):
                 continue
-            insert(conn, price, now_ms, origin="catalog")
+            if price.effective_from_ms > now_ms:
+                announced = lookup(
+                    conn, price.provider, price.model, price.effective_from_ms, origin="catalog"
+                )
+                if announced is not None and announced.effective_from_ms == price.effective_from_ms:
+                    if _same_price(announced, price):
+                        continue
+                    _delete(conn, announced)  # not in force yet: the newer announcement replaces it
+                insert(conn, price, now_ms, origin="catalog")
+            else:
+                current = lookup(conn, price.provider, price.model, now_ms, origin="catalog")
+                if current is not None and _same_price(current, price):
+                    continue
+                insert(conn, replace(price, effective_from_ms=0), now_ms, origin="catalog")
             added += 1
     return added
+
+
+def _origin_in_force(conn: Connection, provider: str, model: str, at_ms: int) -> str | None:
+    return conn.execute(
+        select(prices.c.origin)
+        .where(prices.c.provider == provider, prices.c.model == model, prices.c.effective_from_ms <= at_ms)
+        .order_by(prices.c.effective_from_ms.desc())
+        .limit(1)
+    ).scalar()
+
+
+def _delete(conn: Connection, price: Price) -> None:
+    conn.execute(
+        prices.delete().where(
+            prices.c.provider == price.provider,
+            prices.c.model == price.model,
+            prices.c.effective_from_ms == price.effective_from_ms,
+        )
+    )
 
 
 def lookup(

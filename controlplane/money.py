@@ -32,6 +32,7 @@ class Units:
     cache_write_1h_tokens: int = 0  # cache writes kept for an hour (Anthropic); not in cache_write_tokens
     image_input_tokens: int = 0  # not in input_tokens
     web_searches: int = 0  # server-side search tool calls (Anthropic web search, Gemini grounding)
+    file_searches: int = 0  # server-side file (vector store) search tool calls (OpenAI file_search)
 
     @property
     def total_input_tokens(self) -> int:
@@ -77,6 +78,7 @@ class Price:
     image_input_micros_per_mtok: int | None = None
     web_search_micros_per_mcall: int | None = None
     request_micros_per_mrequest: int | None = None  # a fee per request, on top of its units
+    file_search_micros_per_mcall: int | None = None
     rules: tuple[Rule, ...] = ()
 
     @property
@@ -177,6 +179,7 @@ OPTIONAL_RATES = (
     "image_input_micros_per_mtok",
     "web_search_micros_per_mcall",
     "request_micros_per_mrequest",
+    "file_search_micros_per_mcall",
 )
 RATES = ("input_micros_per_mtok", "output_micros_per_mtok", *OPTIONAL_RATES)
 
@@ -227,6 +230,8 @@ def _flat_cost(units: Units, price: Price) -> int:
         + units.characters * required(units.characters, price.characters_micros_per_mchar, "characters")
         + units.images * required(units.images, price.images_micros_per_mimage, "images")
         + units.web_searches * required(units.web_searches, price.web_search_micros_per_mcall, "web searches")
+        + units.file_searches
+        * required(units.file_searches, price.file_search_micros_per_mcall, "file searches")
         + ((price.request_micros_per_mrequest or 0) if units.billable else 0)
     )
     audio = units.audio_ms * required(units.audio_ms, price.audio_seconds_micros_per_msec, "audio seconds")

@@ -40,6 +40,7 @@ class ModelPrice:
     image_input_micros_per_mtok: int | None = None
     web_search_micros_per_mcall: int | None = None
     request_micros_per_mrequest: int | None = None
+    file_search_micros_per_mcall: int | None = None
     rules: tuple[Rule, ...] = ()
 
     @classmethod

@@ -99,6 +99,7 @@ usage_events = Table(
     Column("cache_write_1h_tokens", BigInteger, nullable=False, server_default="0"),
     Column("image_input_tokens", BigInteger, nullable=False, server_default="0"),
     Column("web_searches", BigInteger, nullable=False, server_default="0"),
+    Column("file_searches", BigInteger, nullable=False, server_default="0"),
     Column("service_tier", String(40), nullable=False, server_default=""),
     # Which of the price row's rules priced it (a prompt-length tier, a time-of-day window).
     Column("price_rules", String(200), nullable=False, server_default=""),
@@ -134,6 +135,7 @@ prices = Table(
     Column("image_input_micros_per_mtok", BigInteger, nullable=True),
     Column("web_search_micros_per_mcall", BigInteger, nullable=True),
     Column("request_micros_per_mrequest", BigInteger, nullable=True),
+    Column("file_search_micros_per_mcall", BigInteger, nullable=True),
     Column("rules", Text, nullable=False, server_default="[]"),  # JSON: money.Rule, in order
     Column("source", Text, nullable=False),
     # "catalog" rows come from catalog files at start-up, "api" rows from UpsertPrice.

@@ -48,7 +48,7 @@ SETTLE_REFUSAL_CONFLICT: SettleRefusal
 SETTLE_REFUSAL_INVALID: SettleRefusal
 
 class Units(_message.Message):
-    __slots__ = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens", "audio_input_tokens", "audio_output_tokens", "characters", "audio_ms", "images", "cache_write_1h_tokens", "image_input_tokens", "web_searches")
+    __slots__ = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens", "audio_input_tokens", "audio_output_tokens", "characters", "audio_ms", "images", "cache_write_1h_tokens", "image_input_tokens", "web_searches", "file_searches")
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     CACHED_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +62,7 @@ class Units(_message.Message):
     CACHE_WRITE_1H_TOKENS_FIELD_NUMBER: _ClassVar[int]
     IMAGE_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     WEB_SEARCHES_FIELD_NUMBER: _ClassVar[int]
+    FILE_SEARCHES_FIELD_NUMBER: _ClassVar[int]
     input_tokens: int
     output_tokens: int
     cached_input_tokens: int
@@ -75,7 +76,8 @@ class Units(_message.Message):
     cache_write_1h_tokens: int
     image_input_tokens: int
     web_searches: int
-    def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., audio_input_tokens: _Optional[int] = ..., audio_output_tokens: _Optional[int] = ..., characters: _Optional[int] = ..., audio_ms: _Optional[int] = ..., images: _Optional[int] = ..., cache_write_1h_tokens: _Optional[int] = ..., image_input_tokens: _Optional[int] = ..., web_searches: _Optional[int] = ...) -> None: ...
+    file_searches: int
+    def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., audio_input_tokens: _Optional[int] = ..., audio_output_tokens: _Optional[int] = ..., characters: _Optional[int] = ..., audio_ms: _Optional[int] = ..., images: _Optional[int] = ..., cache_write_1h_tokens: _Optional[int] = ..., image_input_tokens: _Optional[int] = ..., web_searches: _Optional[int] = ..., file_searches: _Optional[int] = ...) -> None: ...
 
 class ReserveRequest(_message.Message):
     __slots__ = ("key_id", "request_id", "amount_micros", "ttl_ms", "return_grant_id", "return_micros")
@@ -350,7 +352,7 @@ class ListUsageEventsResponse(_message.Message):
     def __init__(self, key: _Optional[_Union[_keys_pb2.Key, _Mapping]] = ..., events: _Optional[_Iterable[_Union[UsageEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Price(_message.Message):
-    __slots__ = ("provider", "model", "effective_from_ms", "input_micros_per_mtok", "output_micros_per_mtok", "cached_input_micros_per_mtok", "cache_write_micros_per_mtok", "max_output_tokens", "source", "audio_input_micros_per_mtok", "audio_output_micros_per_mtok", "characters_micros_per_mchar", "audio_seconds_micros_per_msec", "images_micros_per_mimage", "cache_write_1h_micros_per_mtok", "image_input_micros_per_mtok", "web_search_micros_per_mcall", "request_micros_per_mrequest", "rules")
+    __slots__ = ("provider", "model", "effective_from_ms", "input_micros_per_mtok", "output_micros_per_mtok", "cached_input_micros_per_mtok", "cache_write_micros_per_mtok", "max_output_tokens", "source", "audio_input_micros_per_mtok", "audio_output_micros_per_mtok", "characters_micros_per_mchar", "audio_seconds_micros_per_msec", "images_micros_per_mimage", "cache_write_1h_micros_per_mtok", "image_input_micros_per_mtok", "web_search_micros_per_mcall", "request_micros_per_mrequest", "rules", "file_search_micros_per_mcall")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     EFFECTIVE_FROM_MS_FIELD_NUMBER: _ClassVar[int]
@@ -370,6 +372,7 @@ class Price(_message.Message):
     WEB_SEARCH_MICROS_PER_MCALL_FIELD_NUMBER: _ClassVar[int]
     REQUEST_MICROS_PER_MREQUEST_FIELD_NUMBER: _ClassVar[int]
     RULES_FIELD_NUMBER: _ClassVar[int]
+    FILE_SEARCH_MICROS_PER_MCALL_FIELD_NUMBER: _ClassVar[int]
     provider: str
     model: str
     effective_from_ms: int
@@ -389,7 +392,8 @@ class Price(_message.Message):
     web_search_micros_per_mcall: int
     request_micros_per_mrequest: int
     rules: _containers.RepeatedCompositeFieldContainer[PriceRule]
-    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., effective_from_ms: _Optional[int] = ..., input_micros_per_mtok: _Optional[int] = ..., output_micros_per_mtok: _Optional[int] = ..., cached_input_micros_per_mtok: _Optional[int] = ..., cache_write_micros_per_mtok: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., source: _Optional[str] = ..., audio_input_micros_per_mtok: _Optional[int] = ..., audio_output_micros_per_mtok: _Optional[int] = ..., characters_micros_per_mchar: _Optional[int] = ..., audio_seconds_micros_per_msec: _Optional[int] = ..., images_micros_per_mimage: _Optional[int] = ..., cache_write_1h_micros_per_mtok: _Optional[int] = ..., image_input_micros_per_mtok: _Optional[int] = ..., web_search_micros_per_mcall: _Optional[int] = ..., request_micros_per_mrequest: _Optional[int] = ..., rules: _Optional[_Iterable[_Union[PriceRule, _Mapping]]] = ...) -> None: ...
+    file_search_micros_per_mcall: int
+    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., effective_from_ms: _Optional[int] = ..., input_micros_per_mtok: _Optional[int] = ..., output_micros_per_mtok: _Optional[int] = ..., cached_input_micros_per_mtok: _Optional[int] = ..., cache_write_micros_per_mtok: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., source: _Optional[str] = ..., audio_input_micros_per_mtok: _Optional[int] = ..., audio_output_micros_per_mtok: _Optional[int] = ..., characters_micros_per_mchar: _Optional[int] = ..., audio_seconds_micros_per_msec: _Optional[int] = ..., images_micros_per_mimage: _Optional[int] = ..., cache_write_1h_micros_per_mtok: _Optional[int] = ..., image_input_micros_per_mtok: _Optional[int] = ..., web_search_micros_per_mcall: _Optional[int] = ..., request_micros_per_mrequest: _Optional[int] = ..., rules: _Optional[_Iterable[_Union[PriceRule, _Mapping]]] = ..., file_search_micros_per_mcall: _Optional[int] = ...) -> None: ...
 
 class PriceRule(_message.Message):
     __slots__ = ("above_input_tokens", "window_start_minute", "window_end_minute", "service_tier", "rates")
@@ -406,7 +410,7 @@ class PriceRule(_message.Message):
     def __init__(self, above_input_tokens: _Optional[int] = ..., window_start_minute: _Optional[int] = ..., window_end_minute: _Optional[int] = ..., service_tier: _Optional[str] = ..., rates: _Optional[_Union[PriceRates, _Mapping]] = ...) -> None: ...
 
 class PriceRates(_message.Message):
-    __slots__ = ("input_micros_per_mtok", "output_micros_per_mtok", "cached_input_micros_per_mtok", "cache_write_micros_per_mtok", "audio_input_micros_per_mtok", "audio_output_micros_per_mtok", "characters_micros_per_mchar", "audio_seconds_micros_per_msec", "images_micros_per_mimage", "cache_write_1h_micros_per_mtok", "image_input_micros_per_mtok", "web_search_micros_per_mcall", "request_micros_per_mrequest")
+    __slots__ = ("input_micros_per_mtok", "output_micros_per_mtok", "cached_input_micros_per_mtok", "cache_write_micros_per_mtok", "audio_input_micros_per_mtok", "audio_output_micros_per_mtok", "characters_micros_per_mchar", "audio_seconds_micros_per_msec", "images_micros_per_mimage", "cache_write_1h_micros_per_mtok", "image_input_micros_per_mtok", "web_search_micros_per_mcall", "request_micros_per_mrequest", "file_search_micros_per_mcall")
     INPUT_MICROS_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_MICROS_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
     CACHED_INPUT_MICROS_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
@@ -420,6 +424,7 @@ class PriceRates(_message.Message):
     IMAGE_INPUT_MICROS_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
     WEB_SEARCH_MICROS_PER_MCALL_FIELD_NUMBER: _ClassVar[int]
     REQUEST_MICROS_PER_MREQUEST_FIELD_NUMBER: _ClassVar[int]
+    FILE_SEARCH_MICROS_PER_MCALL_FIELD_NUMBER: _ClassVar[int]
     input_micros_per_mtok: int
     output_micros_per_mtok: int
     cached_input_micros_per_mtok: int
@@ -433,7 +438,8 @@ class PriceRates(_message.Message):
     image_input_micros_per_mtok: int
     web_search_micros_per_mcall: int
     request_micros_per_mrequest: int
-    def __init__(self, input_micros_per_mtok: _Optional[int] = ..., output_micros_per_mtok: _Optional[int] = ..., cached_input_micros_per_mtok: _Optional[int] = ..., cache_write_micros_per_mtok: _Optional[int] = ..., audio_input_micros_per_mtok: _Optional[int] = ..., audio_output_micros_per_mtok: _Optional[int] = ..., characters_micros_per_mchar: _Optional[int] = ..., audio_seconds_micros_per_msec: _Optional[int] = ..., images_micros_per_mimage: _Optional[int] = ..., cache_write_1h_micros_per_mtok: _Optional[int] = ..., image_input_micros_per_mtok: _Optional[int] = ..., web_search_micros_per_mcall: _Optional[int] = ..., request_micros_per_mrequest: _Optional[int] = ...) -> None: ...
+    file_search_micros_per_mcall: int
+    def __init__(self, input_micros_per_mtok: _Optional[int] = ..., output_micros_per_mtok: _Optional[int] = ..., cached_input_micros_per_mtok: _Optional[int] = ..., cache_write_micros_per_mtok: _Optional[int] = ..., audio_input_micros_per_mtok: _Optional[int] = ..., audio_output_micros_per_mtok: _Optional[int] = ..., characters_micros_per_mchar: _Optional[int] = ..., audio_seconds_micros_per_msec: _Optional[int] = ..., images_micros_per_mimage: _Optional[int] = ..., cache_write_1h_micros_per_mtok: _Optional[int] = ..., image_input_micros_per_mtok: _Optional[int] = ..., web_search_micros_per_mcall: _Optional[int] = ..., request_micros_per_mrequest: _Optional[int] = ..., file_search_micros_per_mcall: _Optional[int] = ...) -> None: ...
 
 class ListPricesRequest(_message.Message):
     __slots__ = ("at_ms", "include_history")

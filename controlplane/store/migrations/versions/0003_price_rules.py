@@ -1,5 +1,5 @@
 """Price rules (prompt-length tiers, time-of-day windows, service tiers), one-hour cache
-writes, image input, web searches and per-request fees; events record what priced them.
+writes, image input, web and file searches and per-request fees; events record what priced them.
 
 Revision ID: 0003
 Revises: 0002
@@ -14,12 +14,13 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
-EVENT_COLUMNS = ("cache_write_1h_tokens", "image_input_tokens", "web_searches")
+EVENT_COLUMNS = ("cache_write_1h_tokens", "image_input_tokens", "web_searches", "file_searches")
 PRICE_COLUMNS = (
     "cache_write_1h_micros_per_mtok",
     "image_input_micros_per_mtok",
     "web_search_micros_per_mcall",
     "request_micros_per_mrequest",
+    "file_search_micros_per_mcall",
 )
 
 
