@@ -34,6 +34,10 @@ UNITS = (  # Usage's counters, which are also the fields of the contract's Units
     "characters",
     "audio_ms",
     "images",
+    "cache_write_1h_tokens",
+    "image_input_tokens",
+    "web_searches",
+    "file_searches",
 )
 NON_TOKEN = ("characters", "audio_ms", "images")
 

@@ -61,6 +61,7 @@ class Meter:
                 status=outcome,
                 http_status=self._status,
                 estimated=billed.estimated,
+                service_tier=usage.service_tier[:40] if usage is not None else "",
             )
         )
 

@@ -238,6 +238,7 @@ async def _admit_and_forward(request: Request, route: Route, gateway: Gateway, l
             stream=prepared.stream,
             upload_bytes=view.upload_bytes,
             priced_units=priced_units(prepared.price),
+            model=prepared.price.model,
         )
         parser = route.make_parser(context, prepared.strip_usage)
     return MeteredStream(response, parser, meter, family)

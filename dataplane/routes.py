@@ -71,8 +71,8 @@ class Route:
         return self.parser(context.stream, strip_usage)
 
 
-def _gemini(stream: bool, _strip: bool) -> UsageParser:
-    return google.GenerateParser(stream)
+def _gemini(context: ParseContext) -> UsageParser:
+    return google.GenerateParser(context.stream, google.grounding_per_query(context.model))
 
 
 def _gemini_embed(_stream: bool, _strip: bool) -> UsageParser:
@@ -85,11 +85,11 @@ def google_routes(version: str) -> tuple[Route, ...]:
     google_route = partial(Route, family=Family.GOOGLE, providers=("google",), model_in_path=True)
     base = f"/{version}/models/{{model}}:"
     return (
-        google_route(base + "generateContent", parser=_gemini, stream=False),
-        google_route(base + "streamGenerateContent", parser=_gemini, stream=True),
+        google_route(base + "generateContent", context_parser=_gemini, stream=False),
+        google_route(base + "streamGenerateContent", context_parser=_gemini, stream=True),
         google_route(base + "embedContent", parser=_gemini_embed),
         google_route(base + "batchEmbedContents", parser=_gemini_embed),
-        google_route(base + "countTokens", parser=_gemini, metered=False),
+        google_route(base + "countTokens", context_parser=_gemini, metered=False),
     )
 
 

@@ -1,5 +1,9 @@
 """Usage parser for Anthropic's Messages API (`/v1/messages`), streamed or not.
 
+Besides tokens: `cache_creation.ephemeral_1h_input_tokens` (one-hour cache
+writes, part of `cache_creation_input_tokens`, priced apart),
+`server_tool_use.web_search_requests` (billed per search) and `service_tier`.
+
 A stream reports usage in two places. `message_start.message.usage` carries
 the input and cache counts, plus a provisional `output_tokens` (usually 1).
 `message_delta.usage` carries cumulative counts: `output_tokens` always, the
@@ -58,6 +62,7 @@ class MessagesParser(EventOrBodyParser):
         self._provisional_output: int | None = None
         self._done = False
         self._text_bytes = 0
+        self._service_tier = ""
         self._result: Usage | None = None
 
     def close(self) -> Usage:
@@ -68,11 +73,17 @@ class MessagesParser(EventOrBodyParser):
             counts = self._counts
             if "output_tokens" not in counts and self._done and self._provisional_output is not None:
                 counts["output_tokens"] = self._provisional_output
+            writes, hour = counts.get("cache_write_tokens"), counts.get("cache_write_1h_tokens")
+            if writes is not None and hour:  # cache_creation_input_tokens counts both lifetimes
+                writes = max(writes - hour, 0)
             self._result = Usage(
                 input_tokens=counts.get("input_tokens"),
                 output_tokens=counts.get("output_tokens"),
                 cached_input_tokens=counts.get("cached_input_tokens"),
-                cache_write_tokens=counts.get("cache_write_tokens"),
+                cache_write_tokens=writes,
+                cache_write_1h_tokens=hour,
+                web_searches=counts.get("web_searches"),
+                service_tier=self._service_tier,
                 reasoning_tokens=counts.get("reasoning_tokens"),
                 complete=self._done,
                 delivered_text_bytes=self._text_bytes,
@@ -89,9 +100,17 @@ class MessagesParser(EventOrBodyParser):
                 self._provisional_output = value
             else:
                 self._counts[field] = value
-        thinking = count(as_obj(usage.get("output_tokens_details")).get("thinking_tokens"))
-        if thinking is not None:
-            self._counts["reasoning_tokens"] = thinking
+        nested = {
+            "reasoning_tokens": as_obj(usage.get("output_tokens_details")).get("thinking_tokens"),
+            "cache_write_1h_tokens": as_obj(usage.get("cache_creation")).get("ephemeral_1h_input_tokens"),
+            "web_searches": as_obj(usage.get("server_tool_use")).get("web_search_requests"),
+        }
+        for field, raw in nested.items():
+            value = count(raw)
+            if value is not None:
+                self._counts[field] = value
+        if isinstance(usage.get("service_tier"), str):
+            self._service_tier = usage["service_tier"]
 
     def _on_event(self, event: SSEEvent) -> None:
         chunk = loads(event.data) if event.data and not event.overflow else None

@@ -18,7 +18,14 @@ disjoint kinds of `Usage`:
 * `toolUsePromptTokenCount` (e.g. grounding results fed to the model) is input;
 * `thoughtsTokenCount` is billed as output but is not in
   `candidatesTokenCount`: output is candidates + thoughts, and reasoning is
-  thoughts.
+  thoughts;
+* `promptTokensDetails` / `cacheTokensDetails` split the prompt by modality:
+  AUDIO and IMAGE tokens not read from the cache are reported apart (priced by
+  their own rates where the catalog has them); TEXT, VIDEO and DOCUMENT stay input.
+
+Grounding with Google Search is billed per call: Gemini 3 and later per search
+query the model ran (`groundingMetadata.webSearchQueries`), older models once
+per grounded prompt (`grounding_per_query`).
 
 Some models fill in `candidatesTokenCount` only in the final chunk. A stream
 cut off before it reports no output count; the answer text delivered is then
@@ -66,16 +73,36 @@ def _part_bytes(part: dict[str, Any]) -> int:
     return utf8_len(part.get("text")) + _json_bytes(call.get("args")) + utf8_len(code.get("code"))
 
 
-def _usage(meta: dict[str, Any], finished: bool, answer_bytes: int, text_bytes: int) -> Usage:
+def grounding_per_query(model: str) -> bool:
+    """Google bills Gemini 3 and later per search query, Gemini 1.x and 2.x per grounded prompt."""
+    return not model.startswith(("gemini-1", "gemini-2"))
+
+
+def _by_modality(details: object) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for item in as_objs(details):
+        modality, tokens = item.get("modality"), count(item.get("tokenCount"))
+        if isinstance(modality, str) and tokens is not None:
+            totals[modality] = totals.get(modality, 0) + tokens
+    return totals
+
+
+def _usage(
+    meta: dict[str, Any], finished: bool, answer_bytes: int, text_bytes: int, searches: int | None = None
+) -> Usage:
     prompt = count(meta.get("promptTokenCount"))
     cached = count(meta.get("cachedContentTokenCount"))
     tool = count(meta.get("toolUsePromptTokenCount"))
     candidates = count(meta.get("candidatesTokenCount"))
     thoughts = count(meta.get("thoughtsTokenCount"))
     inputs = None
+    uncached = _by_modality(meta.get("promptTokensDetails"))
+    for modality, tokens in _by_modality(meta.get("cacheTokensDetails")).items():
+        uncached[modality] = max(uncached.get(modality, 0) - tokens, 0)
+    audio, image = uncached.get("AUDIO"), uncached.get("IMAGE")
     if prompt is not None or tool is not None:
         # An inconsistent report (cached > prompt) bills nothing at the full rate, not a negative.
-        inputs = max((prompt or 0) - (cached or 0), 0) + (tool or 0)
+        inputs = max((prompt or 0) - (cached or 0) - (audio or 0) - (image or 0), 0) + (tool or 0)
     estimated = False
     output: int | None = None
     if candidates is not None:
@@ -88,6 +115,9 @@ def _usage(meta: dict[str, Any], finished: bool, answer_bytes: int, text_bytes: 
         input_tokens=inputs,
         output_tokens=output,
         cached_input_tokens=cached,
+        audio_input_tokens=audio,
+        image_input_tokens=image,
+        web_searches=searches,
         reasoning_tokens=thoughts,
         estimated=estimated,
         complete=finished,
@@ -98,8 +128,11 @@ def _usage(meta: dict[str, Any], finished: bool, answer_bytes: int, text_bytes: 
 class GenerateParser:
     """`:generateContent` and `:streamGenerateContent`, in all three body forms."""
 
-    def __init__(self, stream: bool) -> None:
+    def __init__(self, stream: bool, grounding_per_query: bool = True) -> None:
         self._form: Literal["sniff", "sse", "array", "body"] = "sniff" if stream else "body"
+        self._per_query = grounding_per_query
+        self._queries: set[str] = set()
+        self._grounded = False
         self._sse = SSESplitter()
         self._array = JsonArraySplitter()
         self._body = JsonBody()
@@ -140,7 +173,10 @@ class GenerateParser:
             self.flush()
             if self._form == "body":
                 self._read_body()
-            self._result = _usage(self._meta, self._finished, self._answer_bytes, self._text_bytes)
+            searches = len(self._queries) if self._per_query else int(self._grounded)
+            self._result = _usage(
+                self._meta, self._finished, self._answer_bytes, self._text_bytes, searches or None
+            )
         return self._result
 
     def _on_event(self, event: SSEEvent) -> None:
@@ -179,6 +215,12 @@ class GenerateParser:
         for candidate in as_objs(chunk.get("candidates")):
             if candidate.get("finishReason") is not None:
                 self._finished = True
+            grounding = candidate.get("groundingMetadata")
+            if isinstance(grounding, dict):
+                raw = grounding.get("webSearchQueries")
+                queries = [q for q in raw if isinstance(q, str)] if isinstance(raw, list) else []
+                self._queries.update(queries)
+                self._grounded = self._grounded or bool(queries)
             for part in as_objs(as_obj(candidate.get("content")).get("parts")):
                 size = _part_bytes(part)
                 self._text_bytes += size

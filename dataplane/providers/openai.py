@@ -4,6 +4,10 @@
 `ResponsesParser` `/v1/responses`, `EmbeddingsParser` `/v1/embeddings`. All are
 sans-IO `UsageParser`s: bytes in, bytes to forward out, `Usage` at the end.
 
+Besides tokens, each reports the `service_tier` the response names (a price
+rule may depend on it), and `ResponsesParser` the `web_search_call` and
+`file_search_call` output items, which OpenAI bills per call.
+
 Bounded body handling lives in jsonbody.py."""
 
 from __future__ import annotations
@@ -87,6 +91,25 @@ def _responses_usage(u: dict[str, Any]) -> Usage:
     return _normalise(u.get("input_tokens"), u.get("output_tokens"), *details)
 
 
+def _tier(holder: dict[str, Any]) -> str:
+    tier = holder.get("service_tier")
+    return tier if isinstance(tier, str) else ""
+
+
+# Responses output items OpenAI bills per call (besides their tokens).
+_SEARCH_CALLS = {"web_search_call": "web_searches", "file_search_call": "file_searches"}
+
+
+def _search_calls(items: list[dict[str, Any]]) -> dict[str, int]:
+    """The per-call-billed items among `items`, counted by Usage field (absent: none)."""
+    calls: dict[str, int] = {}
+    for item in items:
+        field = _SEARCH_CALLS.get(item.get("type"))  # type: ignore[arg-type]
+        if field is not None:
+            calls[field] = calls.get(field, 0) + 1
+    return calls
+
+
 def _tool_bytes(holder: dict[str, Any]) -> int:
     calls = [as_obj(call.get("function")) for call in as_objs(holder.get("tool_calls"))]
     calls.append(as_obj(holder.get("function_call")))
@@ -134,6 +157,7 @@ class ChatParser:
         self._sse = SSESplitter()
         self._body = JsonBody()
         self._usage: dict[str, Any] | None = None
+        self._service_tier = ""
         self._done = False
         self._text_bytes = 0
         self._result: Usage | None = None
@@ -183,11 +207,15 @@ class ChatParser:
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self._usage = usage
+            tier = chunk.get("service_tier")
+            self._service_tier = tier if isinstance(tier, str) else self._service_tier
         return self._strip and choices == [] and usage is not None
 
     def _stream_usage(self) -> Usage:
         usage = _chat_usage(self._usage or {})
-        return replace(usage, complete=self._done, delivered_text_bytes=self._text_bytes)
+        return replace(
+            usage, complete=self._done, delivered_text_bytes=self._text_bytes, service_tier=self._service_tier
+        )
 
     def _body_usage(self) -> Usage:
         body = self._body.value()
@@ -196,7 +224,7 @@ class ChatParser:
             return replace(_chat_usage(tail or {}), complete=tail is not None)
         text_bytes = sum(_choice_bytes(choice) for choice in as_objs(body.get("choices")))
         usage = _chat_usage(as_obj(body.get("usage")))
-        return replace(usage, complete=True, delivered_text_bytes=text_bytes)
+        return replace(usage, complete=True, delivered_text_bytes=text_bytes, service_tier=_tier(body))
 
 
 # --- responses -----------------------------------------------------------------------------
@@ -238,6 +266,8 @@ class ResponsesParser(EventOrBodyParser):
         super().__init__(stream)
         self._overflow_tail = bytearray()
         self._usage: dict[str, Any] | None = None
+        self._service_tier = ""
+        self._calls: list[dict[str, Any]] = []  # output items billed per call, as they finished
         self._done = False
         self._text_bytes = 0
         self._result: Usage | None = None
@@ -251,7 +281,13 @@ class ResponsesParser(EventOrBodyParser):
             if not self._stream:
                 self._read_body()
             usage = _responses_usage(self._usage or {})
-            self._result = replace(usage, complete=self._done, delivered_text_bytes=self._text_bytes)
+            self._result = replace(
+                usage,
+                complete=self._done,
+                delivered_text_bytes=self._text_bytes,
+                service_tier=self._service_tier,
+                **_search_calls(self._calls),
+            )
         return self._result
 
     def _on_event(self, event: SSEEvent) -> None:
@@ -269,11 +305,17 @@ class ResponsesParser(EventOrBodyParser):
             kind = event.event
         if kind in _RESPONSE_END:
             self._done = True
-            usage = as_obj(chunk.get("response")).get("usage")
+            response = as_obj(chunk.get("response"))
+            usage = response.get("usage")
             if isinstance(usage, dict):
                 self._usage = usage
+            self._service_tier = _tier(response)
         elif kind in _RESPONSE_TEXT:
             self._text_bytes += utf8_len(chunk.get("delta"))
+        elif kind == "response.output_item.done":
+            item = as_obj(chunk.get("item"))
+            if item.get("type") in _SEARCH_CALLS:
+                self._calls.append(item)
 
     def _end_overflow(self) -> None:
         if self._overflow_tail:
@@ -292,6 +334,8 @@ class ResponsesParser(EventOrBodyParser):
         self._usage = usage if isinstance(usage, dict) else None
         self._done = True
         self._text_bytes = _output_bytes(body.get("output"))
+        self._service_tier = _tier(body)
+        self._calls = as_objs(body.get("output"))
 
 
 # --- embeddings ----------------------------------------------------------------------------

@@ -7,7 +7,8 @@ cache-write tokens; Anthropic's input_tokens as is), `cached_input_tokens` the
 cache reads, `cache_write_tokens` the cache writes. `reasoning_tokens` is part
 of `output_tokens` and kept for reporting only. Audio tokens are disjoint from
 the text counts; `characters`, `audio_ms` and `images` are the non-token units
-(text-to-speech, speech-to-text, image generation)."""
+(text-to-speech, speech-to-text, image generation); `web_searches` and
+`file_searches` the server-side tool calls a provider bills per call."""
 
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ class Usage:
     characters: int | None = None
     audio_ms: int | None = None
     images: int | None = None
+    cache_write_1h_tokens: int | None = None  # Anthropic's one-hour cache writes, not in cache_write_tokens
+    image_input_tokens: int | None = None  # not in input_tokens
+    web_searches: int | None = None  # server-side search tool calls the provider bills
+    file_searches: int | None = None
+    service_tier: str = ""  # the tier the provider says it ran the request on
     # True when the counts were estimated (e.g. from delivered text) rather than reported.
     estimated: bool = False
     # True when the response reached its terminal event / was a complete JSON body.
@@ -67,3 +73,4 @@ class ParseContext:
     stream: bool = False
     upload_bytes: int = 0  # size of the uploaded audio (raw body or multipart file part)
     priced_units: frozenset[str] = frozenset()
+    model: str = ""  # the catalog's name for the model

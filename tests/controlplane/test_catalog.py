@@ -129,3 +129,36 @@ def test_restart_with_changed_catalog_adds_an_effective_dated_row(
     with ControlPlaneClient(repriced.address, created.master_key_secret) as master:
         events = master.list_usage_events(key.id).events
     assert [e.cost_micros for e in events] == [old.cost_micros] == [150_000]
+
+
+def test_a_catalog_upgrade_keeps_api_overrides_and_stores_announced_prices_for_their_day(db_url: str) -> None:
+    """A newer genai-prices (or catalog file) changes what it should: never an UpsertPrice
+    row, never the past; a price announced for a later day waits for that day."""
+    from controlplane.money import Price
+    from controlplane.store import db
+
+    engine = db.make_engine(db_url)
+    db.migrate(engine)
+    day = 86_400_000
+    t0 = 1_796_083_200_000
+    x1, y1 = Price("p", "x", 1, 1), Price("p", "y", 1, 1)
+    assert catalog.sync(engine, [x1, y1], t0) == 2
+    with engine.begin() as conn:
+        catalog.insert(conn, Price("p", "x", 7, 7), t0 + 1, origin="api")  # the operator's price
+    upgrade = [
+        Price("p", "x", 2, 2),
+        Price("p", "y", 3, 3),
+        Price("p", "y", 4, 4, effective_from_ms=t0 + 30 * day),
+    ]
+    assert catalog.sync(engine, upgrade, t0 + day) == 2  # y now, and y's announced price
+    assert catalog.sync(engine, upgrade, t0 + 2 * day) == 0
+    with engine.connect() as conn:
+        assert catalog.lookup(conn, "p", "x", t0 + 2 * day).input_micros_per_mtok == 7  # type: ignore[union-attr]
+        assert catalog.lookup(conn, "p", "y", t0).input_micros_per_mtok == 1  # type: ignore[union-attr]
+        assert catalog.lookup(conn, "p", "y", t0 + 2 * day).input_micros_per_mtok == 3  # type: ignore[union-attr]
+        assert catalog.lookup(conn, "p", "y", t0 + 31 * day).input_micros_per_mtok == 4  # type: ignore[union-attr]
+    revised = [*upgrade[:2], Price("p", "y", 5, 5, effective_from_ms=t0 + 30 * day)]
+    assert catalog.sync(engine, revised, t0 + 3 * day) == 1  # a revised announcement replaces the old one
+    with engine.connect() as conn:
+        assert [p.input_micros_per_mtok for p in catalog.history(conn, "p", "y")] == [5, 3, 1]
+    engine.dispose()

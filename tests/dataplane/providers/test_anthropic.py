@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -64,7 +65,7 @@ TEXT_BYTES = utf8("Hello", "! Ça va ? 🙂")
 
 @pytest.mark.parametrize("eol", [b"\n", b"\r\n", b"\r"], ids=["lf", "crlf", "cr"])
 def test_text_stream_every_split(eol: bytes) -> None:
-    expected = Usage(25, 15, 0, 0, complete=True, delivered_text_bytes=TEXT_BYTES)
+    expected = Usage(25, 15, 0, 0, complete=True, delivered_text_bytes=TEXT_BYTES, **STANDARD)
     check_every_split(True, TEXT_STREAM.replace(b"\n", eol), expected)
 
 
@@ -78,24 +79,28 @@ def test_bytes_are_forwarded_as_soon_as_they_arrive() -> None:
 def test_stream_cut_off_before_message_delta() -> None:
     cut = TEXT_STREAM.index(b"event: message_delta") + 10
     # Input and cache counts are known from message_start; the provisional output count is not used.
-    expected = Usage(25, None, 0, 0, complete=False, delivered_text_bytes=TEXT_BYTES)
+    expected = Usage(25, None, 0, 0, complete=False, delivered_text_bytes=TEXT_BYTES, **STANDARD)
     check_every_split(True, TEXT_STREAM[:cut], expected)
 
 
 def test_stream_cut_off_after_message_delta() -> None:
     cut = TEXT_STREAM.index(b"event: message_stop")
-    expected = Usage(25, 15, 0, 0, complete=False, delivered_text_bytes=TEXT_BYTES)
+    expected = Usage(25, 15, 0, 0, complete=False, delivered_text_bytes=TEXT_BYTES, **STANDARD)
     assert run(True, [TEXT_STREAM[:cut]]) == (TEXT_STREAM[:cut], expected)
 
 
 def test_stream_that_ends_without_message_delta_uses_the_provisional_output() -> None:
     data = TEXT_STREAM.replace(TEXT_STREAM[TEXT_STREAM.index(b"event: message_delta") :], b"")
     data += b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
-    assert run(True, [data])[1] == Usage(25, 1, 0, 0, complete=True, delivered_text_bytes=TEXT_BYTES)
+    assert run(True, [data])[1] == Usage(
+        25, 1, 0, 0, complete=True, delivered_text_bytes=TEXT_BYTES, **STANDARD
+    )
 
 
 # Extended thinking, a tool call, prompt caching, and a message_delta whose cumulative usage
 # overwrites the input counts (as server tools make it do).
+STANDARD: dict[str, Any] = {"cache_write_1h_tokens": 0, "service_tier": "standard"}
+
 THINKING_TOOL_STREAM = (
     b"event: message_start\n"
     b'data: {"type":"message_start","message":{"id":"msg_01Aq9w938a90dw8q","type":"message","role":"assistant",'
@@ -137,6 +142,19 @@ THINKING_TOOL_STREAM = (
 )
 
 
+def test_one_hour_cache_writes_and_web_searches_are_reported_apart() -> None:
+    """`cache_creation_input_tokens` counts both lifetimes; the one-hour part is priced at its own rate."""
+    body = (
+        b'{"type":"message","content":[],"usage":{"input_tokens":50,"cache_creation_input_tokens":3000,'
+        b'"cache_read_input_tokens":0,"cache_creation":{"ephemeral_5m_input_tokens":1000,'
+        b'"ephemeral_1h_input_tokens":2000},"output_tokens":7,"server_tool_use":{"web_search_requests":3},'
+        b'"service_tier":"priority"}}'
+    )
+    usage = run(False, [body])[1]
+    assert (usage.cache_write_tokens, usage.cache_write_1h_tokens) == (1000, 2000)
+    assert (usage.web_searches, usage.service_tier, usage.input_tokens) == (3, "priority", 50)
+
+
 def test_thinking_tool_use_and_caching_stream_every_split() -> None:
     expected = Usage(
         input_tokens=2679,
@@ -144,6 +162,9 @@ def test_thinking_tool_use_and_caching_stream_every_split() -> None:
         cached_input_tokens=3000,
         cache_write_tokens=1500,
         reasoning_tokens=61,
+        cache_write_1h_tokens=0,
+        web_searches=1,
+        service_tier="standard",
         complete=True,
         delivered_text_bytes=utf8("The user wants the weather …", '{"location": "Zü', 'rich"}'),
     )
@@ -159,7 +180,7 @@ def test_error_event_is_passed_through() -> None:
         b"event: error\n"
         b'data: {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}\n\n'
     )
-    check_every_split(True, data, Usage(25, None, 0, 0, complete=False, delivered_text_bytes=3))
+    check_every_split(True, data, Usage(25, None, 0, 0, complete=False, delivered_text_bytes=3, **STANDARD))
 
 
 @pytest.mark.parametrize("value", [b'"25"', b"-1", b"true", b"25.0", b"null", b"{}"])
@@ -208,7 +229,14 @@ MESSAGE_BODY = (
 
 def test_body_every_split() -> None:
     expected = Usage(
-        310, 120, 2048, 0, 40, complete=True, delivered_text_bytes=utf8("Hmm.", "Voilà.", '{"city":"Zürich"}')
+        310,
+        120,
+        2048,
+        0,
+        40,
+        complete=True,
+        delivered_text_bytes=utf8("Hmm.", "Voilà.", '{"city":"Zürich"}'),
+        **STANDARD,
     )
     check_every_split(False, MESSAGE_BODY, expected)
 

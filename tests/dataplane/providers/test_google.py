@@ -150,6 +150,28 @@ def test_thought_parts_count_as_delivered_but_not_as_answer() -> None:
             {"promptTokenCount": 10, "cachedContentTokenCount": 50, "candidatesTokenCount": 1},
             Usage(input_tokens=0, output_tokens=1, cached_input_tokens=50, complete=True),
         ),
+        # Audio and image prompt tokens are priced apart; cached ones stay cached.
+        (
+            {
+                "promptTokenCount": 1300,
+                "cachedContentTokenCount": 300,
+                "candidatesTokenCount": 4,
+                "promptTokensDetails": [
+                    {"modality": "TEXT", "tokenCount": 100},
+                    {"modality": "AUDIO", "tokenCount": 900},
+                    {"modality": "IMAGE", "tokenCount": 300},
+                ],
+                "cacheTokensDetails": [{"modality": "AUDIO", "tokenCount": 300}],
+            },
+            Usage(
+                input_tokens=100,
+                output_tokens=4,
+                cached_input_tokens=300,
+                audio_input_tokens=600,
+                image_input_tokens=300,
+                complete=True,
+            ),
+        ),
         # Bad counts are not reported.
         ({"promptTokenCount": -1, "candidatesTokenCount": "3"}, Usage(output_tokens=0, complete=True)),
         ({"promptTokenCount": True, "candidatesTokenCount": 2.0}, Usage(output_tokens=0, complete=True)),
@@ -158,6 +180,24 @@ def test_thought_parts_count_as_delivered_but_not_as_answer() -> None:
 def test_usage_normalisation(meta: dict[str, object], expected: Usage) -> None:
     body = {"candidates": [{"finishReason": "STOP"}], "usageMetadata": meta}
     assert run(partial(GenerateParser, False), [json.dumps(body).encode()])[1] == expected
+
+
+@pytest.mark.parametrize(("per_query", "searches"), [(True, 3), (False, 1)])
+def test_grounding_counts_search_queries_or_grounded_prompts(per_query: bool, searches: int) -> None:
+    """Gemini 3 bills each search query, Gemini 2.5 each grounded prompt; a stream repeats the metadata."""
+    grounding = {"webSearchQueries": ["a", "b", "c"], "groundingChunks": []}
+    chunks = [
+        {"candidates": [{"content": {"parts": [{"text": "x"}]}, "groundingMetadata": grounding}]},
+        {
+            "candidates": [{"finishReason": "STOP", "groundingMetadata": grounding}],
+            "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 1},
+        },
+    ]
+    data = b"".join(b"data: " + json.dumps(c).encode() + b"\r\n\r\n" for c in chunks)
+    usage = run(partial(GenerateParser, True, per_query), [data])[1]
+    assert usage.web_searches == searches
+    plain = {"candidates": [{"finishReason": "STOP"}], "usageMetadata": {"promptTokenCount": 5}}
+    assert run(partial(GenerateParser, False), [json.dumps(plain).encode()])[1].web_searches is None
 
 
 def test_a_blocked_prompt_costs_its_input_only() -> None:

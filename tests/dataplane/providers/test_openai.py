@@ -77,6 +77,7 @@ CHAT_USAGE = Usage(
     output_tokens=9,
     cached_input_tokens=0,
     reasoning_tokens=0,
+    service_tier="default",
     complete=True,
     delivered_text_bytes=CHAT_TEXT,
 )
@@ -126,7 +127,9 @@ def test_chat_stream_without_usage_chunk_reports_nothing_but_completes() -> None
 
 def test_chat_stream_usage_chunk_at_the_very_end_without_blank_line() -> None:
     data = CHAT_STREAM[: CHAT_STREAM.index(CHAT_USAGE_EVENT)] + CHAT_USAGE_EVENT.rstrip(b"\n")
-    expected = Usage(21, 9, 0, None, 0, complete=False, delivered_text_bytes=CHAT_TEXT)
+    expected = Usage(
+        21, 9, 0, None, 0, complete=False, delivered_text_bytes=CHAT_TEXT, service_tier="default"
+    )
     check_every_split(lambda: ChatParser(stream=True), data, data, expected)
     forwarded, usage = run(lambda: ChatParser(stream=True, strip_usage_chunk=True), [data])
     assert (forwarded, usage) == (data[: -len(CHAT_USAGE_EVENT) + 2], expected)
@@ -396,6 +399,7 @@ CHAT_BODY_USAGE = Usage(
     output_tokens=56,
     cached_input_tokens=1024,
     reasoning_tokens=0,
+    service_tier="default",
     complete=True,
     delivered_text_bytes=utf8("Grüß dich!", "{}"),
 )
@@ -595,6 +599,47 @@ def test_responses_body_every_split() -> None:
         delivered_text_bytes=utf8("Plan.", '{"q":1}', "¡Hola!", "No."),
     )
     check_every_split(lambda: ResponsesParser(stream=False), RESPONSES_BODY, RESPONSES_BODY, expected)
+
+
+SEARCHING_BODY = (
+    b'{"id":"resp_2","object":"response","status":"completed","model":"gpt-5.4","service_tier":"priority",'
+    b'"output":[{"id":"ws_1","type":"web_search_call","status":"completed"},{"id":"ws_2","type":"web_search_call",'
+    b'"status":"completed"},{"id":"fs_1","type":"file_search_call","status":"completed","queries":["x"]},'
+    b'{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"output_text","text":"ok"}]}],'
+    b'"usage":{"input_tokens":90,"output_tokens":5}}'
+)
+
+
+def test_responses_count_search_calls_and_the_service_tier_that_ran() -> None:
+    """OpenAI bills web and file search calls per call, and priority processing at its own rates."""
+    expected = Usage(
+        90, 5, web_searches=2, file_searches=1, service_tier="priority", complete=True, delivered_text_bytes=2
+    )
+    check_every_split(lambda: ResponsesParser(stream=False), SEARCHING_BODY, SEARCHING_BODY, expected)
+    stream = b"".join(
+        b"event: " + kind + b"\ndata: " + payload + b"\n\n"
+        for kind, payload in (
+            (
+                b"response.output_item.done",
+                b'{"type":"response.output_item.done","item":{"type":"web_search_call"}}',
+            ),
+            (b"response.output_item.done", b'{"type":"response.output_item.done","item":{"type":"message"}}'),
+            (
+                b"response.output_item.done",
+                b'{"type":"response.output_item.done","item":{"type":"file_search_call"}}',
+            ),
+            (b"response.output_text.delta", b'{"type":"response.output_text.delta","delta":"ok"}'),
+            (
+                b"response.completed",
+                b'{"type":"response.completed","response":{"service_tier":"flex","usage":'
+                b'{"input_tokens":90,"output_tokens":5}}}',
+            ),
+        )
+    )
+    flex = Usage(
+        90, 5, web_searches=1, file_searches=1, service_tier="flex", complete=True, delivered_text_bytes=2
+    )
+    check_every_split(lambda: ResponsesParser(stream=True), stream, stream, flex)
 
 
 # --- embeddings --------------------------------------------------------------------------------
