@@ -5,6 +5,7 @@
     spendgate keys mint|list|get|update|revoke …                (SPENDGATE_MASTER_KEY)
     spendgate usage --from DATE --to DATE                        (SPENDGATE_MASTER_KEY)
     spendgate settlements list|replay [--spool-dir DIR]          (service token)
+    spendgate catalog list|show|diff|apply                       (admin token or master key)
 
 Environment: SPENDGATE_CONTROLPLANE (host:port, default 127.0.0.1:50051),
 SPENDGATE_ADMIN_TOKEN (else read from $SPENDGATE_DATA_DIR/admin-token),
@@ -23,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from clients import shapes
+from clients import catalog_cli, shapes
 from clients.client import PERIODS, SCOPES, ControlPlaneClient, SpendgateRpcError
 from controlplane.money import format_usd, parse_usd
 from dataplane import mock_upstream
@@ -561,7 +562,14 @@ def build_parser() -> argparse.ArgumentParser:
         )
         cmd.set_defaults(func=func)
 
-    prices = json_flag(sub.add_parser("prices", help="the pricing catalog"))
+    catalog_cli.register(
+        sub,
+        json_flag,
+        lambda: _master_client() if os.environ.get("SPENDGATE_MASTER_KEY") else _admin_client(),
+        _admin_client,
+        _emit,
+    )
+    prices = json_flag(sub.add_parser("prices", help="the pricing catalog (see also `catalog list`)"))
     prices.add_argument("--history", action="store_true", help="every effective-dated row")
     prices.set_defaults(func=cmd_prices)
     return parser

@@ -79,6 +79,9 @@ class ControlPlaneClient:
     def upsert_price(self, price: usage_pb2.Price) -> usage_pb2.Price:
         return self._do(self.admin.UpsertPrice, admin_pb2.UpsertPriceRequest(price=price)).price
 
+    def apply_catalog(self, prices: list[usage_pb2.Price]) -> int:
+        return self._do(self.admin.ApplyCatalog, admin_pb2.ApplyCatalogRequest(prices=prices)).added
+
     # keys (master key) ----------------------------------------------------
 
     def create_key(

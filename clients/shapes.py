@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from controlplane.money import OPTIONAL_RATES, format_usd
+from controlplane.money import RATES as RATE_NAMES
 from spendgate.v1 import keys_pb2, usage_pb2
 
 SCOPE_NAMES = {keys_pb2.KEY_SCOPE_STANDARD: "standard", keys_pb2.KEY_SCOPE_MASTER: "master"}
@@ -103,6 +104,12 @@ def event_json(event: usage_pb2.UsageEvent) -> dict[str, Any]:
         "characters": u.characters,
         "audio_ms": u.audio_ms,
         "images": u.images,
+        "cache_write_1h_tokens": u.cache_write_1h_tokens,
+        "image_input_tokens": u.image_input_tokens,
+        "web_searches": u.web_searches,
+        "file_searches": u.file_searches,
+        "service_tier": event.service_tier,
+        "price_rules": event.price_rules,
         "cost_micros": event.cost_micros,
         "fee_micros": event.fee_micros,
         "latency_ms": event.latency_ms,
@@ -123,4 +130,18 @@ def price_json(price: usage_pb2.Price) -> dict[str, Any]:
         **{name: getattr(price, name) if price.HasField(name) else None for name in OPTIONAL_RATES},
         "max_output_tokens": price.max_output_tokens,
         "source": price.source,
+        "rules": [rule_json(rule) for rule in price.rules],
+    }
+
+
+def rule_json(rule: usage_pb2.PriceRule) -> dict[str, Any]:
+    window = None
+    if rule.HasField("window_start_minute"):
+        start, end = rule.window_start_minute, rule.window_end_minute
+        window = f"{start // 60:02d}:{start % 60:02d}-{end // 60:02d}:{end % 60:02d}"
+    return {
+        "above_input_tokens": rule.above_input_tokens if rule.HasField("above_input_tokens") else None,
+        "window": window,
+        "service_tier": rule.service_tier or None,
+        "rates": {name: getattr(rule.rates, name) for name in RATE_NAMES if rule.rates.HasField(name)},
     }

@@ -207,7 +207,7 @@ def _row_to_price(row: Any) -> Price:
     return Price(**{**values, "rules": rules_from_json(row.rules)})
 
 
-def _same_price(a: Price, b: Price) -> bool:
+def same_price(a: Price, b: Price) -> bool:
     return a.rules == b.rules and all(getattr(a, name) == getattr(b, name) for name in _PRICE_FIELDS)
 
 
@@ -229,7 +229,8 @@ def insert(conn: Connection, price: Price, now_ms: int, origin: str = "api") -> 
         )
     values = {f.name: getattr(price, f.name) for f in fields(Price)}
     values["rules"] = rules_to_json(price.rules)
-    conn.execute(prices.insert().values(origin=origin, **values))
+    values["origin"] = origin
+    conn.execute(prices.insert().values(**values))
     return price
 
 
@@ -253,13 +254,13 @@ def sync(engine: Engine, catalog: list[Price], now_ms: int) -> int:
                     conn, price.provider, price.model, price.effective_from_ms, origin="catalog"
                 )
                 if announced is not None and announced.effective_from_ms == price.effective_from_ms:
-                    if _same_price(announced, price):
+                    if same_price(announced, price):
                         continue
                     _delete(conn, announced)  # not in force yet: the newer announcement replaces it
                 insert(conn, price, now_ms, origin="catalog")
             else:
                 current = lookup(conn, price.provider, price.model, now_ms, origin="catalog")
-                if current is not None and _same_price(current, price):
+                if current is not None and same_price(current, price):
                     continue
                 insert(conn, replace(price, effective_from_ms=0), now_ms, origin="catalog")
             added += 1

@@ -80,6 +80,7 @@ class Price:
     request_micros_per_mrequest: int | None = None  # a fee per request, on top of its units
     file_search_micros_per_mcall: int | None = None
     rules: tuple[Rule, ...] = ()
+    origin: str = ""  # where a stored row came from: "catalog" or "api" (UpsertPrice)
 
     @property
     def qualified_name(self) -> str:

@@ -61,6 +61,12 @@ def messages(call: Call) -> Reply:
         "output_tokens": think + n,
         "service_tier": "standard",
     }
+    searches = (
+        {"server_tool_use": {"web_search_requests": call.knobs.web_searches}}
+        if call.knobs.web_searches
+        else {}
+    )
+    usage.update(searches)
     tool_id = f"toolu_{call.rid[:24]}"
     blocks: list[dict[str, Any]] = []
     if think:
@@ -115,7 +121,7 @@ def messages(call: Call) -> Reply:
     else:
         block(index, {"type": "text", "text": ""}, [{"type": "text_delta", "text": w} for w in words(n)])
     delta = {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None}}
-    events.append(sse_event("message_delta", {**delta, "usage": {"output_tokens": think + n}}))
+    events.append(sse_event("message_delta", {**delta, "usage": {"output_tokens": think + n, **searches}}))
     events.append(sse_event("message_stop", {"type": "message_stop"}))
     return sse_reply(events, "anthropic", call.rid, call.knobs)
 

@@ -153,6 +153,9 @@ def _chunk(
     candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"} if parts else {"role": "model"}}
     if finish is not None:
         candidate["finishReason"] = finish
+        if call.knobs.web_searches:
+            queries = [f"search {i + 1}" for i in range(call.knobs.web_searches)]
+            candidate["groundingMetadata"] = {"webSearchQueries": queries, "groundingChunks": []}
     candidate["index"] = 0
     return {
         "candidates": [candidate],

@@ -83,6 +83,9 @@ Header knobs, all optional, are read from the request:
 * x-mock-output-tokens: N sets the desired reply length (see above).
 * x-mock-cached-tokens: N is the OpenAI cached_tokens (and the cache hits of
   the OpenAI-compatible providers, and Gemini's cachedContentTokenCount).
+* x-mock-web-searches: N reports N server-side web searches: Anthropic's
+  `usage.server_tool_use.web_search_requests`, Gemini's
+  `groundingMetadata.webSearchQueries` (N queries) on the last candidate.
 * x-mock-garbage: 1 puts a non-JSON `data:` line, with no event name, before
   every SSE event. The stream still ends normally.
 """

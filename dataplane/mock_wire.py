@@ -169,6 +169,7 @@ class Knobs:
     output_tokens: int | None = None
     cached_tokens: int = 0
     garbage: bool = False
+    web_searches: int = 0
 
     @property
     def immediate(self) -> bool:
@@ -184,6 +185,7 @@ _KNOB_FIELDS = {
     "x-mock-output-tokens": "output_tokens",
     "x-mock-cached-tokens": "cached_tokens",
     "x-mock-garbage": "garbage",
+    "x-mock-web-searches": "web_searches",
 }
 
 

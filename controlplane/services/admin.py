@@ -43,3 +43,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         with self._engine.begin() as conn:
             stored = catalog.insert(conn, convert.price_from(request.price), self._clock())
         return admin_pb2.UpsertPriceResponse(price=convert.price_to_pb(stored))
+
+    def ApplyCatalog(
+        self, request: admin_pb2.ApplyCatalogRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.ApplyCatalogResponse:
+        rows = [convert.price_from(p, f"prices[{i}]") for i, p in enumerate(request.prices)]
+        return admin_pb2.ApplyCatalogResponse(added=catalog.sync(self._engine, rows, self._clock()))

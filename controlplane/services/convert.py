@@ -142,6 +142,7 @@ def price_to_pb(price: Price) -> usage_pb2.Price:
         output_micros_per_mtok=price.output_micros_per_mtok,
         max_output_tokens=price.max_output_tokens,
         source=price.source,
+        origin=price.origin,
     )
     for name in OPTIONAL_RATES:
         if getattr(price, name) is not None:
@@ -175,7 +176,7 @@ def rule_from(msg: usage_pb2.PriceRule, field: str) -> Rule:
         raise InvalidArgument(field, str(exc)) from None
 
 
-def price_from(msg: usage_pb2.Price) -> Price:
+def price_from(msg: usage_pb2.Price, field: str = "price") -> Price:
     return Price(
         provider=msg.provider,
         model=msg.model,
@@ -184,6 +185,6 @@ def price_from(msg: usage_pb2.Price) -> Price:
         max_output_tokens=msg.max_output_tokens,
         effective_from_ms=msg.effective_from_ms,
         source=msg.source or "admin api",
-        rules=tuple(rule_from(rule, f"price.rules[{i}]") for i, rule in enumerate(msg.rules)),
+        rules=tuple(rule_from(rule, f"{field}.rules[{i}]") for i, rule in enumerate(msg.rules)),
         **{name: getattr(msg, name) if msg.HasField(name) else None for name in OPTIONAL_RATES},
     )

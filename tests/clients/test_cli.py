@@ -107,3 +107,44 @@ def test_cli_errors_are_clear(running: tuple[str, Path]) -> None:
     assert bad_money.returncode == 2 and "finer than one micro-USD" in bad_money.stderr
     no_token = spendgate("accounts", "create", "x", env=env_for(address, data / "missing"))
     assert no_token.returncode == 2 and "SPENDGATE_ADMIN_TOKEN" in no_token.stderr
+
+
+def test_catalog_diff_shows_an_upgrade_before_apply_stores_it(tmp_path: Path) -> None:
+    """An operator reprices from a newer catalog: diff lists the change, apply stores it in the
+    running control plane (effective now), and an UpsertPrice override is kept through both."""
+    proc, address = start_controlplane(tmp_path / "data")
+    try:
+        env = env_for(address, tmp_path / "data")
+        with ControlPlaneClient(address, (tmp_path / "data" / "admin-token").read_text().strip()) as admin:
+            admin.upsert_price(
+                usage_pb2.Price(
+                    provider="openai", model="gpt-4o", input_micros_per_mtok=1, output_micros_per_mtok=1
+                )
+            )
+        newer = tmp_path / "newer.toml"
+        newer.write_text(
+            '[[model]]\nprovider = "openai"\nname = "gpt-4o-mini"\ninput_micros_per_mtok = 200000\n'
+            'output_micros_per_mtok = 800000\nmax_output_tokens = 16384\nsource = "test"\n\n'
+            '[[model]]\nprovider = "openai"\nname = "gpt-4o"\ninput_micros_per_mtok = 9\noutput_micros_per_mtok = 9\n'
+        )
+        unchanged = run_json("catalog", "diff", env=env)
+        assert unchanged["changes"] == [
+            {"model": "openai/gpt-4o", "change": "kept", "why": "an UpsertPrice row is in force"}
+        ]  # type: ignore[index]
+        changes = run_json("catalog", "diff", "--catalog", str(newer), env=env)["changes"]  # type: ignore[index]
+        by_model = {c["model"]: c for c in changes}
+        assert by_model["openai/gpt-4o-mini"]["change"] == "changed"
+        assert by_model["openai/gpt-4o-mini"]["fields"]["input_micros_per_mtok"] == [150_000, 200_000]
+        assert by_model["openai/gpt-4o"]["change"] == "kept"
+        text = spendgate("catalog", "diff", "--catalog", str(newer), env=env).stdout
+        assert "~ openai/gpt-4o-mini from now: input/M $0.15 -> $0.2" in text
+        assert run_json("catalog", "apply", "--catalog", str(newer), env=env) == {"added": 1}
+        assert run_json("catalog", "apply", "--catalog", str(newer), env=env) == {"added": 0}
+        listed = run_json("catalog", "list", "--provider", "openai", "--model", "gpt-4o", env=env)
+        prices = {p["model"]: p for p in listed["prices"]}  # type: ignore[index]
+        assert prices["gpt-4o-mini"]["input_micros_per_mtok"] == 200_000
+        assert prices["gpt-4o"]["input_micros_per_mtok"] == 1  # the operator's UpsertPrice stays
+        shown = spendgate("catalog", "show", "gemini-2.5-pro", env=env).stdout
+        assert "rule input>200000: input/M $2.5" in shown and "genai-prices" in shown
+    finally:
+        stop(proc)

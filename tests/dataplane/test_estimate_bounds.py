@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from controlplane.money import Rule
 from dataplane import estimate
 from dataplane.errors import BadRequest, Unbounded
 from dataplane.inbound import RequestView
@@ -448,3 +449,60 @@ def test_deep_nesting_is_walked_without_recursion() -> None:
 
 def test_absurd_choices_keep_the_estimate_in_range() -> None:
     assert estimate.tokens(view(chat(n=10**30)), MINI, LIMITS) == estimate.MAX_ESTIMATE_MICROS
+
+
+# --- price rules: the estimate reserves at the dearest rate that may apply -----------------------
+
+PRO = ModelPrice(
+    "google",
+    "gemini-2.5-pro",
+    1_250_000,
+    10_000_000,
+    125_000,
+    None,
+    65_536,
+    rules=(
+        Rule(
+            {"input_micros_per_mtok": 2_500_000, "output_micros_per_mtok": 15_000_000},
+            above_input_tokens=200_000,
+        ),
+    ),
+)
+PEAK = Rule({"input_micros_per_mtok": 1_320_000, "output_micros_per_mtok": 3_960_000}, window=(60, 240))
+V4 = ModelPrice("deepseek", "deepseek-v4-pro", 660_000, 1_980_000, 22_000, None, 384_000, rules=(PEAK,))
+DAY = 1_796_083_200_000  # a midnight, UTC
+
+
+def test_a_body_that_could_cross_a_prompt_tier_is_reserved_at_the_tier_rate() -> None:
+    small, large = view(chat(max_tokens=10)), view(chat(max_tokens=10, pad="x" * 250_000))
+    assert estimate.input_tokens_bound(small, PRO, LIMITS) <= 200_000
+    assert (
+        PRO.dearest(estimate.input_tokens_bound(small, PRO, LIMITS), DAY).input_micros_per_mtok == 1_250_000
+    )
+    tiered = PRO.dearest(estimate.input_tokens_bound(large, PRO, LIMITS), DAY)
+    assert (tiered.input_micros_per_mtok, tiered.output_micros_per_mtok) == (2_500_000, 15_000_000)
+    # A small body whose image the provider fetches could be anything: the referenced-input bound applies.
+    referenced = view({"contents": [{"parts": [{"fileData": {"fileUri": URL}}]}]})
+    assert (
+        PRO.dearest(estimate.input_tokens_bound(referenced, PRO, LIMITS), DAY).input_micros_per_mtok
+        == 2_500_000
+    )
+
+
+@pytest.mark.parametrize(
+    ("minute", "dear"),
+    [(30, False), (59, True), (60, True), (120, True), (239, True), (240, False), (600, False)],
+)
+def test_a_time_of_day_window_in_force_or_starting_within_a_minute_is_reserved_at_its_rate(
+    minute: int, dear: bool
+) -> None:
+    """Priced by the request's start as the control plane reads it: a window about to open counts."""
+    at = DAY + minute * 60_000
+    assert (V4.dearest(0, at).input_micros_per_mtok == 1_320_000) is dear
+
+
+def test_a_service_tier_rule_counts_only_when_the_request_asks_for_that_tier() -> None:
+    priority = Rule({"input_micros_per_mtok": 250_000}, service_tier="priority")
+    mini = ModelPrice("openai", "gpt-4o-mini", 150_000, 600_000, 75_000, None, 16_384, rules=(priority,))
+    assert mini.dearest(10, DAY).input_micros_per_mtok == 150_000
+    assert mini.dearest(10, DAY, "priority").input_micros_per_mtok == 250_000

@@ -42,6 +42,10 @@ class Running:
     def admin_token(self) -> str:
         return (self.data_dir / "admin-token").read_text().strip()
 
+    @property
+    def service_token(self) -> str:
+        return (self.data_dir / "service-token").read_text().strip()
+
 
 def start_up(data_dir: Path, env: dict[str, str], workers: int = 2, extra: tuple[str, ...] = ()) -> Running:
     http_port, grpc_port = free_port(), free_port()

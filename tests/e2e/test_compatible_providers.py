@@ -13,7 +13,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from controlplane import catalog
-from controlplane.money import Price
+from controlplane.money import Price, Units, cost_micros
 from dataplane.mock_compat import xai_reasoning_tokens
 from dataplane.mock_upstream import MockUpstream, count_prompt_tokens, reply_text
 from tests.e2e.conftest import UPSTREAM_KEYS, Account, Running
@@ -22,7 +22,7 @@ MESSAGES: list[ChatCompletionMessageParam] = [
     {"role": "user", "content": "Say hello to the gateway, please."}
 ]
 PROMPT = count_prompt_tokens({"messages": MESSAGES})
-PRICES = {(p.provider, p.model): p for p in catalog.builtin()}
+PRICES = {(p.provider, p.model): p for p in catalog.builtin() if p.effective_from_ms == 0}
 MODELS = {
     "xai": "grok-4-1-fast-reasoning",
     "qwen": "qwen-plus",
@@ -34,14 +34,10 @@ MODELS = {
 }
 
 
-def cost(price: Price, inp: int, out: int, cached: int = 0) -> int:
-    cached_rate = price.cached_input_micros_per_mtok
-    total = (
-        inp * price.input_micros_per_mtok
-        + cached * (price.input_micros_per_mtok if cached_rate is None else cached_rate)
-        + out * price.output_micros_per_mtok
-    )
-    return -(-total // 1_000_000)
+def cost(event: dict[str, object], price: Price, inp: int, out: int, cached: int = 0) -> int:
+    """What the provider charges, at the event's time (DeepSeek's peak hours cost more)."""
+    units = Units(input_tokens=inp, output_tokens=out, cached_input_tokens=cached)
+    return cost_micros(units, price, int(event["ts_ms"]))  # type: ignore[call-overload]
 
 
 def client(gateway: Running, key: dict[str, object]) -> openai.OpenAI:
@@ -68,7 +64,7 @@ def test_chat_is_routed_by_model_and_metered_at_the_provider_price(
     thought = xai_reasoning_tokens(model) if provider == "xai" else 0
     assert (event["provider"], event["model"], event["status"]) == (provider, model, "ok")
     assert (event["input_tokens"], event["output_tokens"]) == (PROMPT, 12 + thought)
-    assert event["cost_micros"] == cost(PRICES[provider, model], PROMPT, 12 + thought)
+    assert event["cost_micros"] == cost(event, PRICES[provider, model], PROMPT, 12 + thought)
     assert event["estimated"] is False
 
 
@@ -112,7 +108,7 @@ def test_cache_hits_are_billed_at_the_cached_rate(
     (event,) = account.events(str(user_key["id"]), 1)
     assert (event["input_tokens"], event["cached_input_tokens"]) == (PROMPT - 4, 4)
     thought = xai_reasoning_tokens(model) if provider == "xai" else 0
-    assert event["cost_micros"] == cost(PRICES[provider, model], PROMPT - 4, 3 + thought, cached=4)
+    assert event["cost_micros"] == cost(event, PRICES[provider, model], PROMPT - 4, 3 + thought, cached=4)
 
 
 def test_xai_reasoning_counted_outside_completion_is_billed_once_as_output(

@@ -26,7 +26,7 @@ from spendgate.v1 import keys_pb2 as spendgate_dot_v1_dot_keys__pb2
 from spendgate.v1 import usage_pb2 as spendgate_dot_v1_dot_usage__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18spendgate/v1/admin.proto\x12\x0cspendgate.v1\x1a\x17spendgate/v1/keys.proto\x1a\x18spendgate/v1/usage.proto\"\x97\x01\n\x07\x41\x63\x63ount\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\ncreated_ms\x18\x03 \x01(\x03\x12\x15\n\rcredit_micros\x18\x04 \x01(\x03\x12\x14\n\x0cspent_micros\x18\x05 \x01(\x03\x12\x17\n\x0freserved_micros\x18\x06 \x01(\x03\x12\x18\n\x10remaining_micros\x18\x07 \x01(\x03\"C\n\x14\x43reateAccountRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1d\n\x15initial_credit_micros\x18\x02 \x01(\x03\"\x81\x01\n\x15\x43reateAccountResponse\x12&\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x15.spendgate.v1.Account\x12%\n\nmaster_key\x18\x02 \x01(\x0b\x32\x11.spendgate.v1.Key\x12\x19\n\x11master_key_secret\x18\x03 \x01(\t\"@\n\x13\x43reditWalletRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x15\n\ramount_micros\x18\x02 \x01(\x03\">\n\x14\x43reditWalletResponse\x12&\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x15.spendgate.v1.Account\"8\n\x12UpsertPriceRequest\x12\"\n\x05price\x18\x01 \x01(\x0b\x32\x13.spendgate.v1.Price\"9\n\x13UpsertPriceResponse\x12\"\n\x05price\x18\x01 \x01(\x0b\x32\x13.spendgate.v1.Price2\x93\x02\n\x0c\x41\x64minService\x12X\n\rCreateAccount\x12\".spendgate.v1.CreateAccountRequest\x1a#.spendgate.v1.CreateAccountResponse\x12U\n\x0c\x43reditWallet\x12!.spendgate.v1.CreditWalletRequest\x1a\".spendgate.v1.CreditWalletResponse\x12R\n\x0bUpsertPrice\x12 .spendgate.v1.UpsertPriceRequest\x1a!.spendgate.v1.UpsertPriceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18spendgate/v1/admin.proto\x12\x0cspendgate.v1\x1a\x17spendgate/v1/keys.proto\x1a\x18spendgate/v1/usage.proto\"\x97\x01\n\x07\x41\x63\x63ount\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\ncreated_ms\x18\x03 \x01(\x03\x12\x15\n\rcredit_micros\x18\x04 \x01(\x03\x12\x14\n\x0cspent_micros\x18\x05 \x01(\x03\x12\x17\n\x0freserved_micros\x18\x06 \x01(\x03\x12\x18\n\x10remaining_micros\x18\x07 \x01(\x03\"C\n\x14\x43reateAccountRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1d\n\x15initial_credit_micros\x18\x02 \x01(\x03\"\x81\x01\n\x15\x43reateAccountResponse\x12&\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x15.spendgate.v1.Account\x12%\n\nmaster_key\x18\x02 \x01(\x0b\x32\x11.spendgate.v1.Key\x12\x19\n\x11master_key_secret\x18\x03 \x01(\t\"@\n\x13\x43reditWalletRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x15\n\ramount_micros\x18\x02 \x01(\x03\">\n\x14\x43reditWalletResponse\x12&\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x15.spendgate.v1.Account\"8\n\x12UpsertPriceRequest\x12\"\n\x05price\x18\x01 \x01(\x0b\x32\x13.spendgate.v1.Price\"9\n\x13UpsertPriceResponse\x12\"\n\x05price\x18\x01 \x01(\x0b\x32\x13.spendgate.v1.Price\":\n\x13\x41pplyCatalogRequest\x12#\n\x06prices\x18\x01 \x03(\x0b\x32\x13.spendgate.v1.Price\"%\n\x14\x41pplyCatalogResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x05\x32\xea\x02\n\x0c\x41\x64minService\x12X\n\rCreateAccount\x12\".spendgate.v1.CreateAccountRequest\x1a#.spendgate.v1.CreateAccountResponse\x12U\n\x0c\x43reditWallet\x12!.spendgate.v1.CreditWalletRequest\x1a\".spendgate.v1.CreditWalletResponse\x12R\n\x0bUpsertPrice\x12 .spendgate.v1.UpsertPriceRequest\x1a!.spendgate.v1.UpsertPriceResponse\x12U\n\x0c\x41pplyCatalog\x12!.spendgate.v1.ApplyCatalogRequest\x1a\".spendgate.v1.ApplyCatalogResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,6 +47,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPSERTPRICEREQUEST']._serialized_end=634
   _globals['_UPSERTPRICERESPONSE']._serialized_start=636
   _globals['_UPSERTPRICERESPONSE']._serialized_end=693
-  _globals['_ADMINSERVICE']._serialized_start=696
-  _globals['_ADMINSERVICE']._serialized_end=971
+  _globals['_APPLYCATALOGREQUEST']._serialized_start=695
+  _globals['_APPLYCATALOGREQUEST']._serialized_end=753
+  _globals['_APPLYCATALOGRESPONSE']._serialized_start=755
+  _globals['_APPLYCATALOGRESPONSE']._serialized_end=792
+  _globals['_ADMINSERVICE']._serialized_start=795
+  _globals['_ADMINSERVICE']._serialized_end=1157
 # @@protoc_insertion_point(module_scope)

@@ -1,8 +1,9 @@
 from spendgate.v1 import keys_pb2 as _keys_pb2
 from spendgate.v1 import usage_pb2 as _usage_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -68,3 +69,15 @@ class UpsertPriceResponse(_message.Message):
     PRICE_FIELD_NUMBER: _ClassVar[int]
     price: _usage_pb2.Price
     def __init__(self, price: _Optional[_Union[_usage_pb2.Price, _Mapping]] = ...) -> None: ...
+
+class ApplyCatalogRequest(_message.Message):
+    __slots__ = ("prices",)
+    PRICES_FIELD_NUMBER: _ClassVar[int]
+    prices: _containers.RepeatedCompositeFieldContainer[_usage_pb2.Price]
+    def __init__(self, prices: _Optional[_Iterable[_Union[_usage_pb2.Price, _Mapping]]] = ...) -> None: ...
+
+class ApplyCatalogResponse(_message.Message):
+    __slots__ = ("added",)
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    added: int
+    def __init__(self, added: _Optional[int] = ...) -> None: ...

@@ -50,6 +50,11 @@ class AdminServiceStub:
                 request_serializer=spendgate_dot_v1_dot_admin__pb2.UpsertPriceRequest.SerializeToString,
                 response_deserializer=spendgate_dot_v1_dot_admin__pb2.UpsertPriceResponse.FromString,
                 _registered_method=True)
+        self.ApplyCatalog = channel.unary_unary(
+                '/spendgate.v1.AdminService/ApplyCatalog',
+                request_serializer=spendgate_dot_v1_dot_admin__pb2.ApplyCatalogRequest.SerializeToString,
+                response_deserializer=spendgate_dot_v1_dot_admin__pb2.ApplyCatalogResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -77,6 +82,15 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApplyCatalog(self, request, context):
+        """ApplyCatalog syncs a catalog (e.g. a newer genai-prices release) as catalog rows:
+        changed prices take effect now, announced ones on their day, and no row set by
+        UpsertPrice is replaced. Data planes pick the change up on their next refresh.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +108,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.UpsertPrice,
                     request_deserializer=spendgate_dot_v1_dot_admin__pb2.UpsertPriceRequest.FromString,
                     response_serializer=spendgate_dot_v1_dot_admin__pb2.UpsertPriceResponse.SerializeToString,
+            ),
+            'ApplyCatalog': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyCatalog,
+                    request_deserializer=spendgate_dot_v1_dot_admin__pb2.ApplyCatalogRequest.FromString,
+                    response_serializer=spendgate_dot_v1_dot_admin__pb2.ApplyCatalogResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +197,33 @@ class AdminService:
             '/spendgate.v1.AdminService/UpsertPrice',
             spendgate_dot_v1_dot_admin__pb2.UpsertPriceRequest.SerializeToString,
             spendgate_dot_v1_dot_admin__pb2.UpsertPriceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyCatalog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spendgate.v1.AdminService/ApplyCatalog',
+            spendgate_dot_v1_dot_admin__pb2.ApplyCatalogRequest.SerializeToString,
+            spendgate_dot_v1_dot_admin__pb2.ApplyCatalogResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -352,7 +352,7 @@ class ListUsageEventsResponse(_message.Message):
     def __init__(self, key: _Optional[_Union[_keys_pb2.Key, _Mapping]] = ..., events: _Optional[_Iterable[_Union[UsageEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Price(_message.Message):
-    __slots__ = ("provider", "model", "effective_from_ms", "input_micros_per_mtok", "output_micros_per_mtok", "cached_input_micros_per_mtok", "cache_write_micros_per_mtok", "max_output_tokens", "source", "audio_input_micros_per_mtok", "audio_output_micros_per_mtok", "characters_micros_per_mchar", "audio_seconds_micros_per_msec", "images_micros_per_mimage", "cache_write_1h_micros_per_mtok", "image_input_micros_per_mtok", "web_search_micros_per_mcall", "request_micros_per_mrequest", "rules", "file_search_micros_per_mcall")
+    __slots__ = ("provider", "model", "effective_from_ms", "input_micros_per_mtok", "output_micros_per_mtok", "cached_input_micros_per_mtok", "cache_write_micros_per_mtok", "max_output_tokens", "source", "audio_input_micros_per_mtok", "audio_output_micros_per_mtok", "characters_micros_per_mchar", "audio_seconds_micros_per_msec", "images_micros_per_mimage", "cache_write_1h_micros_per_mtok", "image_input_micros_per_mtok", "web_search_micros_per_mcall", "request_micros_per_mrequest", "rules", "file_search_micros_per_mcall", "origin")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     EFFECTIVE_FROM_MS_FIELD_NUMBER: _ClassVar[int]
@@ -373,6 +373,7 @@ class Price(_message.Message):
     REQUEST_MICROS_PER_MREQUEST_FIELD_NUMBER: _ClassVar[int]
     RULES_FIELD_NUMBER: _ClassVar[int]
     FILE_SEARCH_MICROS_PER_MCALL_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     provider: str
     model: str
     effective_from_ms: int
@@ -393,7 +394,8 @@ class Price(_message.Message):
     request_micros_per_mrequest: int
     rules: _containers.RepeatedCompositeFieldContainer[PriceRule]
     file_search_micros_per_mcall: int
-    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., effective_from_ms: _Optional[int] = ..., input_micros_per_mtok: _Optional[int] = ..., output_micros_per_mtok: _Optional[int] = ..., cached_input_micros_per_mtok: _Optional[int] = ..., cache_write_micros_per_mtok: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., source: _Optional[str] = ..., audio_input_micros_per_mtok: _Optional[int] = ..., audio_output_micros_per_mtok: _Optional[int] = ..., characters_micros_per_mchar: _Optional[int] = ..., audio_seconds_micros_per_msec: _Optional[int] = ..., images_micros_per_mimage: _Optional[int] = ..., cache_write_1h_micros_per_mtok: _Optional[int] = ..., image_input_micros_per_mtok: _Optional[int] = ..., web_search_micros_per_mcall: _Optional[int] = ..., request_micros_per_mrequest: _Optional[int] = ..., rules: _Optional[_Iterable[_Union[PriceRule, _Mapping]]] = ..., file_search_micros_per_mcall: _Optional[int] = ...) -> None: ...
+    origin: str
+    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., effective_from_ms: _Optional[int] = ..., input_micros_per_mtok: _Optional[int] = ..., output_micros_per_mtok: _Optional[int] = ..., cached_input_micros_per_mtok: _Optional[int] = ..., cache_write_micros_per_mtok: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., source: _Optional[str] = ..., audio_input_micros_per_mtok: _Optional[int] = ..., audio_output_micros_per_mtok: _Optional[int] = ..., characters_micros_per_mchar: _Optional[int] = ..., audio_seconds_micros_per_msec: _Optional[int] = ..., images_micros_per_mimage: _Optional[int] = ..., cache_write_1h_micros_per_mtok: _Optional[int] = ..., image_input_micros_per_mtok: _Optional[int] = ..., web_search_micros_per_mcall: _Optional[int] = ..., request_micros_per_mrequest: _Optional[int] = ..., rules: _Optional[_Iterable[_Union[PriceRule, _Mapping]]] = ..., file_search_micros_per_mcall: _Optional[int] = ..., origin: _Optional[str] = ...) -> None: ...
 
 class PriceRule(_message.Message):
     __slots__ = ("above_input_tokens", "window_start_minute", "window_end_minute", "service_tier", "rates")
