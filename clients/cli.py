@@ -417,24 +417,13 @@ def cmd_usage(args: argparse.Namespace) -> int:
 
 
 def cmd_prices(args: argparse.Namespace) -> int:
-    with _master_client() if os.environ.get("SPENDGATE_MASTER_KEY") else _admin_client() as client:
-        listing = client.list_prices(include_history=args.history)
-    rows = [["PROVIDER", "MODEL", "INPUT/M", "CACHED/M", "OUTPUT/M", "MAX OUT", "FROM"]]
-    for p in listing.prices:
-        j = shapes.price_json(p)
-        rows.append(
-            [
-                p.provider,
-                p.model,
-                _money(p.input_micros_per_mtok),
-                _money(j["cached_input_micros_per_mtok"]),
-                _money(p.output_micros_per_mtok),
-                str(p.max_output_tokens),
-                datetime.fromtimestamp(p.effective_from_ms // 1000, UTC).strftime("%Y-%m-%d %H:%M"),
-            ]
-        )
-    _emit(args, {"fee_bps": listing.fee_bps, "prices": [shapes.price_json(p) for p in listing.prices]}, rows)
-    return 0
+    """`catalog list`, by its older name."""
+    args.provider = args.model = None
+    return catalog_cli.cmd_list(args, _reader_client, _emit)
+
+
+def _reader_client() -> ControlPlaneClient:
+    return _master_client() if os.environ.get("SPENDGATE_MASTER_KEY") else _admin_client()
 
 
 # parser ---------------------------------------------------------------------
@@ -562,13 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         cmd.set_defaults(func=func)
 
-    catalog_cli.register(
-        sub,
-        json_flag,
-        lambda: _master_client() if os.environ.get("SPENDGATE_MASTER_KEY") else _admin_client(),
-        _admin_client,
-        _emit,
-    )
+    catalog_cli.register(sub, json_flag, _reader_client, _admin_client, _emit)
     prices = json_flag(sub.add_parser("prices", help="the pricing catalog (see also `catalog list`)"))
     prices.add_argument("--history", action="store_true", help="every effective-dated row")
     prices.set_defaults(func=cmd_prices)
