@@ -27,8 +27,8 @@ from typing import Any
 from clients import catalog_cli, shapes
 from clients.client import PERIODS, SCOPES, ControlPlaneClient, SpendgateRpcError
 from controlplane.money import format_usd, parse_usd
-from dataplane import mock_upstream
 from dataplane.spool import DeadLetter, DeadLetters
+from fakeupstream import server as mock_upstream
 from spendgate.v1 import usage_pb2
 
 DEFAULT_TARGET = "127.0.0.1:50051"

@@ -25,8 +25,8 @@ from dataplane.config import Settings
 from dataplane.forward import HttpxUpstream, UpstreamClient, UpstreamResponse
 from dataplane.keycache import KeyCache
 from dataplane.lease import Lease
-from dataplane.mock_upstream import running_mock
 from dataplane.routes import ROUTES
+from fakeupstream.server import running_mock
 from spendgate.v1 import keys_pb2_grpc, usage_pb2, usage_pb2_grpc
 from tests.controlplane.test_concurrency import check_ledger
 from tests.dataplane.test_budget import eventually, run, until_granted

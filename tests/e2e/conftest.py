@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from clients.client import ControlPlaneClient
-from dataplane.mock_upstream import MockUpstream, running_mock
+from fakeupstream.server import MockUpstream, running_mock
 from tests.support import SPENDGATE, free_port
 
 # Every secret minted in this run: none may ever show up in a log or in the database.

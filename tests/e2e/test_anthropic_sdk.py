@@ -7,7 +7,7 @@ import asyncio
 import anthropic
 import pytest
 
-from dataplane.mock_upstream import THINKING_TOKENS, MockUpstream, count_prompt_tokens, reply_text
+from fakeupstream.server import THINKING_TOKENS, MockUpstream, count_prompt_tokens, reply_text
 from tests.e2e.conftest import UPSTREAM_ANTHROPIC_KEY, Account, Running
 
 IN, WRITE, READ, OUT = 3_000_000, 3_750_000, 300_000, 15_000_000  # claude-sonnet-4-6, micros per Mtok

@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from dataplane.mock_upstream import MockUpstream, count_prompt_tokens
+from fakeupstream.server import MockUpstream, count_prompt_tokens
 from tests.e2e.conftest import Account, Running, start_up, stop_up, upstream_env
 
 MESSAGES = [{"role": "user", "content": "Count to ten."}]

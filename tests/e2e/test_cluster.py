@@ -22,7 +22,7 @@ from sqlalchemy import create_engine, text
 
 from clients.client import ControlPlaneClient
 from controlplane.store.db import normalize_url
-from dataplane.mock_upstream import MockUpstream
+from fakeupstream.server import MockUpstream
 from tests.e2e.conftest import MINTED_SECRETS, upstream_env
 from tests.support import SPENDGATE, free_port, start_controlplane, stop
 

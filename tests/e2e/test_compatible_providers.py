@@ -14,8 +14,8 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from controlplane import catalog
 from controlplane.money import Price, Units, cost_micros
-from dataplane.mock_compat import xai_reasoning_tokens
-from dataplane.mock_upstream import MockUpstream, count_prompt_tokens, reply_text
+from fakeupstream.compat import xai_reasoning_tokens
+from fakeupstream.server import MockUpstream, count_prompt_tokens, reply_text
 from tests.e2e.conftest import UPSTREAM_KEYS, Account, Running
 
 MESSAGES: list[ChatCompletionMessageParam] = [

@@ -19,8 +19,8 @@ from deepgram import DeepgramClient
 from deepgram.core.api_error import ApiError
 from deepgram.environment import DeepgramClientEnvironment
 
-from dataplane.mock_media import AUDIO_BYTES_PER_SECOND, url_seconds
-from dataplane.mock_upstream import MockUpstream, reply_text
+from fakeupstream.media import AUDIO_BYTES_PER_SECOND, url_seconds
+from fakeupstream.server import MockUpstream, reply_text
 from tests.e2e.conftest import UPSTREAM_DEEPGRAM_KEY, Account, Running
 
 # micro-USD per million seconds (catalog_data/deepgram.toml)

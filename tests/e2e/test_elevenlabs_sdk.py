@@ -15,8 +15,8 @@ from elevenlabs import ElevenLabs
 from elevenlabs.core.api_error import ApiError
 from elevenlabs.core.request_options import RequestOptions
 
-from dataplane.mock_media import STREAM_CHUNK_BYTES, mock_audio
-from dataplane.mock_upstream import MockUpstream
+from fakeupstream.media import STREAM_CHUNK_BYTES, mock_audio
+from fakeupstream.server import MockUpstream
 from tests.e2e.conftest import UPSTREAM_ELEVENLABS_KEY, Account, Running
 
 PER_MCREDIT = 100_000_000  # every model: $0.10 per 1K credits (catalog_data/elevenlabs.toml)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from dataplane.mock_upstream import MockUpstream
+from fakeupstream.server import MockUpstream
 from tests.e2e.conftest import Account, Running
 
 MESSAGES = [{"role": "user", "content": "Name a colour."}]

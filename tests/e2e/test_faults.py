@@ -19,7 +19,7 @@ import openai
 import pytest
 
 from clients.client import ControlPlaneClient
-from dataplane.mock_upstream import MockUpstream
+from fakeupstream.server import MockUpstream
 from tests.e2e.conftest import Account, Running, upstream_env
 from tests.support import SPENDGATE, free_port, start_controlplane, stop
 

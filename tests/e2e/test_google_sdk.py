@@ -12,8 +12,8 @@ import pytest
 from google import genai
 from google.genai import errors, types
 
-from dataplane.mock_gemini import PROMPT_FIELDS
-from dataplane.mock_upstream import MockUpstream, count_prompt_tokens, reply_text
+from fakeupstream.gemini import PROMPT_FIELDS
+from fakeupstream.server import MockUpstream, count_prompt_tokens, reply_text
 from tests.e2e.conftest import UPSTREAM_GOOGLE_KEY, Account, Running
 
 FLASH_IN, FLASH_CACHED, FLASH_OUT = 300_000, 30_000, 2_500_000  # gemini-2.5-flash, micros per Mtok

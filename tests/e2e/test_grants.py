@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, func, select
 
 from clients.client import ControlPlaneClient
 from controlplane.store.schema import reservations
-from dataplane.mock_upstream import MockUpstream
+from fakeupstream.server import MockUpstream
 from tests.e2e.conftest import Account, Running, start_up, stop_up, upstream_env
 
 MESSAGES = [{"role": "user", "content": "Count to ten."}]

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from dataplane.mock_media import AUDIO_BYTES_PER_SECOND, IMAGE_TOKENS, mock_audio
-from dataplane.mock_upstream import MockUpstream, reply_text
-from dataplane.mock_wire import tokens
+from fakeupstream.media import AUDIO_BYTES_PER_SECOND, IMAGE_TOKENS, mock_audio
+from fakeupstream.server import MockUpstream, reply_text
+from fakeupstream.wire import tokens
 from tests.e2e.conftest import UPSTREAM_OPENAI_KEY, Account, Running
 
 SPOKEN = "Welcome back. Your order has shipped."

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from dataplane.mock_upstream import MockUpstream, count_prompt_tokens, reply_text
+from fakeupstream.server import MockUpstream, count_prompt_tokens, reply_text
 from tests.e2e.conftest import UPSTREAM_OPENAI_KEY, Account, Running
 
 MINI_IN, MINI_CACHED, MINI_OUT = 150_000, 75_000, 600_000  # gpt-4o-mini, micros per Mtok

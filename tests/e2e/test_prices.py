@@ -13,8 +13,8 @@ from google import genai
 from google.genai import types
 
 from clients.client import ControlPlaneClient
-from dataplane.mock_gemini import PROMPT_FIELDS
-from dataplane.mock_upstream import count_prompt_tokens
+from fakeupstream.gemini import PROMPT_FIELDS
+from fakeupstream.server import count_prompt_tokens
 from spendgate.v1 import usage_pb2
 from tests.e2e.conftest import Account, Running
 

@@ -1,6 +1,6 @@
 """The fake upstream's Anthropic routes: POST /v1/messages (JSON or SSE, with
 extended thinking, forced tool use and prompt caching) and
-/v1/messages/count_tokens. Token formulas are in mock_upstream's docstring."""
+/v1/messages/count_tokens. Token formulas are in server.py's docstring."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import base64
 import hashlib
 from typing import Any
 
-from dataplane.mock_openai import json_pieces, tool_name
-from dataplane.mock_wire import (
+from fakeupstream.openai import json_pieces, tool_name
+from fakeupstream.wire import (
     THINKING_WORDS,
     Call,
     Reply,

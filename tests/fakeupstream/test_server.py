@@ -20,7 +20,7 @@ import httpx2  # the transport both SDKs use; an aborted Anthropic stream surfac
 import openai
 import pytest
 
-from dataplane.mock_upstream import (
+from fakeupstream.server import (
     DEFAULT_REPLY_TOKENS,
     THINKING_TOKENS,
     MockUpstream,
@@ -784,7 +784,7 @@ def test_command_serves_until_sigterm() -> None:
         [
             sys.executable,
             "-c",
-            "import sys, dataplane.mock_upstream as m; sys.exit(m.main(sys.argv[1:]))",
+            "import sys, fakeupstream.server as m; sys.exit(m.main(sys.argv[1:]))",
             "--no-record",
         ],
         stdout=subprocess.PIPE,

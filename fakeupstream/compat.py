@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from dataplane.mock_wire import THINKING_TOKENS, Call, Reply, dumps, request_id_header
+from fakeupstream.wire import THINKING_TOKENS, Call, Reply, dumps, request_id_header
 
 __all__ = ["COMPATIBLE", "Quirks", "quirks_for"]
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from dataplane.mock_media import (
+from fakeupstream.media import (
     AUDIO_BYTES_PER_CHAR,
     AUDIO_BYTES_PER_SECOND,
     STREAM_CHUNK_BYTES,
@@ -19,7 +19,7 @@ from dataplane.mock_media import (
     mock_audio,
     url_seconds,
 )
-from dataplane.mock_upstream import MockUpstream, reply_text, running_mock
+from fakeupstream.server import MockUpstream, reply_text, running_mock
 
 TEXT = "The quick brown fox jumps over the lazy dog."
 

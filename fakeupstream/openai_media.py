@@ -1,6 +1,6 @@
 """The fake upstream's OpenAI audio and image routes: POST /v1/audio/speech,
 /v1/audio/transcriptions (multipart) and /v1/images/generations, behind a
-Bearer token. Their deterministic amounts are listed in mock_media.py."""
+Bearer token. Their deterministic amounts are listed in media.py."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import math
 import time
 from typing import Any
 
-from dataplane.mock_wire import (
+from fakeupstream.wire import (
     DEFAULT_REPLY_TOKENS,
     BadRequest,
     Knobs,

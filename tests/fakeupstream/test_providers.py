@@ -15,8 +15,8 @@ from google import genai
 from google.genai import errors, types
 from openai.types.chat import ChatCompletionMessageParam
 
-from dataplane.mock_gemini import PROMPT_FIELDS
-from dataplane.mock_upstream import (
+from fakeupstream.gemini import PROMPT_FIELDS
+from fakeupstream.server import (
     THINKING_TOKENS,
     MockUpstream,
     count_prompt_tokens,

@@ -11,13 +11,13 @@ chunked encoding. JSON replies carry a Content-Length; SSE replies are chunked.
 
 Routes. The OpenAI routes need `Authorization: Bearer <key>`:
 POST /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/responses,
-and GET /v1/models (mock_openai.py). The Anthropic routes need `x-api-key` or
+and GET /v1/models (openai.py). The Anthropic routes need `x-api-key` or
 a Bearer token: POST /v1/messages and /v1/messages/count_tokens
-(mock_anthropic.py). Auth failures get a 401 in the provider's error shape.
+(anthropic.py). Auth failures get a 401 in the provider's error shape.
 The Gemini routes, /v1beta/models/{model}:generateContent and its siblings,
-need `x-goog-api-key`; their formats and counts are in mock_gemini.py.
+need `x-goog-api-key`; their formats and counts are in gemini.py.
 
-The non-token APIs are in mock_media.py, each with its provider's own auth
+The non-token APIs are in media.py, each with its provider's own auth
 and error shape: ElevenLabs POST /v1/text-to-speech/{voice_id} (and /stream,
 /with-timestamps, /stream/with-timestamps; `xi-api-key`), Deepgram POST
 /v1/listen (`Authorization: Token`), and OpenAI POST /v1/audio/speech,
@@ -25,7 +25,7 @@ and error shape: ElevenLabs POST /v1/text-to-speech/{voice_id} (and /stream,
 
 The OpenAI-compatible providers are served under a path prefix: a base URL of
 `{mock}/deepseek/v1` reaches /v1/chat/completions with DeepSeek's quirks
-(mock_compat.py lists each provider's). The prefix is stripped before routing
+(compat.py lists each provider's). The prefix is stripped before routing
 and recorded as `RecordedRequest.provider`, so tests can tell which upstream
 was called.
 
@@ -108,9 +108,12 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
 
-from dataplane import mock_anthropic, mock_gemini, mock_media, mock_openai
-from dataplane.mock_compat import COMPATIBLE, quirks_for
-from dataplane.mock_wire import (
+from fakeupstream import anthropic as mock_anthropic
+from fakeupstream import gemini as mock_gemini
+from fakeupstream import media as mock_media
+from fakeupstream import openai as mock_openai
+from fakeupstream.compat import COMPATIBLE, quirks_for
+from fakeupstream.wire import (
     DEFAULT_REPLY_TOKENS,
     NO_KNOBS,
     REPLY_WORDS,

@@ -1,7 +1,7 @@
 """The fake upstream's OpenAI routes: POST /v1/chat/completions,
 /v1/completions, /v1/embeddings and /v1/responses, and GET /v1/models. Chat
 completions also serve the OpenAI-compatible providers, each with its own
-usage quirks (mock_compat.py). Token formulas are in mock_upstream's docstring.
+usage quirks (compat.py). Token formulas are in server.py's docstring.
 
 Several answers, as upstream: Chat and legacy Completions return `n` choices
 (indexes 0..n-1; streamed, their chunks interleave word by word), each the
@@ -17,8 +17,8 @@ from collections.abc import Callable
 from itertools import chain, zip_longest
 from typing import Any
 
-from dataplane.mock_compat import quirks_for
-from dataplane.mock_wire import (
+from fakeupstream.compat import quirks_for
+from fakeupstream.wire import (
     EMBEDDING_DIMS,
     BadRequest,
     Call,

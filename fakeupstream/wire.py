@@ -1,7 +1,7 @@
 """What the fake upstream says, independent of HTTP: deterministic token
-accounting (the formulas are in mock_upstream's docstring) and the building
+accounting (the formulas are in server.py's docstring) and the building
 blocks every provider's routes reply with. Pure functions and frozen
-dataclasses; the server in mock_upstream.py renders `Reply` on the wire."""
+dataclasses; the server in server.py renders `Reply` on the wire."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def tokens(n_bytes: int) -> int:
 
 
 def count_prompt_tokens(body: dict[str, Any], fields: Sequence[str] = PROMPT_FIELDS) -> int:
-    """ceil(UTF-8 bytes of the request's text / 4); see mock_upstream's docstring.
+    """ceil(UTF-8 bytes of the request's text / 4); see server.py's docstring.
     `fields` are the top-level body fields holding the prompt (Gemini's differ)."""
     return tokens(sum(len(p) for p in _prompt_pieces(body, fields) if isinstance(p, bytes)))
 

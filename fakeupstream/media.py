@@ -1,6 +1,6 @@
 """The fake upstream's non-token APIs: ElevenLabs text-to-speech, Deepgram
 pre-recorded speech-to-text, and OpenAI speech, transcriptions and images
-(those three in mock_openai_media.py, dispatched from here).
+(those three in openai_media.py, dispatched from here).
 
 Auth is each provider's own: ElevenLabs wants `xi-api-key` (else 401
 `{"detail": {"status": "invalid_api_key", …}}`), Deepgram `Authorization:
@@ -42,15 +42,15 @@ import uuid
 from collections.abc import Callable
 from urllib.parse import parse_qsl
 
-from dataplane import mock_openai_media
-from dataplane.mock_openai_media import (
+from fakeupstream import openai_media as mock_openai_media
+from fakeupstream.openai_media import (
     AUDIO_BYTES_PER_CHAR,
     AUDIO_BYTES_PER_SECOND,
     IMAGE_TOKENS,
     STREAM_CHUNK_BYTES,
     mock_audio,
 )
-from dataplane.mock_wire import (
+from fakeupstream.wire import (
     DEFAULT_REPLY_TOKENS,
     Knobs,
     Reply,

@@ -13,7 +13,7 @@ events ended by `\\r\\n\\r\\n`, no event names and no `[DONE]`; without
 (`[{…}` then `\\n,\\r\\n{…}` … then `\\n]`). Every chunk carries the
 cumulative `usageMetadata`.
 
-Token counts (compare mock_upstream's docstring):
+Token counts (compare server.py's docstring):
 
 * prompt: `count_prompt_tokens` over systemInstruction, tools and contents
   (`role` values are not counted). `cachedContentTokenCount` is
@@ -41,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dataplane.mock_wire import (
+from fakeupstream.wire import (
     DEFAULT_REPLY_TOKENS,
     EMBEDDING_DIMS,
     THINKING_TOKENS,
