@@ -186,17 +186,18 @@ def cmd_diff(args: argparse.Namespace, client: Callable[[], ControlPlaneClient],
         emit(args, {"changes": changes, "left_out": [vars(s) for s in left_out]}, None)
         return 0
     print(f"genai-prices {genai_catalog.package_version()}: {len(changes)} change(s)")
-    for c in changes:
-        if c["change"] == "added":
-            print(f"  + {c['model']} from {c['from']}: {c['rates']}")
-        elif c["change"] == "kept":
-            print(f"  = {c['model']}: not changed, {c['why']}")
+    for change in changes:
+        if change["change"] == "added":
+            print(f"  + {change['model']} from {change['from']}: {change['rates']}")
+        elif change["change"] == "kept":
+            print(f"  = {change['model']}: not changed, {change['why']}")
         else:
             fields = ", ".join(
-                f"{_UNITS.get(n, n)} {_plain(a, n)} -> {_plain(b, n)}" for n, (a, b) in c["fields"].items()
+                f"{_UNITS.get(n, n)} {_plain(a, n)} -> {_plain(b, n)}"
+                for n, (a, b) in change["fields"].items()
             )
-            print(f"  ~ {c['model']} from {c['from']}: {fields}")
-            for before, after in [c.get("rules", ([], []))]:
+            print(f"  ~ {change['model']} from {change['from']}: {fields}")
+            for before, after in [change.get("rules", ([], []))]:
                 if before or after:
                     print(f"      rules {before or '-'} -> {after or '-'}")
     if left_out:

@@ -176,7 +176,7 @@ class ControlPlaneClient:
     def watch_keys(self, after_seq: int = 0) -> Iterator[keys_pb2.WatchKeysResponse]:
         """Key changes as they happen. Cancel with `.cancel()` on the returned iterator."""
         stream = self.keys.WatchKeys(keys_pb2.WatchKeysRequest(after_seq=after_seq), metadata=self._metadata)
-        return stream  # type: ignore[no-any-return]
+        return stream
 
     def reserve(
         self,

@@ -99,7 +99,7 @@ class Authenticator:
         return principal.role is needed
 
 
-class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class AuthInterceptor(grpc.ServerInterceptor):
     def __init__(self, authenticator: Authenticator) -> None:
         self._auth = authenticator
 
@@ -121,7 +121,7 @@ def _abort(context: grpc.ServicerContext, exc: SpendgateError) -> None:
     context.abort(exc.code, str(exc))
 
 
-def _refuse(handler: grpc.RpcMethodHandler, exc: SpendgateError) -> grpc.RpcMethodHandler:
+def _refuse(handler: grpc.RpcMethodHandler[Any, Any], exc: SpendgateError) -> grpc.RpcMethodHandler[Any, Any]:
     def unary(_request: Any, context: grpc.ServicerContext) -> Any:
         _abort(context, exc)
 
@@ -132,10 +132,11 @@ def _refuse(handler: grpc.RpcMethodHandler, exc: SpendgateError) -> grpc.RpcMeth
     return _replace(handler, unary, stream)
 
 
-def _wrap(handler: grpc.RpcMethodHandler, principal: Principal) -> grpc.RpcMethodHandler:
+def _wrap(handler: grpc.RpcMethodHandler[Any, Any], principal: Principal) -> grpc.RpcMethodHandler[Any, Any]:
     def unary(request: Any, context: grpc.ServicerContext) -> Any:
         token = _current.set(principal)
         try:
+            assert handler.unary_unary is not None
             return handler.unary_unary(request, context)
         except SpendgateError as exc:
             _abort(context, exc)
@@ -145,6 +146,7 @@ def _wrap(handler: grpc.RpcMethodHandler, principal: Principal) -> grpc.RpcMetho
     def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         token = _current.set(principal)
         try:
+            assert handler.unary_stream is not None
             yield from handler.unary_stream(request, context)
         except SpendgateError as exc:
             _abort(context, exc)
@@ -154,7 +156,9 @@ def _wrap(handler: grpc.RpcMethodHandler, principal: Principal) -> grpc.RpcMetho
     return _replace(handler, unary, stream)
 
 
-def _replace(handler: grpc.RpcMethodHandler, unary: Any, stream: Any) -> grpc.RpcMethodHandler:
+def _replace(
+    handler: grpc.RpcMethodHandler[Any, Any], unary: Any, stream: Any
+) -> grpc.RpcMethodHandler[Any, Any]:
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
             stream,

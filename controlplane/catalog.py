@@ -62,6 +62,7 @@ def _parse_entry(entry: Any, where: str, default_source: str) -> Price:
         value = entry.get(name)
         if value is not None and (type(value) is not int or value < 0):
             raise ValueError(f"{where}: {name} must be a non-negative integer, got {value!r}")
+    optional: dict[str, Any] = {name: entry.get(name) for name in OPTIONAL_RATES}
     price = Price(
         provider=str(entry["provider"]),
         model=str(entry["name"]),
@@ -73,7 +74,7 @@ def _parse_entry(entry: Any, where: str, default_source: str) -> Price:
         rules=tuple(
             _parse_rule(rule, f"{where}: rule #{i + 1}") for i, rule in enumerate(entry.get("rule", []))
         ),
-        **{name: entry.get(name) for name in OPTIONAL_RATES},
+        **optional,
     )
     validate(price)
     return price
@@ -132,7 +133,7 @@ def rules_from_json(text: str) -> tuple[Rule, ...]:
         Rule(
             rates=item["rates"],
             above_input_tokens=item.get("above_input_tokens"),
-            window=tuple(item["window"]) if "window" in item else None,  # type: ignore[arg-type]
+            window=(item["window"][0], item["window"][1]) if "window" in item else None,
             service_tier=item.get("service_tier", ""),
         )
         for item in json.loads(text)

@@ -166,15 +166,20 @@ def _row_at(provider: str, info: gp.ModelInfo, at_ms: int, source: str) -> Price
         tier = variant.when.get("service_tier")
         if tier is None or set(variant.when) != {"service_tier"} or not _active(variant.constraint, at_ms):
             continue
-        window = (
+        variant_window = (
             _window(variant.constraint, where)
             if isinstance(variant.constraint, gp.TimeOfDateConstraint)
             else None
         )
         variant_rates, variant_tiers = _flat(variant.prices, f"{where} ({tier})")
-        rules.append(Rule(rates=variant_rates, window=window, service_tier=tier))
+        rules.append(Rule(rates=variant_rates, window=variant_window, service_tier=tier))
         rules.extend(
-            Rule(rates=r.rates, above_input_tokens=r.above_input_tokens, window=window, service_tier=tier)
+            Rule(
+                rates=r.rates,
+                above_input_tokens=r.above_input_tokens,
+                window=variant_window,
+                service_tier=tier,
+            )
             for r in variant_tiers
         )
     for required in ("input_micros_per_mtok", "output_micros_per_mtok"):

@@ -591,7 +591,7 @@ class Ledger:
         )
         self._move_key(conn, lease.key_id, reserved=-amount)
         self._move_wallet(conn, lease.account_id, reserved=-wallet)
-        return amount
+        return int(amount)
 
     def _hand_back(self, conn: Connection, key: Key, grant_id: str, amount_micros: int) -> Key:
         """A grant's unused part, returned inside a Reserve on the same, locked key."""

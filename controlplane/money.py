@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 MICROS_PER_USD = 1_000_000
 UNITS_PER_PRICE = 1_000_000  # prices are per million units
@@ -97,7 +98,8 @@ class Price:
         merged: dict[str, int] = {}
         for rates in overrides:
             merged.update(rates)
-        return replace(self, rules=(), **merged) if merged else replace(self, rules=())
+        changes: dict[str, Any] = {"rules": (), **merged}
+        return replace(self, **changes)
 
 
 MINUTES_PER_DAY = 24 * 60

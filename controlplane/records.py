@@ -46,7 +46,7 @@ class Account:
         return self.credit_micros - self.spent_micros - self.reserved_micros
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Account:
+    def from_row(cls, row: Mapping[Any, Any]) -> Account:
         return cls(**{f: row[f] for f in cls.__dataclass_fields__})
 
 
@@ -83,7 +83,7 @@ class Key:
         return bounds(self.cap_period, now_ms)[1]
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Key:
+    def from_row(cls, row: Mapping[Any, Any]) -> Key:
         return cls(
             id=row["id"],
             account_id=row["account_id"],
@@ -123,7 +123,7 @@ class UsageEvent:
     price_rules: str = ""  # the price row's rules that priced it (money.Rule.label)
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> UsageEvent:
+    def from_row(cls, row: Mapping[Any, Any]) -> UsageEvent:
         return cls(
             request_id=row["request_id"],
             key_id=row["key_id"],

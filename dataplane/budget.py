@@ -119,7 +119,7 @@ class GrpcBudget:
 
     def __init__(
         self,
-        stub: usage_pb2_grpc.UsageServiceStub,
+        stub: usage_pb2_grpc.UsageServiceAsyncStub,
         metadata: tuple[tuple[str, str], ...],
         ttl_ms: int,
         spool: Spool | None = None,
@@ -521,7 +521,7 @@ class GrpcBudget:
         return response
 
 
-def _refusal_of(code: grpc.StatusCode, details: str) -> usage_pb2.SettleRefusal.ValueType:
+def _refusal_of(code: grpc.StatusCode, details: str) -> usage_pb2.SettleRefusal:
     """The typed refusal of an older control plane's Settle error (its message names the field)."""
     if code == grpc.StatusCode.NOT_FOUND:
         return usage_pb2.SETTLE_REFUSAL_UNKNOWN_KEY

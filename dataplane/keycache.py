@@ -57,7 +57,7 @@ def digest(secret: str) -> bytes:
 class KeyCache:
     def __init__(
         self,
-        stub: keys_pb2_grpc.KeyServiceStub,
+        stub: keys_pb2_grpc.KeyServiceAsyncStub,
         metadata: tuple[tuple[str, str], ...],
         ttl_seconds: float,
         clock: Callable[[], float] = time.monotonic,

@@ -44,7 +44,7 @@ class Meter:
         self._status = status
         self.ttfb_ms = 0
 
-    def done(self, usage: Usage | None, outcome: int) -> None:
+    def done(self, usage: Usage | None, outcome: usage_pb2.EventStatus) -> None:
         if not self._lease.held:
             return  # not metered
         billed = bill(usage, self._status, self._p.input_estimate)

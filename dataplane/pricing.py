@@ -126,14 +126,14 @@ class Catalog:
 
 
 async def load(
-    stub: usage_pb2_grpc.UsageServiceStub, metadata: tuple[tuple[str, str], ...]
+    stub: usage_pb2_grpc.UsageServiceAsyncStub, metadata: tuple[tuple[str, str], ...]
 ) -> list[ModelPrice]:
     response = await stub.ListPrices(usage_pb2.ListPricesRequest(), metadata=metadata, timeout=10)
     return [ModelPrice.from_pb(p) for p in response.prices]
 
 
 async def refresh_forever(
-    catalog: Catalog, stub: usage_pb2_grpc.UsageServiceStub, metadata: tuple[tuple[str, str], ...]
+    catalog: Catalog, stub: usage_pb2_grpc.UsageServiceAsyncStub, metadata: tuple[tuple[str, str], ...]
 ) -> None:
     while True:
         await asyncio.sleep(REFRESH_SECONDS)

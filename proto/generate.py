@@ -11,6 +11,7 @@ pyproject.toml.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from importlib import resources
 from pathlib import Path
@@ -25,13 +26,19 @@ def generate(out: Path) -> list[Path]:
     sources = sorted(PACKAGE_DIR.glob("*.proto"))
     (out / "spendgate" / "v1").mkdir(parents=True, exist_ok=True)
     well_known = str(resources.files("grpc_tools") / "_proto")
+    # Typed stubs for the generated gRPC code (mypy-protobuf, pinned in pyproject.toml).
+    plugin = shutil.which("protoc-gen-mypy_grpc", path=str(Path(sys.executable).parent))
+    if plugin is None:
+        raise SystemExit("protoc-gen-mypy_grpc not found: pip install -e '.[test]' (mypy-protobuf)")
     args = [
         "protoc",
         f"-I{PROTO_ROOT}",
         f"-I{well_known}",
+        f"--plugin=protoc-gen-mypy_grpc={plugin}",
         f"--python_out={out}",
         f"--pyi_out={out}",
         f"--grpc_python_out={out}",
+        f"--mypy_grpc_out={out}",
         *(str(p.relative_to(PROTO_ROOT)) for p in sources),
     ]
     if protoc.main(args) != 0:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import fields
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from controlplane.errors import InvalidArgument
 from controlplane.ledger import Refusal, SettleRefusal
@@ -40,7 +41,7 @@ SETTLE_REFUSALS = {
 }
 
 
-def _reverse(table: dict[T, int], value: int, field: str, default: T | None = None) -> T:
+def _reverse(table: Mapping[T, int], value: int, field: str, default: T | None = None) -> T:
     for domain, wire in table.items():
         if wire == value:
             return domain
@@ -186,5 +187,9 @@ def price_from(msg: usage_pb2.Price, field: str = "price") -> Price:
         effective_from_ms=msg.effective_from_ms,
         source=msg.source or "admin api",
         rules=tuple(rule_from(rule, f"{field}.rules[{i}]") for i, rule in enumerate(msg.rules)),
-        **{name: getattr(msg, name) if msg.HasField(name) else None for name in OPTIONAL_RATES},
+        **_optional_rates(msg),
     )
+
+
+def _optional_rates(msg: usage_pb2.Price) -> dict[str, Any]:
+    return {name: getattr(msg, name) if msg.HasField(name) else None for name in OPTIONAL_RATES}

@@ -118,13 +118,13 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
                 yield self._change(change)
             while context.is_active():
                 try:
-                    change = subscription.get(timeout=WATCH_HEARTBEAT_SECONDS)
+                    live = subscription.get(timeout=WATCH_HEARTBEAT_SECONDS)
                 except queue.Empty:
                     continue
-                if change is None:
+                if live is None:
                     return  # server stopping
-                if change.seq not in sent:
-                    yield self._change(change)
+                if live.seq not in sent:
+                    yield self._change(live)
         finally:
             self._feed.unsubscribe(subscription)
 

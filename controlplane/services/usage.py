@@ -38,7 +38,9 @@ class UsageService(usage_pb2_grpc.UsageServiceServicer):
         )
         response = usage_pb2.ReserveResponse(
             granted=outcome.granted,
-            reason=convert.REFUSALS[outcome.refusal] if outcome.refusal else 0,
+            reason=convert.REFUSALS[outcome.refusal]
+            if outcome.refusal
+            else usage_pb2.REFUSAL_REASON_UNSPECIFIED,
             spent_micros=outcome.key.spent_micros,
             reserved_micros=outcome.key.reserved_micros,
             wallet_remaining_micros=outcome.wallet_remaining_micros,

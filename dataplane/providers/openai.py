@@ -281,12 +281,14 @@ class ResponsesParser(EventOrBodyParser):
             if not self._stream:
                 self._read_body()
             usage = _responses_usage(self._usage or {})
+            calls = _search_calls(self._calls)
             self._result = replace(
                 usage,
                 complete=self._done,
                 delivered_text_bytes=self._text_bytes,
                 service_tier=self._service_tier,
-                **_search_calls(self._calls),
+                web_searches=calls.get("web_searches"),
+                file_searches=calls.get("file_searches"),
             )
         return self._result
 
