@@ -24,8 +24,9 @@ from typing import Any
 from clients import shapes
 from clients.client import ControlPlaneClient
 from controlplane import catalog, genai_catalog
-from controlplane.money import RATES, Price, format_usd
+from controlplane.money import Price
 from controlplane.services import convert
+from spendgate.contract import RATES, format_usd
 from spendgate.v1 import usage_pb2
 
 Emit = Callable[[argparse.Namespace, Any, "list[list[str]] | None"], None]

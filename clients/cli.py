@@ -26,9 +26,9 @@ from typing import Any
 
 from clients import catalog_cli, shapes
 from clients.client import PERIODS, SCOPES, ControlPlaneClient, SpendgateRpcError
-from controlplane.money import format_usd, parse_usd
 from dataplane.spool import DeadLetter, DeadLetters
 from fakeupstream import server as mock_upstream
+from spendgate.contract import format_usd, parse_usd
 from spendgate.v1 import usage_pb2
 
 DEFAULT_TARGET = "127.0.0.1:50051"

@@ -13,16 +13,13 @@ from typing import Any, TypeVar
 
 import grpc
 
+from spendgate.contract import enum_values
 from spendgate.v1 import admin_pb2, admin_pb2_grpc, keys_pb2, keys_pb2_grpc, usage_pb2, usage_pb2_grpc
 
 T = TypeVar("T")
 
-SCOPES = {"standard": keys_pb2.KEY_SCOPE_STANDARD, "master": keys_pb2.KEY_SCOPE_MASTER}
-PERIODS = {
-    "lifetime": keys_pb2.CAP_PERIOD_LIFETIME,
-    "daily": keys_pb2.CAP_PERIOD_DAILY,
-    "monthly": keys_pb2.CAP_PERIOD_MONTHLY,
-}
+SCOPES = enum_values(keys_pb2.KeyScope)
+PERIODS = enum_values(keys_pb2.CapPeriod)
 
 
 class SpendgateRpcError(Exception):

@@ -6,22 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from controlplane.money import OPTIONAL_RATES, format_usd
-from controlplane.money import RATES as RATE_NAMES
+from spendgate.contract import OPTIONAL_RATES, enum_names, format_usd
+from spendgate.contract import RATES as RATE_NAMES
 from spendgate.v1 import keys_pb2, usage_pb2
 
-SCOPE_NAMES = {keys_pb2.KEY_SCOPE_STANDARD: "standard", keys_pb2.KEY_SCOPE_MASTER: "master"}
-PERIOD_NAMES = {
-    keys_pb2.CAP_PERIOD_LIFETIME: "lifetime",
-    keys_pb2.CAP_PERIOD_DAILY: "daily",
-    keys_pb2.CAP_PERIOD_MONTHLY: "monthly",
-}
-STATUS_NAMES = {
-    usage_pb2.EVENT_STATUS_OK: "ok",
-    usage_pb2.EVENT_STATUS_UPSTREAM_ERROR: "upstream_error",
-    usage_pb2.EVENT_STATUS_CLIENT_DISCONNECTED: "client_disconnected",
-    usage_pb2.EVENT_STATUS_UPSTREAM_ABORTED: "upstream_aborted",
-}
+SCOPE_NAMES = enum_names(keys_pb2.KeyScope)
+PERIOD_NAMES = enum_names(keys_pb2.CapPeriod)
+STATUS_NAMES = enum_names(usage_pb2.EventStatus)
 
 
 def key_json(key: keys_pb2.Key) -> dict[str, Any]:

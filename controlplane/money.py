@@ -4,11 +4,37 @@ million units. Nothing here touches a float."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from decimal import Decimal, InvalidOperation
+from dataclasses import dataclass, replace
 from typing import Any
 
-MICROS_PER_USD = 1_000_000
+from spendgate.contract import (  # re-exported: the planes share these through the contract
+    MICROS_PER_USD,
+    MINUTES_PER_DAY,
+    MS_PER_DAY,
+    OPTIONAL_RATES,
+    RATES,
+    Rule,
+    format_usd,
+    parse_usd,
+)
+
+__all__ = [
+    "MICROS_PER_USD",
+    "MINUTES_PER_DAY",
+    "MS_PER_DAY",
+    "OPTIONAL_RATES",
+    "RATES",
+    "Price",
+    "Rule",
+    "Units",
+    "Unpriced",
+    "cost_micros",
+    "fee_micros",
+    "format_usd",
+    "parse_usd",
+    "priced",
+]
+
 UNITS_PER_PRICE = 1_000_000  # prices are per million units
 DEFAULT_FEE_BPS = 700  # 7 %
 
@@ -102,89 +128,8 @@ class Price:
         return replace(self, **changes)
 
 
-MINUTES_PER_DAY = 24 * 60
-MS_PER_DAY = MINUTES_PER_DAY * 60_000
-
-
-@dataclass(frozen=True)
-class Rule:
-    """Rates that replace a row's own when every condition set here holds:
-
-    - ``above_input_tokens``: the request's input (all kinds) exceeds it. The cliff
-      model: crossing the threshold reprices every token of the request.
-    - ``window``: the request started in this daily UTC window, in minutes of the day
-      ``[start, end)``; an end before the start wraps past midnight.
-    - ``service_tier``: the provider says it ran the request on this tier.
-
-    Rules apply in order; a later one's rates win over an earlier one's."""
-
-    rates: Mapping[str, int] = field(default_factory=dict)
-    above_input_tokens: int | None = None
-    window: tuple[int, int] | None = None
-    service_tier: str = ""
-
-    def __post_init__(self) -> None:
-        unknown = set(self.rates) - set(RATES)
-        if unknown:
-            raise ValueError(f"unknown rate(s) {sorted(unknown)}")
-        if any(type(v) is not int or v < 0 for v in self.rates.values()):
-            raise ValueError("rates must be non-negative integers")
-        if self.window is not None and not all(0 <= m <= MINUTES_PER_DAY for m in self.window):
-            raise ValueError("window minutes must be within a day (0..1440)")
-        if self.above_input_tokens is not None and self.above_input_tokens < 0:
-            raise ValueError("above_input_tokens must not be negative")
-
-    def in_window(self, at_ms: int) -> bool:
-        if self.window is None:
-            return True
-        start, end = self.window
-        minute = at_ms % MS_PER_DAY // 60_000
-        return start <= minute < end if start <= end else minute >= start or minute < end
-
-    def matches(self, input_tokens: int, at_ms: int, service_tier: str) -> bool:
-        return (
-            (self.above_input_tokens is None or input_tokens > self.above_input_tokens)
-            and self.in_window(at_ms)
-            and (not self.service_tier or self.service_tier == service_tier)
-        )
-
-    @property
-    def label(self) -> str:
-        """How an event records that this rule priced it."""
-        parts = []
-        if self.above_input_tokens is not None:
-            parts.append(f"input>{self.above_input_tokens}")
-        if self.window is not None:
-            parts.append(
-                "{:02d}:{:02d}-{:02d}:{:02d}UTC".format(
-                    *divmod(self.window[0], 60), *divmod(self.window[1], 60)
-                )
-            )
-        if self.service_tier:
-            parts.append(f"tier={self.service_tier}")
-        return " ".join(parts)
-
-
 def ceil_div(numerator: int, denominator: int) -> int:
     return -(-numerator // denominator)
-
-
-# The per-unit rates a catalog row may leave unset ("not priced separately").
-OPTIONAL_RATES = (
-    "cached_input_micros_per_mtok",
-    "cache_write_micros_per_mtok",
-    "audio_input_micros_per_mtok",
-    "audio_output_micros_per_mtok",
-    "characters_micros_per_mchar",
-    "audio_seconds_micros_per_msec",
-    "images_micros_per_mimage",
-    "cache_write_1h_micros_per_mtok",
-    "image_input_micros_per_mtok",
-    "web_search_micros_per_mcall",
-    "request_micros_per_mrequest",
-    "file_search_micros_per_mcall",
-)
-RATES = ("input_micros_per_mtok", "output_micros_per_mtok", *OPTIONAL_RATES)
 
 
 class Unpriced(ValueError):
@@ -244,26 +189,3 @@ def _flat_cost(units: Units, price: Price) -> int:
 def fee_micros(cost: int, fee_bps: int) -> int:
     """The operator fee on a cost, rounded up to the micro."""
     return ceil_div(cost * fee_bps, 10_000)
-
-
-def parse_usd(text: str | int | Decimal) -> int:
-    """Exact USD → micros: ``"5"`` → 5_000_000, ``"0.000001"`` → 1. Rejects
-    negatives and anything finer than a micro instead of rounding it."""
-    try:
-        amount = Decimal(str(text).strip())
-    except InvalidOperation:
-        raise ValueError(f"not a number of USD: {text!r}") from None
-    if not amount.is_finite() or amount < 0:
-        raise ValueError(f"USD amount must be a non-negative number: {text!r}")
-    micros = amount * MICROS_PER_USD
-    if micros != micros.to_integral_value():
-        raise ValueError(f"USD amount finer than one micro-USD: {text!r}")
-    return int(micros)
-
-
-def format_usd(micros: int) -> str:
-    """Micros → an exact decimal string of USD ("5.25", "0.000001")."""
-    sign = "-" if micros < 0 else ""
-    whole, frac = divmod(abs(micros), MICROS_PER_USD)
-    text = f"{whole}.{frac:06d}".rstrip("0").rstrip(".")
-    return sign + text

@@ -33,6 +33,7 @@ import grpc
 
 from dataplane.errors import ControlPlaneUnavailable
 from dataplane.spool import DeadLetter, DeadLetters, Item, Spool, item_id
+from spendgate.contract import enum_names
 from spendgate.v1 import usage_pb2, usage_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -100,11 +101,7 @@ def _fits(grant: Grant, amount_micros: int, now: float) -> bool:
     return grant.balance >= amount_micros and now < grant.renew_at and not grant.retired
 
 
-REASONS = {
-    usage_pb2.REFUSAL_REASON_KEY_CAP: "key_cap",
-    usage_pb2.REFUSAL_REASON_WALLET: "wallet",
-    usage_pb2.REFUSAL_REASON_KEY_REVOKED: "key_revoked",
-}
+REASONS = enum_names(usage_pb2.RefusalReason)  # "key_cap", "wallet", "key_revoked"
 
 
 class GrpcBudget:

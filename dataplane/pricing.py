@@ -10,8 +10,8 @@ from dataclasses import dataclass, fields, replace
 
 import grpc
 
-from controlplane.money import RATES, Rule
 from dataplane.errors import UnknownModel
+from spendgate.contract import RATES, Rule
 from spendgate.v1 import usage_pb2, usage_pb2_grpc
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,6 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from controlplane.money import format_usd
 from dataplane import estimate
 from dataplane.auth import authenticate
 from dataplane.budget import Decision, Reserver
@@ -48,6 +47,7 @@ from dataplane.metering import Meter, MeteredStream, now_ms
 from dataplane.pricing import Catalog, ModelPrice
 from dataplane.providers.usage import ParseContext
 from dataplane.routes import ROUTES, Route
+from spendgate.contract import format_usd
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ from starlette.responses import JSONResponse, Response
 
 from clients import shapes
 from clients.client import PERIODS, SCOPES
-from controlplane.money import parse_usd
 from dataplane.auth import presented_key
 from dataplane.errors import (
     BadRequest,
@@ -27,6 +26,7 @@ from dataplane.errors import (
     Unauthorized,
     error_response,
 )
+from spendgate.contract import parse_usd
 from spendgate.v1 import keys_pb2, keys_pb2_grpc, usage_pb2, usage_pb2_grpc
 
 STATUS = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any, TypeVar
@@ -11,34 +12,26 @@ from controlplane.ledger import Refusal, SettleRefusal
 from controlplane.money import OPTIONAL_RATES, RATES, Price, Rule, Units
 from controlplane.periods import CapPeriod
 from controlplane.records import Account, EventStatus, Key, Scope, UsageEvent
+from spendgate.contract import ProtoEnum, enum_names
 from spendgate.v1 import admin_pb2, keys_pb2, usage_pb2
 
-SCOPES = {Scope.STANDARD: keys_pb2.KEY_SCOPE_STANDARD, Scope.MASTER: keys_pb2.KEY_SCOPE_MASTER}
-PERIODS = {
-    CapPeriod.LIFETIME: keys_pb2.CAP_PERIOD_LIFETIME,
-    CapPeriod.DAILY: keys_pb2.CAP_PERIOD_DAILY,
-    CapPeriod.MONTHLY: keys_pb2.CAP_PERIOD_MONTHLY,
-}
-STATUSES = {
-    EventStatus.OK: usage_pb2.EVENT_STATUS_OK,
-    EventStatus.UPSTREAM_ERROR: usage_pb2.EVENT_STATUS_UPSTREAM_ERROR,
-    EventStatus.CLIENT_DISCONNECTED: usage_pb2.EVENT_STATUS_CLIENT_DISCONNECTED,
-    EventStatus.UPSTREAM_ABORTED: usage_pb2.EVENT_STATUS_UPSTREAM_ABORTED,
-}
-T = TypeVar("T")
+E = TypeVar("E", bound=enum.Enum)
 
-REFUSALS = {
-    Refusal.KEY_CAP: usage_pb2.REFUSAL_REASON_KEY_CAP,
-    Refusal.WALLET: usage_pb2.REFUSAL_REASON_WALLET,
-    Refusal.KEY_REVOKED: usage_pb2.REFUSAL_REASON_KEY_REVOKED,
-}
-SETTLE_REFUSALS = {
-    SettleRefusal.UNKNOWN_KEY: usage_pb2.SETTLE_REFUSAL_UNKNOWN_KEY,
-    SettleRefusal.UNKNOWN_MODEL: usage_pb2.SETTLE_REFUSAL_UNKNOWN_MODEL,
-    SettleRefusal.UNPRICED_UNIT: usage_pb2.SETTLE_REFUSAL_UNPRICED_UNIT,
-    SettleRefusal.CONFLICT: usage_pb2.SETTLE_REFUSAL_CONFLICT,
-    SettleRefusal.INVALID: usage_pb2.SETTLE_REFUSAL_INVALID,
-}
+
+def _by_name(domain: type[E], wire: ProtoEnum) -> dict[E, Any]:
+    """A domain enum ↔ its proto enum, matched by name ("standard" ↔ KEY_SCOPE_STANDARD);
+    a value missing on either side fails at import, not at the first request."""
+    table = {domain(name): value for value, name in enum_names(wire).items()}
+    assert set(table) == set(domain), f"{domain.__name__} and its proto enum differ"
+    return table
+
+
+SCOPES = _by_name(Scope, keys_pb2.KeyScope)
+PERIODS = _by_name(CapPeriod, keys_pb2.CapPeriod)
+STATUSES = _by_name(EventStatus, usage_pb2.EventStatus)
+REFUSALS = _by_name(Refusal, usage_pb2.RefusalReason)
+SETTLE_REFUSALS = _by_name(SettleRefusal, usage_pb2.SettleRefusal)
+T = TypeVar("T")
 
 
 def _reverse(table: Mapping[T, int], value: int, field: str, default: T | None = None) -> T:
