@@ -21,11 +21,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from clients import shapes
 from clients.client import ControlPlaneClient
 from controlplane import catalog, genai_catalog
 from controlplane.money import Price
 from controlplane.services import convert
+from spendgate import shapes
 from spendgate.contract import RATES, format_usd
 from spendgate.v1 import usage_pb2
 

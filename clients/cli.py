@@ -24,10 +24,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from clients import catalog_cli, shapes
+from clients import catalog_cli
 from clients.client import PERIODS, SCOPES, ControlPlaneClient, SpendgateRpcError
 from dataplane.spool import DeadLetter, DeadLetters
 from fakeupstream import server as mock_upstream
+from spendgate import shapes
 from spendgate.contract import format_usd, parse_usd
 from spendgate.v1 import usage_pb2
 

@@ -1,28 +1,32 @@
-"""The data-plane ASGI app: routes, and a lifespan that owns the worker's
-control-plane channel, key cache, budget, catalog and upstream client."""
+"""The data-plane ASGI app: routes, error handlers (each error in the error shape of
+the provider whose route was called), a request id on every request, and a lifespan
+that holds the worker's parts (`Worker`, built by `connect_grpc` or given by a test)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from dataplane import pricing, proxy, rest
+from dataplane import pricing, proxy, requestid, rest
 from dataplane.auth import authenticate
 from dataplane.budget import GrpcBudget
 from dataplane.config import Settings
-from dataplane.errors import Family, GatewayError, error_response
+from dataplane.errors import GatewayError, MethodNotAllowed, NotFound, error_response, family_of
 from dataplane.forward import HttpxUpstream
 from dataplane.keycache import KeyCache
 from dataplane.spool import DeadLetters, Spool
@@ -31,61 +35,96 @@ from spendgate.v1 import keys_pb2_grpc, usage_pb2_grpc
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+@dataclass
+class Worker:
+    """What one worker's requests share. `connect_grpc` builds it against a control
+    plane; a test may build one from in-memory parts and hand `create_app` a `connect`
+    that yields it."""
+
+    gateway: proxy.Gateway
+    keys_api: rest.KeysApi | None = None  # the REST facade's control-plane client
+    healthy: Callable[[], Awaitable[bool]] = field(default=lambda: _true())
+
+
+async def _true() -> bool:
+    return True
+
+
+Connect = Callable[[Settings], AbstractAsyncContextManager[Worker]]
+
+
+@contextlib.asynccontextmanager
+async def connect_grpc(settings: Settings) -> AsyncIterator[Worker]:
+    """The worker's control-plane channel, key cache, budget, catalog and upstream client,
+    with the loops that keep them fresh; all closed on the way out."""
+    channel = grpc.aio.insecure_channel(
+        settings.controlplane,
+        # Come back quickly after a control-plane restart (gRPC's default backoff reaches 2 minutes).
+        options=[("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 2000)],
+    )
+    metadata = (("authorization", f"Bearer {settings.service_token}"),)
+    usage_stub = usage_pb2_grpc.UsageServiceStub(channel)
+    spool = Spool(settings.spool_dir) if settings.spool_dir else None
+    budget = GrpcBudget(usage_stub, metadata, settings.reservation_ttl_ms, spool, settings.grants)
+    keys = KeyCache(
+        keys_pb2_grpc.KeyServiceStub(channel),
+        metadata,
+        settings.key_cache_ttl_seconds,
+        on_change=budget.key_changed,
+    )
+    catalog = pricing.Catalog()
+    upstream = HttpxUpstream(settings.upstream_connect_timeout, settings.upstream_read_timeout)
+    health: Any = health_pb2_grpc.HealthStub(channel)  # (its stub types no aio methods)
+
+    async def healthy() -> bool:
+        try:
+            reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    budget.start()
+    tasks = [
+        asyncio.create_task(keys.watch()),
+        asyncio.create_task(_load_catalog(catalog, usage_stub, metadata)),
+    ]
+    try:
+        yield Worker(proxy.Gateway(settings, keys, budget, catalog, upstream), rest.KeysApi(channel), healthy)
+    finally:
+        await budget.stop()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await upstream.aclose()
+        await channel.close()
+
+
+def create_app(settings: Settings | None = None, connect: Connect = connect_grpc) -> Starlette:
     settings = settings or Settings.from_env()
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    state: dict[str, Any] = {}
+        handler = logging.StreamHandler()
+        handler.addFilter(requestid.RequestIdFilter())
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
+        )
+        logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    state: dict[str, Worker] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        channel = grpc.aio.insecure_channel(
-            settings.controlplane,
-            # Come back quickly after a control-plane restart (gRPC's default backoff reaches 2 minutes).
-            options=[("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 2000)],
-        )
-        metadata = (("authorization", f"Bearer {settings.service_token}"),)
-        usage_stub = usage_pb2_grpc.UsageServiceStub(channel)
-        spool = Spool(settings.spool_dir) if settings.spool_dir else None
-        budget = GrpcBudget(usage_stub, metadata, settings.reservation_ttl_ms, spool, settings.grants)
-        keys = KeyCache(
-            keys_pb2_grpc.KeyServiceStub(channel),
-            metadata,
-            settings.key_cache_ttl_seconds,
-            on_change=budget.key_changed,
-        )
-        catalog = pricing.Catalog()
-        upstream = HttpxUpstream(settings.upstream_connect_timeout, settings.upstream_read_timeout)
-        state["gateway"] = proxy.Gateway(settings, keys, budget, catalog, upstream)
-        state["health"] = health_pb2_grpc.HealthStub(channel)
-        state["rest"] = rest.KeysApi(channel)
-        budget.start()
-        tasks = [
-            asyncio.create_task(keys.watch()),
-            asyncio.create_task(_load_catalog(catalog, usage_stub, metadata)),
-        ]
-        try:
+        async with connect(settings) as worker:
+            state["worker"] = worker
             yield
-        finally:
-            await budget.stop()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await upstream.aclose()
-            await channel.close()
 
     def inference(route: proxy.Route) -> Route:
         async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
-            await proxy.handle(scope, receive, send, route, state["gateway"])
+            await proxy.handle(scope, receive, send, route, state["worker"].gateway)
 
         return Route(route.path, _Asgi(endpoint), methods=["POST"])
 
     async def models(request: Request) -> Response:
-        gateway: proxy.Gateway = state["gateway"]
-        try:
-            key = await authenticate(request, gateway.keys)
-        except GatewayError as exc:
-            return error_response(exc, Family.OPENAI)
+        gateway = state["worker"].gateway
+        key = await authenticate(request, gateway.keys)
         allowed = [
             m
             for m in gateway.catalog.models()
@@ -101,11 +140,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
 
     async def healthz(request: Request) -> Response:
-        try:
-            reply = await state["health"].Check(health_pb2.HealthCheckRequest(), timeout=1)
-            ok = reply.status == health_pb2.HealthCheckResponse.SERVING
-        except grpc.aio.AioRpcError:
-            ok = False
+        ok = await state["worker"].healthy()
         body: dict[str, object] = {"status": "ok" if ok else "control plane unreachable"}
         if settings.spool_dir is not None:  # settlements refused for good, waiting for a replay
             body["dead_letters"] = len(DeadLetters(settings.spool_dir).read())
@@ -113,7 +148,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     def rest_route(name: str, path: str, method: str) -> Route:
         async def endpoint(request: Request) -> Response:
-            return await rest.wrap(getattr(state["rest"], name))(request)  # type: ignore[no-any-return]
+            api = state["worker"].keys_api
+            if api is None:
+                raise NotFound("This gateway serves no key API.")
+            response: Response = await getattr(api, name)(request)
+            return response
 
         return Route(path, endpoint, methods=[method])
 
@@ -129,7 +168,42 @@ def create_app(settings: Settings | None = None) -> Starlette:
         rest_route("key_usage", "/v1/keys/{key_id}/usage", "GET"),
         rest_route("usage", "/v1/usage", "GET"),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(requestid.RequestIdMiddleware)],
+        exception_handlers={
+            GatewayError: _gateway_error,
+            ClientDisconnect: _client_gone,
+            HTTPException: _http_error,
+        },
+    )
+
+
+# Errors, answered in the shape of the provider whose route was called (errors.family_of).
+
+
+async def _gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    return error_response(exc, family_of(request.scope))
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    return Response(status_code=499)  # nobody is listening; logged as such by the server
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 / 405, in the OpenAI error shape instead of plain text."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        error: GatewayError = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}.")
+    elif exc.status_code == 404:
+        error = NotFound(
+            f"Unknown route {request.method} {request.url.path}: see the gateway's README for its routes."
+        )
+    else:
+        return Response(exc.detail, status_code=exc.status_code)
+    return error_response(error, family_of(request.scope))
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from starlette.requests import Request
 
 from dataplane.errors import Unauthorized
-from dataplane.keycache import KeyCache, KeyState, digest
+from dataplane.keycache import KeyState, digest
+
+
+class Keys(Protocol):
+    """Where a worker finds a key by its secret's digest (keycache.KeyCache, or a test's table)."""
+
+    async def get(self, secret_sha256: bytes) -> KeyState | None: ...
+
 
 KEY_HEADERS = ("x-api-key", "xi-api-key", "x-goog-api-key")
 
@@ -23,7 +32,7 @@ def presented_key(request: Request) -> str | None:
     return request.query_params.get("key") or None
 
 
-async def authenticate(request: Request, keys: KeyCache) -> KeyState:
+async def authenticate(request: Request, keys: Keys) -> KeyState:
     secret = presented_key(request)
     if secret is None:
         raise Unauthorized("No API key provided. Send your spendgate key as the SDK's API key.")

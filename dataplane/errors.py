@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from enum import Enum
+from typing import Any
 
 from starlette.responses import Response
 
@@ -125,6 +127,23 @@ class UpstreamTimeout(GatewayError):
     google_status = "DEADLINE_EXCEEDED"
     deepgram_code = "GATEWAY_TIMEOUT"
     code = "upstream_timeout"
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+    google_status = "INVALID_ARGUMENT"
+    deepgram_code = "Bad Request"
+    code = "method_not_allowed"
+
+
+FAMILY_KEY = "spendgate.family"  # set in the ASGI scope by the route that knows its provider
+
+
+def family_of(scope: Mapping[str, Any]) -> Family:
+    family = scope.get(FAMILY_KEY)
+    return family if isinstance(family, Family) else Family.OPENAI
 
 
 def error_body(exc: GatewayError, family: Family) -> dict[str, object]:

@@ -15,20 +15,19 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from dataplane import estimate
-from dataplane.auth import authenticate
+from dataplane import estimate, requestid
+from dataplane.auth import Keys, authenticate
 from dataplane.budget import Decision, Reserver
 from dataplane.config import PROVIDERS, Settings
 from dataplane.errors import (
+    FAMILY_KEY,
     BadRequest,
     Forbidden,
     GatewayError,
@@ -37,11 +36,10 @@ from dataplane.errors import (
     Unauthorized,
     UnknownModel,
     UpstreamUnreachable,
-    error_response,
 )
 from dataplane.forward import UpstreamClient, upstream_headers
 from dataplane.inbound import RequestView, parse_json, read_body
-from dataplane.keycache import KeyCache, KeyState
+from dataplane.keycache import KeyState
 from dataplane.lease import Lease
 from dataplane.metering import Meter, MeteredStream, now_ms
 from dataplane.pricing import Catalog, ModelPrice
@@ -59,7 +57,7 @@ class Gateway:
     """What a worker's request handlers share."""
 
     settings: Settings
-    keys: KeyCache
+    keys: Keys
     budget: Reserver
     catalog: Catalog
     upstream: UpstreamClient
@@ -185,33 +183,29 @@ async def handle(scope: Scope, receive: Receive, send: Send, route: Route, gatew
     """One request, as an ASGI app: its lease spans everything from the Reserve
     to the last byte, so whatever ends it ends the lease (lease.py)."""
     request = Request(scope, receive)
-    async with Lease(gateway.budget, uuid.uuid4().hex) as lease:
+    scope[FAMILY_KEY] = route.family  # how the app's error handlers answer (errors.family_of)
+    async with Lease(gateway.budget, requestid.of(scope)) as lease:
         response = await _admit_and_forward(request, route, gateway, lease)
         await response(scope, receive, send)
 
 
-async def _admit_and_forward(request: Request, route: Route, gateway: Gateway, lease: Lease) -> Response:
-    family = route.family
+async def _admit_and_forward(request: Request, route: Route, gateway: Gateway, lease: Lease) -> MeteredStream:
+    """Errors raise: the app's handlers answer them in the route's shape, after the lease released."""
     # The gateway key never travels upstream, in a header or in the URL.
     params = [(k, v) for k, v in request.query_params.multi_items() if k != "key"]
-    try:
-        key = await authenticate(request, gateway.keys)
-        raw = await read_raw(request, gateway.settings.max_body_bytes)
-        content_type = request.headers.get("content-type", "")
-        view = read_body(route.body_kind, raw, content_type, dict(params), dict(request.path_params))
-        prepared = prepare(raw, view, route, key, gateway.catalog)
-        if route.check is not None:
-            route.check(view, gateway.settings)
-        if route.metered:
-            decision = await lease.reserve(key.id, upper_bound(route, prepared, gateway.settings))
-            if not decision.granted:
-                if decision.reason == "key_revoked":
-                    raise Unauthorized(refusal_message(decision))
-                raise OverCap(refusal_message(decision))
-    except ClientDisconnect:
-        return Response(status_code=499)
-    except GatewayError as exc:
-        return error_response(exc, family)
+    key = await authenticate(request, gateway.keys)
+    raw = await read_raw(request, gateway.settings.max_body_bytes)
+    content_type = request.headers.get("content-type", "")
+    view = read_body(route.body_kind, raw, content_type, dict(params), dict(request.path_params))
+    prepared = prepare(raw, view, route, key, gateway.catalog)
+    if route.check is not None:
+        route.check(view, gateway.settings)
+    if route.metered:
+        decision = await lease.reserve(key.id, upper_bound(route, prepared, gateway.settings))
+        if not decision.granted:
+            if decision.reason == "key_revoked":
+                raise Unauthorized(refusal_message(decision))
+            raise OverCap(refusal_message(decision))
 
     upstream = gateway.settings.upstreams[prepared.price.provider]
     started = now_ms()
@@ -222,11 +216,11 @@ async def _admit_and_forward(request: Request, route: Route, gateway: Gateway, l
             upstream_headers(request.headers.items(), upstream.auth_headers()),
             prepared.body,
         )
+    except GatewayError:
+        raise
     except Exception as exc:  # whatever failed, the client gets an answer (the lease releases)
-        if not isinstance(exc, GatewayError):
-            log.exception("forwarding failed unexpectedly")
-            exc = UpstreamUnreachable("The gateway could not complete the upstream request.")
-        return error_response(exc, family)
+        log.exception("forwarding failed unexpectedly")
+        raise UpstreamUnreachable("The gateway could not complete the upstream request.") from exc
 
     meter = Meter(lease, prepared, started, response.status)
     parser = None
@@ -241,4 +235,4 @@ async def _admit_and_forward(request: Request, route: Route, gateway: Gateway, l
             model=prepared.price.model,
         )
         parser = route.make_parser(context, prepared.strip_usage)
-    return MeteredStream(response, parser, meter, family)
+    return MeteredStream(response, parser, meter, route.family)

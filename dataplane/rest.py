@@ -13,20 +13,16 @@ import grpc
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from clients import shapes
-from clients.client import PERIODS, SCOPES
 from dataplane.auth import presented_key
 from dataplane.errors import (
     BadRequest,
     ControlPlaneUnavailable,
-    Family,
     Forbidden,
-    GatewayError,
     NotFound,
     Unauthorized,
-    error_response,
 )
-from spendgate.contract import parse_usd
+from spendgate import shapes
+from spendgate.contract import enum_values, parse_usd
 from spendgate.v1 import keys_pb2, keys_pb2_grpc, usage_pb2, usage_pb2_grpc
 
 STATUS = {
@@ -35,6 +31,10 @@ STATUS = {
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.INVALID_ARGUMENT: BadRequest,
 }
+
+
+SCOPES = enum_values(keys_pb2.KeyScope)
+PERIODS = enum_values(keys_pb2.CapPeriod)
 
 
 class KeysApi:
@@ -152,16 +152,6 @@ class KeysApi:
                 "next_page_token": page.next_page_token or None,
             }
         )
-
-
-def wrap(handler: Any) -> Any:
-    async def endpoint(request: Request) -> Response:
-        try:
-            return await handler(request)  # type: ignore[no-any-return]
-        except GatewayError as exc:
-            return error_response(exc, Family.OPENAI)
-
-    return endpoint
 
 
 def _str(body: dict[str, Any], field: str, required: bool = False) -> str:

@@ -1,0 +1,55 @@
+"""Every request gets an id of the gateway's own: the lease, the usage event and the
+log lines carry it, and the client gets it back in `x-spendgate-request-id` (the
+provider's own `x-request-id`, if any, passes through untouched). It is never taken
+from the client: a chosen id could collide with another request's settlement."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HEADER = b"x-spendgate-request-id"
+SCOPE_KEY = "spendgate.request_id"
+
+current: contextvars.ContextVar[str] = contextvars.ContextVar("spendgate_request_id", default="-")
+
+
+def of(scope: Scope) -> str:
+    """The scope's request id (one is made for a scope the middleware did not see)."""
+    rid = scope.get(SCOPE_KEY)
+    if not isinstance(rid, str):
+        rid = scope[SCOPE_KEY] = uuid.uuid4().hex
+    return rid
+
+
+class RequestIdMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = of(scope)
+        token = current.set(rid)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (HEADER, rid.encode())]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            current.reset(token)
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds `request_id` to every record (for a format's `%(request_id)s`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = current.get()
+        return True

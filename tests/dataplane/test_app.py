@@ -1,0 +1,183 @@
+"""The data-plane app in process: `create_app` given its parts (an in-memory key table and
+budget, the built-in catalog, the fake provider on loopback), driven by the official
+SDKs through `httpx.ASGITransport`. No control plane, no subprocess: the request path,
+its error handlers and its request ids, end to end."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+
+import anthropic
+import httpx
+import httpx2
+import openai
+import pytest
+
+from controlplane import catalog as builtin_catalog
+from controlplane.services import convert
+from dataplane import pricing, proxy
+from dataplane.app import Worker, create_app
+from dataplane.budget import Decision
+from dataplane.config import Settings
+from dataplane.forward import HttpxUpstream
+from dataplane.keycache import KeyState, digest
+from fakeupstream.server import MockUpstream, running_mock
+from spendgate.v1 import usage_pb2
+from tests.dataplane.test_budget import run
+
+SECRET, POOR, REVOKED = "sg_live_inprocess", "sg_live_poor", "sg_live_revoked"
+
+
+@dataclass
+class MemoryBudget:
+    """A Reserver over a dict: each key's cap, what is held, what was settled or released."""
+
+    caps: dict[str, int]
+    held: dict[str, int] = field(default_factory=dict)
+    settled: list[usage_pb2.SettleRequest] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
+
+    async def reserve(self, key_id: str, request_id: str, amount_micros: int) -> Decision:
+        granted = amount_micros <= self.caps[key_id] - sum(self.held.values())
+        if granted:
+            self.held[request_id] = amount_micros
+        return Decision(
+            granted, "" if granted else "key_cap", self.caps[key_id], 0, 0, 0, amount_micros=amount_micros
+        )
+
+    def settle(self, request: usage_pb2.SettleRequest, decision: Decision) -> None:
+        self.held.pop(request.request_id)
+        self.settled.append(request)
+
+    def release(self, request_id: str, decision: Decision | None) -> None:
+        self.held.pop(request_id, None)
+        self.released.append(request_id)
+
+
+class MemoryKeys:
+    def __init__(self, *keys: tuple[str, KeyState]) -> None:
+        self._by_digest = {digest(secret): state for secret, state in keys}
+
+    async def get(self, secret_sha256: bytes) -> KeyState | None:
+        return self._by_digest.get(secret_sha256)
+
+
+def key(key_id: str, revoked: bool = False) -> KeyState:
+    return KeyState(key_id, "acct", key_id, False, revoked, frozenset(), None)
+
+
+@pytest.fixture(scope="module")
+def mock() -> Iterator[MockUpstream]:
+    with running_mock() as running:
+        yield running
+
+
+Scenario = Callable[[httpx.AsyncClient, MemoryBudget], Awaitable[None]]
+
+
+def in_process(mock: MockUpstream, scenario: Scenario) -> MemoryBudget:
+    budget = MemoryBudget({"key_a": 50_000_000, "key_poor": 1})
+    keys = MemoryKeys((SECRET, key("key_a")), (POOR, key("key_poor")), (REVOKED, key("key_r", revoked=True)))
+    env = {f"SPENDGATE_{p.upper()}_BASE_URL": f"{mock.url}/{p}/v1" for p in ("openai", "anthropic")}
+    env |= {"SPENDGATE_OPENAI_API_KEY": "sk-upstream", "SPENDGATE_ANTHROPIC_API_KEY": "sk-ant-upstream"}
+    env["SPENDGATE_GOOGLE_BASE_URL"] = f"{mock.url}/google"
+    env["SPENDGATE_GOOGLE_API_KEY"] = "g-upstream"
+    settings = Settings.from_env(env)
+    prices = [
+        pricing.ModelPrice.from_pb(convert.price_to_pb(p))
+        for p in builtin_catalog.builtin()
+        if not p.effective_from_ms
+    ]
+
+    @contextlib.asynccontextmanager
+    async def connect(_: Settings) -> AsyncIterator[Worker]:
+        upstream = HttpxUpstream(5.0, 30.0)
+        try:
+            yield Worker(proxy.Gateway(settings, keys, budget, pricing.Catalog(prices), upstream))
+        finally:
+            await upstream.aclose()
+
+    app = create_app(settings, connect)
+
+    async def go() -> None:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+                await scenario(client, budget)
+
+    run(go)
+    return budget
+
+
+def test_a_chat_completion_is_settled_under_the_request_id_the_client_gets_back(mock: MockUpstream) -> None:
+    async def scenario(client: httpx.AsyncClient, budget: MemoryBudget) -> None:
+        sdk = openai.AsyncOpenAI(
+            base_url="http://gateway/v1", api_key=SECRET, http_client=client, max_retries=0
+        )
+        raw = await sdk.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=5
+        )
+        assert raw.parse().choices[0].message.content
+        (settled,) = budget.settled
+        assert settled.request_id == raw.headers["x-spendgate-request-id"]
+        assert (settled.key_id, settled.model, settled.units.output_tokens) == ("key_a", "gpt-4o-mini", 5)
+        assert budget.held == {} and mock.requests[-1].header("authorization") == "Bearer sk-upstream"
+
+    in_process(mock, scenario)
+
+
+def test_errors_come_back_in_the_calling_providers_shape_and_hold_nothing(mock: MockUpstream) -> None:
+    async def scenario(client: httpx.AsyncClient, budget: MemoryBudget) -> None:
+        seen = len(mock.requests)
+        sdk = openai.AsyncOpenAI(
+            base_url="http://gateway/v1", api_key=POOR, http_client=client, max_retries=0
+        )
+        with pytest.raises(openai.APIStatusError) as over:
+            await sdk.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+            )
+        assert over.value.status_code == 402
+        assert over.value.body["code"] == "spend_cap_exceeded"  # type: ignore[index]
+        # (the anthropic SDK brings its own fork of httpx)
+        app = client._transport.app  # type: ignore[attr-defined]
+        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app)) as own:
+            claude = anthropic.AsyncAnthropic(
+                base_url="http://gateway", api_key=REVOKED, http_client=own, max_retries=0
+            )
+            with pytest.raises(anthropic.AuthenticationError) as revoked:
+                await claude.messages.create(
+                    model="claude-sonnet-4-6", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+                )
+        assert revoked.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
+        gemini = await client.post(
+            "/v1beta/models/no-such-model:generateContent",
+            headers={"x-goog-api-key": SECRET},
+            json={"contents": []},
+        )
+        assert gemini.status_code == 400 and gemini.json()["error"]["status"] == "INVALID_ARGUMENT"
+        assert gemini.headers["x-spendgate-request-id"]
+        assert len(mock.requests) == seen and budget.held == {} and budget.settled == []
+
+    in_process(mock, scenario)
+
+
+def test_unknown_routes_and_methods_answer_in_the_openai_error_shape(mock: MockUpstream) -> None:
+    async def scenario(client: httpx.AsyncClient, budget: MemoryBudget) -> None:
+        missing = await client.get("/v1/nothing-here")
+        assert missing.status_code == 404
+        assert (
+            missing.json()["error"]["type"] == "invalid_request_error" and "/v1/nothing-here" in missing.text
+        )
+        wrong = await client.get("/v1/chat/completions")
+        assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
+        ids = {missing.headers["x-spendgate-request-id"], wrong.headers["x-spendgate-request-id"]}
+        assert len(ids) == 2  # one per request
+        bad = await client.post(
+            "/v1/chat/completions", headers={"authorization": f"Bearer {SECRET}"}, content=b"{not json"
+        )
+        assert bad.status_code == 400 and json.loads(bad.text)["error"]["type"] == "invalid_request_error"
+
+    in_process(mock, scenario)
