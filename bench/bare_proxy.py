@@ -121,7 +121,7 @@ class AiohttpUpstream(Upstream):
     """aiohttp, for reference only: spendgate's seam keeps the httpx API."""
 
     def __init__(self) -> None:
-        import aiohttp
+        import aiohttp  # type: ignore[import-not-found, unused-ignore]  # only with the bench extra
 
         self._aiohttp = aiohttp
         self._session: Any = None

@@ -57,12 +57,15 @@ def wait_serving(address: str, proc: subprocess.Popen[str], timeout: float = 30)
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
+        # typeshed's HealthStub leaves out the callables its __init__ sets; this is the one we call.
+        check: grpc.UnaryUnaryMultiCallable[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse]
+        check = stub.Check  # type: ignore[attr-defined]
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"control plane exited: {proc.stdout.read() if proc.stdout else ''}")
             try:
                 if (
-                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                    check(health_pb2.HealthCheckRequest(), timeout=1).status
                     == health_pb2.HealthCheckResponse.SERVING
                 ):
                     return

@@ -7,6 +7,7 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,7 +34,7 @@ def env_for(address: str, data: Path, **extra: str) -> dict[str, str]:
     }
 
 
-def run_json(*args: str, env: dict[str, str]) -> object:
+def run_json(*args: str, env: dict[str, str]) -> Any:
     result = spendgate(*args, "--json", env=env)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
@@ -50,23 +51,23 @@ def test_account_keys_and_usage_round_trip(running: tuple[str, Path]) -> None:
     address, data = running
     env = env_for(address, data)
     account = run_json("accounts", "create", "acme", "--credit-usd", "20", env=env)
-    assert set(account) == {"account_id", "master_key"}  # type: ignore[arg-type]
-    master_secret = account["master_key"]["secret"]  # type: ignore[index]
+    assert set(account) == {"account_id", "master_key"}
+    master_secret = account["master_key"]["secret"]
     assert master_secret.startswith("sg_live_")
     env["SPENDGATE_MASTER_KEY"] = master_secret
 
     minted = run_json(
         "keys", "mint", "user_42", "--cap-usd", "5", "--meta", "user=42", "--model", "gpt-4o-mini", env=env
     )
-    assert minted["max_spend_usd"] == "5" and minted["max_spend_micros"] == 5_000_000  # type: ignore[index]
-    assert minted["secret"].startswith("sg_live_") and minted["metadata"] == {"user": "42"}  # type: ignore[index]
-    key_id = minted["id"]  # type: ignore[index]
+    assert minted["max_spend_usd"] == "5" and minted["max_spend_micros"] == 5_000_000
+    assert minted["secret"].startswith("sg_live_") and minted["metadata"] == {"user": "42"}
+    key_id = minted["id"]
 
     listed = run_json("keys", "list", env=env)
-    assert key_id in [k["id"] for k in listed] and all("secret" not in k for k in listed)  # type: ignore[union-attr]
+    assert key_id in [k["id"] for k in listed] and all("secret" not in k for k in listed)
 
     updated = run_json("keys", "update", key_id, "--cap-usd", "7.5", "--any-model", env=env)
-    assert updated["max_spend_micros"] == 7_500_000 and updated["allowed_models"] == []  # type: ignore[index]
+    assert updated["max_spend_micros"] == 7_500_000 and updated["allowed_models"] == []
 
     # Usage from one settled request shows up in the rollup.
     with ControlPlaneClient(address, (data / "service-token").read_text().strip()) as service:
@@ -81,20 +82,20 @@ def test_account_keys_and_usage_round_trip(running: tuple[str, Path]) -> None:
         )
     now = int(time.time() * 1000)
     usage = run_json("usage", "--from", str(now - 60_000), "--to", str(now + 60_000), env=env)
-    (row,) = usage["by_key"]  # type: ignore[index]
+    (row,) = usage["by_key"]
     assert (
         row["key_id"] == key_id and row["cost_micros"] == 750 and row["by_model"][0]["model"] == "gpt-4o-mini"
     )
     got = run_json("keys", "get", key_id, env=env)
-    assert got["spent_micros"] == 750 and got["remaining_micros"] == 7_500_000 - 750  # type: ignore[index]
+    assert got["spent_micros"] == 750 and got["remaining_micros"] == 7_500_000 - 750
 
     table = spendgate("keys", "get", key_id, env=env)
     assert table.returncode == 0 and "user_42" in table.stdout and "$7.5" in table.stdout
 
     revoked = run_json("keys", "revoke", key_id, env=env)
-    assert revoked["revoked"] is True  # type: ignore[index]
+    assert revoked["revoked"] is True
     prices = run_json("prices", env=env)
-    assert prices["fee_bps"] == 700 and any(p["model"] == "gpt-5.4" for p in prices["prices"])  # type: ignore[index]
+    assert prices["fee_bps"] == 700 and any(p["model"] == "gpt-5.4" for p in prices["prices"])
 
 
 def test_cli_errors_are_clear(running: tuple[str, Path]) -> None:
@@ -130,8 +131,8 @@ def test_catalog_diff_shows_an_upgrade_before_apply_stores_it(tmp_path: Path) ->
         unchanged = run_json("catalog", "diff", env=env)
         assert unchanged["changes"] == [
             {"model": "openai/gpt-4o", "change": "kept", "why": "an UpsertPrice row is in force"}
-        ]  # type: ignore[index]
-        changes = run_json("catalog", "diff", "--catalog", str(newer), env=env)["changes"]  # type: ignore[index]
+        ]
+        changes = run_json("catalog", "diff", "--catalog", str(newer), env=env)["changes"]
         by_model = {c["model"]: c for c in changes}
         assert by_model["openai/gpt-4o-mini"]["change"] == "changed"
         assert by_model["openai/gpt-4o-mini"]["fields"]["input_micros_per_mtok"] == [150_000, 200_000]
@@ -141,7 +142,7 @@ def test_catalog_diff_shows_an_upgrade_before_apply_stores_it(tmp_path: Path) ->
         assert run_json("catalog", "apply", "--catalog", str(newer), env=env) == {"added": 1}
         assert run_json("catalog", "apply", "--catalog", str(newer), env=env) == {"added": 0}
         listed = run_json("catalog", "list", "--provider", "openai", "--model", "gpt-4o", env=env)
-        prices = {p["model"]: p for p in listed["prices"]}  # type: ignore[index]
+        prices = {p["model"]: p for p in listed["prices"]}
         assert prices["gpt-4o-mini"]["input_micros_per_mtok"] == 200_000
         assert prices["gpt-4o"]["input_micros_per_mtok"] == 1  # the operator's UpsertPrice stays
         shown = spendgate("catalog", "show", "gemini-2.5-pro", env=env).stdout

@@ -71,7 +71,7 @@ def test_concurrent_reserves_overspend_by_at_most_one_estimate(
     with ThreadPoolExecutor(max_workers=32) as pool:
         # 160 reserves held open at once, across four keys: nothing settles.
         futures = [
-            pool.submit(lambda k=k: service.reserve(k.id, uuid.uuid4().hex, ESTIMATE).granted)
+            pool.submit(lambda k: service.reserve(k.id, uuid.uuid4().hex, ESTIMATE).granted, k)
             for k in capped
             for _ in range(40)
         ]

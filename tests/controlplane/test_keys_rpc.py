@@ -12,7 +12,7 @@ import pytest
 
 from clients.client import ControlPlaneClient, SpendgateRpcError
 from controlplane.server import ControlPlane
-from spendgate.v1 import keys_pb2
+from spendgate.v1 import keys_pb2, keys_pb2_grpc
 
 
 def rpc_error(fn: Callable[[], object]) -> SpendgateRpcError:
@@ -140,9 +140,7 @@ def test_missing_or_wrong_credentials_are_unauthenticated(plane: ControlPlane, t
     channel.close()
 
 
-def keys_pb2_grpc_stub(channel: grpc.Channel) -> object:
-    from spendgate.v1 import keys_pb2_grpc
-
+def keys_pb2_grpc_stub(channel: grpc.Channel) -> keys_pb2_grpc.KeyServiceStub:
     return keys_pb2_grpc.KeyServiceStub(channel)
 
 

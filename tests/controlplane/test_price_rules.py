@@ -104,12 +104,14 @@ def provider(*models: gp.ModelInfo) -> gp.Provider:
     return gp.Provider(id="deepseek", name="DeepSeek", api_pattern="x", models=list(models))
 
 
-def model(prices: object, variants: list[gp.PriceVariant] | None = None) -> gp.ModelInfo:
+def model(
+    prices: gp.ModelPrice | list[gp.ConditionalPrice], variants: list[gp.PriceVariant] | None = None
+) -> gp.ModelInfo:
     return gp.ModelInfo(
         id="m",
         match=gp.ClauseEquals(equals="m"),
         prices=prices,
-        price_variants=variants,  # type: ignore[arg-type]
+        price_variants=variants,
     )
 
 
@@ -180,5 +182,6 @@ def test_every_builtin_row_has_a_source_and_the_rows_the_issue_named_are_right()
     ) == (1_500_000, 7_500_000)
     assert by["xai", "grok-4.20-0309-reasoning"].input_micros_per_mtok == 1_250_000
     qwen = by["qwen", "qwen-plus"]
+    assert qwen.cached_input_micros_per_mtok is not None
     assert qwen.cached_input_micros_per_mtok * 5 == qwen.input_micros_per_mtok  # implicit cache hits: 20 %
     assert by["openai", "gpt-4o-mini"].max_output_tokens == 16_384  # limits.toml

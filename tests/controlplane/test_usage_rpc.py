@@ -4,6 +4,7 @@ the admission rule, leases, rollups and the catalog."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 import pytest
@@ -17,17 +18,17 @@ MINI = ("openai", "gpt-4o-mini")
 
 
 def settle_request(
-    key_id: str, request_id: str, inp: int = 1000, out: int = 500, **extra: object
+    key_id: str, request_id: str, inp: int = 1000, out: int = 500, **extra: Any
 ) -> usage_pb2.SettleRequest:
-    provider, model = extra.pop("model", MINI)  # type: ignore[misc]
+    provider, model = extra.pop("model", MINI)
     return usage_pb2.SettleRequest(
         request_id=request_id,
         key_id=key_id,
         provider=provider,
         model=model,
-        units=usage_pb2.Units(input_tokens=inp, output_tokens=out, **extra.pop("units", {})),  # type: ignore[arg-type]
-        latency_ms=int(extra.pop("latency_ms", 100)),  # type: ignore[call-overload]
-        **extra,  # type: ignore[arg-type]
+        units=usage_pb2.Units(input_tokens=inp, output_tokens=out, **extra.pop("units", {})),
+        latency_ms=int(extra.pop("latency_ms", 100)),
+        **extra,
     )
 
 

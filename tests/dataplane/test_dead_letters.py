@@ -11,6 +11,7 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -53,7 +54,7 @@ def with_characters(key_id: str, request_id: str, started_ms: int) -> usage_pb2.
     )
 
 
-def spendgate(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, object]]:
+def spendgate(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
     code = cli.main([*argv, "--json"])
     return code, json.loads(capsys.readouterr().out)
 
@@ -88,7 +89,7 @@ def test_a_refused_settlement_is_a_dead_letter_until_replayed_after_the_fix(
     monkeypatch.setenv("SPENDGATE_SERVICE_TOKEN", plane.tokens.service)
     code, listed = spendgate(capsys, "settlements", "list", "--spool-dir", str(spool_dir))
     assert code == 0
-    [letter] = listed["dead_letters"]  # type: ignore[misc]
+    [letter] = listed["dead_letters"]
     assert (letter["request_id"], letter["key_id"], letter["refusal"]) == ("r1", key.id, "unpriced_unit")
     assert "characters" in letter["error"]
 
@@ -129,11 +130,13 @@ def test_a_refusal_that_may_pass_is_retried_before_it_becomes_a_dead_letter(
         async with spooled_budget(plane, tmp_path / "spool") as budget:
             original = budget._stub.SettleBatch
 
-            async def counting(request: usage_pb2.SettleBatchRequest, **kw: object) -> object:
+            async def counting(
+                request: usage_pb2.SettleBatchRequest, **kw: Any
+            ) -> usage_pb2.SettleBatchResponse:
                 sent.extend(s.request_id for s in request.settlements)
                 return await original(request, **kw)
 
-            budget._stub.SettleBatch = counting  # type: ignore[method-assign]
+            budget._stub.SettleBatch = counting  # type: ignore[assignment]  # a coroutine as the callable
             unknown = usage_pb2.SettleRequest(
                 request_id="r-unknown", key_id="key_not_here_yet", provider="openai", model="gpt-4o-mini"
             )

@@ -106,7 +106,7 @@ async def start(gateway: proxy.Gateway, secret: str) -> asyncio.Task[None]:
     async def send(message: object) -> None:
         raise AssertionError(f"nothing should be sent: {message}")
 
-    return asyncio.create_task(proxy.handle(scope, inbox.get, send, CHAT, gateway))  # type: ignore[arg-type]
+    return asyncio.create_task(proxy.handle(scope, inbox.get, send, CHAT, gateway))
 
 
 def test_a_request_cancelled_while_upstream_thinks_frees_its_reservation_within_a_second(
@@ -174,7 +174,7 @@ def test_requests_cancelled_at_random_moments_mixed_with_aborts_and_errors_leave
     at all. Afterwards every key's spent is the sum of its events and nothing is held."""
     keys = [master.create_key(f"fuzz-{n}", cap_micros=50_000_000) for n in range(3)]
     rng = random.Random(9)
-    endings = (
+    endings: tuple[dict[str, str], ...] = (
         {},
         {"x-mock-abort-after": "3"},
         {"x-mock-status": "500"},
@@ -188,7 +188,7 @@ def test_requests_cancelled_at_random_moments_mixed_with_aborts_and_errors_leave
         async def send(message: object) -> None:
             pass
 
-        task = asyncio.create_task(proxy.handle(scope, inbox.get, send, CHAT, gateway))  # type: ignore[arg-type]
+        task = asyncio.create_task(proxy.handle(scope, inbox.get, send, CHAT, gateway))
         if rng.random() < 0.6:
             await asyncio.sleep(rng.random() * 0.25)
             task.cancel()

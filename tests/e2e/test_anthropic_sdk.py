@@ -6,12 +6,13 @@ import asyncio
 
 import anthropic
 import pytest
+from anthropic.types import MessageParam, TextBlockParam, ToolParam
 
 from fakeupstream.server import THINKING_TOKENS, MockUpstream, count_prompt_tokens, reply_text
 from tests.e2e.conftest import UPSTREAM_ANTHROPIC_KEY, Account, Running
 
 IN, WRITE, READ, OUT = 3_000_000, 3_750_000, 300_000, 15_000_000  # claude-sonnet-4-6, micros per Mtok
-MESSAGES = [{"role": "user", "content": "Write a haiku about spend caps."}]
+MESSAGES: list[MessageParam] = [{"role": "user", "content": "Write a haiku about spend caps."}]
 PROMPT = count_prompt_tokens({"messages": MESSAGES})
 
 
@@ -27,7 +28,7 @@ def test_message_is_metered_and_the_provider_key_injected(
     gateway: Running, account: Account, user_key: dict[str, object], mock: MockUpstream
 ) -> None:
     with client(gateway, user_key) as sdk:
-        message = sdk.messages.create(model="claude-sonnet-4-6", max_tokens=10, messages=MESSAGES)  # type: ignore[arg-type]
+        message = sdk.messages.create(model="claude-sonnet-4-6", max_tokens=10, messages=MESSAGES)
     assert message.content[0].type == "text" and message.content[0].text == reply_text(10)
     (event,) = account.events(str(user_key["id"]), 1)
     assert (event["provider"], event["input_tokens"], event["output_tokens"]) == ("anthropic", PROMPT, 10)
@@ -46,7 +47,7 @@ def test_stream_with_thinking_and_beta_header(
             model="claude-sonnet-4-6",
             max_tokens=2048,
             thinking={"type": "enabled", "budget_tokens": 1024},
-            messages=MESSAGES,  # type: ignore[arg-type]
+            messages=MESSAGES,
             extra_headers={"anthropic-beta": "interleaved-thinking-2025-05-14", "x-mock-output-tokens": "6"},
         ) as stream,
     ):
@@ -63,7 +64,7 @@ def test_stream_with_thinking_and_beta_header(
 def test_prompt_caching_meters_writes_and_reads_at_their_own_prices(
     gateway: Running, account: Account, user_key: dict[str, object]
 ) -> None:
-    system = [
+    system: list[TextBlockParam] = [
         {
             "type": "text",
             "text": "You are a meticulous billing assistant. " * 20,
@@ -71,24 +72,24 @@ def test_prompt_caching_meters_writes_and_reads_at_their_own_prices(
         }
     ]
     with client(gateway, user_key) as sdk:
-        first = sdk.messages.create(model="claude-sonnet-4-6", max_tokens=4, system=system, messages=MESSAGES)  # type: ignore[arg-type]
+        first = sdk.messages.create(model="claude-sonnet-4-6", max_tokens=4, system=system, messages=MESSAGES)
         second = sdk.messages.create(
             model="claude-sonnet-4-6", max_tokens=4, system=system, messages=MESSAGES
-        )  # type: ignore[arg-type]
+        )
     assert first.usage.cache_creation_input_tokens and not first.usage.cache_read_input_tokens
     assert second.usage.cache_read_input_tokens == first.usage.cache_creation_input_tokens
     newest, oldest = account.events(str(user_key["id"]), 2)
     assert oldest["cache_write_tokens"] == first.usage.cache_creation_input_tokens
     assert newest["cached_input_tokens"] == second.usage.cache_read_input_tokens
-    assert oldest["cost_micros"] == cost(first.usage.input_tokens, 4, write=oldest["cache_write_tokens"])  # type: ignore[arg-type]
-    assert newest["cost_micros"] == cost(second.usage.input_tokens, 4, read=newest["cached_input_tokens"])  # type: ignore[arg-type]
+    assert oldest["cost_micros"] == cost(first.usage.input_tokens, 4, write=oldest["cache_write_tokens"])
+    assert newest["cost_micros"] == cost(second.usage.input_tokens, 4, read=newest["cached_input_tokens"])
     assert newest["cost_micros"] < oldest["cost_micros"]
 
 
 def test_tool_use_streams_through_async_client(
     gateway: Running, account: Account, user_key: dict[str, object]
 ) -> None:
-    tools = [
+    tools: list[ToolParam] = [
         {
             "name": "get_weather",
             "description": "Weather",
@@ -105,7 +106,7 @@ def test_tool_use_streams_through_async_client(
                 max_tokens=64,
                 tools=tools,
                 tool_choice={"type": "any"},
-                messages=MESSAGES,  # type: ignore[arg-type]
+                messages=MESSAGES,
             ) as stream:
                 return await stream.get_final_message()
 
@@ -119,8 +120,8 @@ def test_count_tokens_is_free(
     gateway: Running, account: Account, user_key: dict[str, object], mock: MockUpstream
 ) -> None:
     with client(gateway, user_key) as sdk:
-        counted = sdk.messages.count_tokens(model="claude-sonnet-4-6", messages=MESSAGES)  # type: ignore[arg-type]
-        sdk.messages.create(model="claude-sonnet-4-6", max_tokens=2, messages=MESSAGES)  # type: ignore[arg-type]
+        counted = sdk.messages.count_tokens(model="claude-sonnet-4-6", messages=MESSAGES)
+        sdk.messages.create(model="claude-sonnet-4-6", max_tokens=2, messages=MESSAGES)
     assert counted.input_tokens == PROMPT
     (event,) = account.events(str(user_key["id"]), 1)  # only the message, not the count
     assert event["output_tokens"] == 2
@@ -129,21 +130,21 @@ def test_count_tokens_is_free(
 def test_errors_come_in_anthropics_shape(gateway: Running, account: Account, mock: MockUpstream) -> None:
     key = account.mint("tiny", max_spend_usd="0.000001", allowed_models=["claude-sonnet-4-6"])
     with client(gateway, key) as sdk:
-        sdk.messages.create(model="claude-sonnet-4-6", max_tokens=1, messages=MESSAGES)  # type: ignore[arg-type]
+        sdk.messages.create(model="claude-sonnet-4-6", max_tokens=1, messages=MESSAGES)
         account.events(str(key["id"]), 1)
         seen = len(mock.requests)
         with pytest.raises(anthropic.APIStatusError) as over:
-            sdk.messages.create(model="claude-sonnet-4-6", max_tokens=1, messages=MESSAGES)  # type: ignore[arg-type]
+            sdk.messages.create(model="claude-sonnet-4-6", max_tokens=1, messages=MESSAGES)
         assert over.value.status_code == 402 and len(mock.requests) == seen
         assert over.value.body["error"]["type"] == "billing_error"  # type: ignore[index]
         with pytest.raises(anthropic.PermissionDeniedError):
-            sdk.messages.create(model="claude-haiku-4-5", max_tokens=1, messages=MESSAGES)  # type: ignore[arg-type]
+            sdk.messages.create(model="claude-haiku-4-5", max_tokens=1, messages=MESSAGES)
         with pytest.raises(anthropic.BadRequestError) as unknown:
-            sdk.messages.create(model="claude-nonexistent", max_tokens=1, messages=MESSAGES)  # type: ignore[arg-type]
+            sdk.messages.create(model="claude-nonexistent", max_tokens=1, messages=MESSAGES)
         assert "claude-nonexistent" in str(unknown.value)
     with anthropic.Anthropic(base_url=gateway.base, api_key="sg_live_bogus", max_retries=0) as bad:
         with pytest.raises(anthropic.AuthenticationError):
-            bad.messages.create(model="claude-sonnet-4-6", max_tokens=1, messages=MESSAGES)  # type: ignore[arg-type]
+            bad.messages.create(model="claude-sonnet-4-6", max_tokens=1, messages=MESSAGES)
     assert len(mock.requests) == seen
 
 
@@ -157,7 +158,7 @@ def test_upstream_errors_pass_through_unchanged_and_cost_nothing(
                 max_tokens=1,
                 messages=MESSAGES,
                 extra_headers={"x-mock-status": "429"},
-            )  # type: ignore[arg-type]
+            )
     assert info.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
     (event,) = account.events(str(user_key["id"]), 1)
     assert (event["status"], event["http_status"], event["cost_micros"]) == ("upstream_error", 429, 0)

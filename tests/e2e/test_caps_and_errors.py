@@ -8,15 +8,17 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import cast
 
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from fakeupstream.server import MockUpstream, count_prompt_tokens
 from tests.e2e.conftest import Account, Running, start_up, stop_up, upstream_env
 
-MESSAGES = [{"role": "user", "content": "Count to ten."}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Count to ten."}]
 
 
 def sdk(gateway: Running, key: dict[str, object] | str) -> openai.OpenAI:
@@ -29,11 +31,11 @@ def test_over_cap_is_402_before_any_byte_goes_upstream(
 ) -> None:
     key = account.mint("capped", max_spend_usd="0.00001")  # 10 micros: one request uses it up
     with sdk(gateway, key) as client:
-        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)  # type: ignore[arg-type]
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
         account.events(str(key["id"]), 1)
         seen = len(mock.requests)
         with pytest.raises(openai.APIStatusError) as info:
-            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)  # type: ignore[arg-type]
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
     assert info.value.status_code == 402
     assert len(mock.requests) == seen  # nothing was forwarded
     message = info.value.message
@@ -44,7 +46,7 @@ def test_over_cap_is_402_before_any_byte_goes_upstream(
 def test_monthly_cap_402_says_when_it_resets(gateway: Running, account: Account) -> None:
     key = account.mint("monthly", max_spend_usd=0, cap_period="monthly")
     with sdk(gateway, key) as client, pytest.raises(openai.APIStatusError) as info:
-        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert info.value.status_code == 402 and "-01T00:00:00Z" in info.value.message
 
 
@@ -53,7 +55,7 @@ def test_unknown_missing_and_revoked_keys_are_401(
 ) -> None:
     seen = len(mock.requests)
     with sdk(gateway, "sg_live_" + "x" * 43) as client, pytest.raises(openai.AuthenticationError):
-        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     bare = httpx.post(
         gateway.base + "/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": MESSAGES}
     )
@@ -102,7 +104,7 @@ def test_bad_requests_are_400_in_openai_shape(
         error = response.json()["error"]
         assert fragment in error["message"] and error["type"] == "invalid_request_error"
     with sdk(gateway, user_key) as client, pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(model="gpt-9-imaginary", messages=MESSAGES)  # type: ignore[arg-type]
+        client.chat.completions.create(model="gpt-9-imaginary", messages=MESSAGES)
     assert len(mock.requests) == seen
 
 
@@ -112,7 +114,7 @@ def test_upstream_5xx_passes_through_and_costs_nothing(
     with sdk(gateway, user_key) as client, pytest.raises(openai.InternalServerError) as info:
         client.chat.completions.create(
             model="gpt-4o-mini", messages=MESSAGES, extra_headers={"x-mock-status": "500"}
-        )  # type: ignore[arg-type]
+        )
     assert info.value.status_code == 500
     (event,) = account.events(str(user_key["id"]), 1)
     assert (event["cost_micros"], event["status"]) == (0, "upstream_error")
@@ -135,8 +137,8 @@ def test_client_disconnect_mid_stream_bills_what_was_delivered(
                 break  # hang up after a few chunks
     (event,) = account.events(str(user_key["id"]), 1)
     assert event["status"] == "client_disconnected" and event["estimated"] is True
-    assert 0 < event["output_tokens"] < 200  # billed for what was delivered, not the whole answer
-    assert event["input_tokens"] >= count_prompt_tokens({"messages": MESSAGES})
+    assert 0 < cast(int, event["output_tokens"]) < 200  # billed for what was delivered, not the whole answer
+    assert cast(int, event["input_tokens"]) >= count_prompt_tokens({"messages": MESSAGES})
     assert account.key_usage(str(user_key["id"]))["reserved_micros"] == 0
 
 
@@ -148,13 +150,13 @@ def test_upstream_dying_mid_stream_bills_what_was_delivered(
             model="gpt-4o-mini",
             messages=MESSAGES,
             stream=True,
-            max_tokens=100,  # type: ignore[arg-type]
+            max_tokens=100,
             extra_headers={"x-mock-abort-after": "5", "x-mock-output-tokens": "100"},
         ):
             pass
     (event,) = account.events(str(user_key["id"]), 1)
     assert event["status"] == "upstream_aborted" and event["estimated"] is True
-    assert 0 < event["output_tokens"] < 100
+    assert 0 < cast(int, event["output_tokens"]) < 100
 
 
 def test_fan_out_overspends_by_at_most_one_estimate(
@@ -236,7 +238,7 @@ def test_upstream_unreachable_is_502_and_timeout_504_and_nothing_is_held(strict_
     with sdk(strict_gateway, key) as client, pytest.raises(openai.APIStatusError) as slow:
         client.chat.completions.create(
             model="gpt-4o-mini", messages=MESSAGES, extra_headers={"x-mock-delay-ms": "3000"}
-        )  # type: ignore[arg-type]
+        )
     assert slow.value.status_code == 504
     deadline = time.monotonic() + 5
     while account.key_usage(str(key["id"]))["reserved_micros"] and time.monotonic() < deadline:
@@ -291,7 +293,7 @@ def test_upstream_hanging_mid_stream_times_out_with_a_stream_error(strict_gatewa
             model="gpt-4o-mini",
             messages=MESSAGES,
             stream=True,
-            max_tokens=10,  # type: ignore[arg-type]
+            max_tokens=10,
             extra_headers={"x-mock-chunk-delay-ms": "1500"},  # longer than the 1 s read timeout
         ):
             pass

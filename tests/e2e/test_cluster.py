@@ -43,7 +43,7 @@ class Cluster:
     env: dict[str, str]
     tmp: Path
 
-    def restart_cp(self, i: int, down_while: Callable[[], None]) -> None:
+    def restart_cp(self, i: int, down_while: Callable[[], object]) -> None:
         """Kill control plane i, run `down_while`, start it again on the same port."""
         self.cp_procs[i].send_signal(signal.SIGKILL)
         self.cp_procs[i].communicate(timeout=10)
@@ -112,8 +112,8 @@ def cluster(pg_database: str, mock: MockUpstream, tmp_path: Path) -> Iterator[Cl
     for proc, _ in dps:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
-    for proc in cluster.cp_procs:
-        stop(proc)
+    for cp_proc in cluster.cp_procs:
+        stop(cp_proc)
     for log in logs:
         log.close()
 

@@ -17,13 +17,14 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from clients.client import ControlPlaneClient
 from fakeupstream.server import MockUpstream
 from tests.e2e.conftest import Account, Running, upstream_env
 from tests.support import SPENDGATE, free_port, start_controlplane, stop
 
-MESSAGES = [{"role": "user", "content": "Tell me a long story."}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Tell me a long story."}]
 
 
 @dataclass
@@ -33,7 +34,7 @@ class Planes:
     grpc_port: int
     http_port: int
     cp: subprocess.Popen[str] | None = None
-    dp: subprocess.Popen[str] | None = None
+    dp: subprocess.Popen[bytes] | None = None
 
     @property
     def base(self) -> str:
@@ -113,7 +114,7 @@ def stream_all(base: str, secret: str, tokens: int) -> str:
             model="gpt-4o-mini",
             messages=MESSAGES,
             stream=True,
-            max_tokens=tokens,  # type: ignore[arg-type]
+            max_tokens=tokens,
             extra_headers={"x-mock-output-tokens": str(tokens), "x-mock-chunk-delay-ms": "100"},
         )
         return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -136,7 +137,7 @@ def test_control_plane_killed_mid_load_loses_and_doubles_nothing(planes: Planes,
     for who in (secret, str(stranger["secret"])):  # a cached key and one no worker has seen
         with openai.OpenAI(base_url=planes.base + "/v1", api_key=who, max_retries=0) as client:
             with pytest.raises(openai.APIStatusError) as info:
-                client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+                client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
         assert info.value.status_code == 503
     assert len(mock.requests) - seen == 6
     assert list((planes.tmp / "spool").glob("worker-*.spool"))  # the settlements wait on disk

@@ -8,6 +8,7 @@ import json
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from fakeupstream.server import MockUpstream, count_prompt_tokens, reply_text
 from tests.e2e.conftest import UPSTREAM_OPENAI_KEY, Account, Running
@@ -23,7 +24,9 @@ def client(gateway: Running, key: dict[str, object], **kw: object) -> openai.Ope
     return openai.OpenAI(base_url=gateway.base + "/v1", api_key=str(key["secret"]), max_retries=0, **kw)  # type: ignore[arg-type]
 
 
-MESSAGES = [{"role": "user", "content": "Say hello to the gateway, please."}]
+MESSAGES: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "Say hello to the gateway, please."}
+]
 PROMPT = count_prompt_tokens({"messages": MESSAGES})
 
 
@@ -31,7 +34,7 @@ def test_chat_completion_is_metered_exactly(
     gateway: Running, account: Account, user_key: dict[str, object], mock: MockUpstream
 ) -> None:
     with client(gateway, user_key) as sdk:
-        reply = sdk.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=12)  # type: ignore[arg-type]
+        reply = sdk.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=12)
     assert reply.choices[0].message.content == reply_text(12)
     assert reply.usage is not None and reply.usage.prompt_tokens == PROMPT
     (event,) = account.events(str(user_key["id"]), 1)
@@ -50,7 +53,7 @@ def test_stream_without_usage_option_hides_the_injected_usage_chunk(
     gateway: Running, account: Account, user_key: dict[str, object], mock: MockUpstream
 ) -> None:
     with client(gateway, user_key) as sdk:
-        chunks = list(sdk.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))  # type: ignore[arg-type]
+        chunks = list(sdk.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
     assert all(c.usage is None for c in chunks) and all(c.choices for c in chunks)
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == reply_text(16)
     assert mock.requests[-1].json()["stream_options"] == {"include_usage": True}
@@ -67,7 +70,7 @@ def test_stream_with_usage_option_keeps_the_usage_chunk(
                 model="gpt-4o-mini",
                 messages=MESSAGES,
                 stream=True,
-                stream_options={"include_usage": True},  # type: ignore[arg-type]
+                stream_options={"include_usage": True},
             )
         )
     assert (
@@ -86,7 +89,7 @@ def test_async_client_streams_and_provider_prefixed_model(
         ) as sdk:
             stream = await sdk.chat.completions.create(
                 model="openai/gpt-4o-mini", messages=MESSAGES, stream=True, max_tokens=5
-            )  # type: ignore[arg-type]
+            )
             return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
 
     assert asyncio.run(run()) == reply_text(5)
@@ -101,7 +104,7 @@ def test_cached_prompt_tokens_are_priced_at_the_cached_rate(
     with client(gateway, user_key) as sdk:
         sdk.chat.completions.create(
             model="gpt-4o-mini", messages=MESSAGES, max_tokens=3, extra_headers={"x-mock-cached-tokens": "8"}
-        )  # type: ignore[arg-type]
+        )
     (event,) = account.events(str(user_key["id"]), 1)
     assert (event["input_tokens"], event["cached_input_tokens"]) == (PROMPT - 8, 8)
     assert event["cost_micros"] == cost(PROMPT, 3, cached=8)
@@ -146,7 +149,7 @@ def test_models_list_is_filtered_by_allowed_models(gateway: Running, account: Ac
     with client(gateway, key) as sdk:
         assert [m.id for m in sdk.models.list()] == ["gpt-4o-mini"]
         with pytest.raises(openai.PermissionDeniedError) as info:
-            sdk.chat.completions.create(model="gpt-5.4", messages=MESSAGES)  # type: ignore[arg-type]
+            sdk.chat.completions.create(model="gpt-5.4", messages=MESSAGES)
     assert info.value.status_code == 403 and "gpt-5.4" in info.value.message
 
 
@@ -154,7 +157,7 @@ def test_client_headers_pass_through_and_hop_by_hop_do_not(
     gateway: Running, user_key: dict[str, object], mock: MockUpstream
 ) -> None:
     with client(gateway, user_key, organization="org-123", project="proj-9") as sdk:
-        sdk.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=1)  # type: ignore[arg-type]
+        sdk.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=1)
     received = mock.requests[-1]
     assert (
         received.header("openai-organization") == "org-123" and received.header("openai-project") == "proj-9"
