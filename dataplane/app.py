@@ -26,9 +26,10 @@ from dataplane import pricing, proxy, requestid, rest
 from dataplane.auth import authenticate
 from dataplane.budget import GrpcBudget
 from dataplane.config import Settings
-from dataplane.errors import GatewayError, MethodNotAllowed, NotFound, error_response, family_of
+from dataplane.errors import GatewayError, MethodNotAllowed, NotFound
 from dataplane.forward import HttpxUpstream
 from dataplane.keycache import KeyCache
+from dataplane.providers.families import error_response, family_of
 from dataplane.spool import DeadLetters, Spool
 from spendgate.v1 import keys_pb2_grpc, usage_pb2_grpc
 

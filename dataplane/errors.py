@@ -1,30 +1,10 @@
-"""The data plane's exception tree, and how each error is shown to a client:
-in the error shape of the provider whose SDK made the request, so that SDK
-raises its usual exception (401 → AuthenticationError, 402/403 →
-PermissionDeniedError-family, 429 → RateLimitError, …). ElevenLabs' and
-Deepgram's SDKs raise one ApiError type carrying the status and their body
-shapes, `{"detail": {"status", "message"}}` and `{"err_code", "err_msg",
-"request_id"}`."""
+"""The data plane's exception tree. Each error carries its HTTP status and the
+type or code each provider family names it by; the body a client gets is built by
+its provider's adapter (providers/families.py), so the client's SDK raises its
+usual exception (401 → AuthenticationError, 402/403 → PermissionDeniedError-family,
+429 → RateLimitError, …)."""
 
 from __future__ import annotations
-
-import json
-import uuid
-from collections.abc import Mapping
-from enum import Enum
-from typing import Any
-
-from starlette.responses import Response
-
-
-class Family(Enum):
-    """Which provider's error shape a route speaks."""
-
-    OPENAI = "openai"
-    ANTHROPIC = "anthropic"
-    GOOGLE = "google"
-    ELEVENLABS = "elevenlabs"
-    DEEPGRAM = "deepgram"
 
 
 class GatewayError(Exception):
@@ -136,35 +116,3 @@ class MethodNotAllowed(GatewayError):
     google_status = "INVALID_ARGUMENT"
     deepgram_code = "Bad Request"
     code = "method_not_allowed"
-
-
-FAMILY_KEY = "spendgate.family"  # set in the ASGI scope by the route that knows its provider
-
-
-def family_of(scope: Mapping[str, Any]) -> Family:
-    family = scope.get(FAMILY_KEY)
-    return family if isinstance(family, Family) else Family.OPENAI
-
-
-def error_body(exc: GatewayError, family: Family) -> dict[str, object]:
-    if family is Family.ANTHROPIC:
-        return {"type": "error", "error": {"type": exc.anthropic_type, "message": exc.message}}
-    if family is Family.GOOGLE:
-        # google-genai raises ClientError / ServerError from the HTTP status and reads these fields.
-        return {"error": {"code": exc.status, "message": exc.message, "status": exc.google_status}}
-    if family is Family.ELEVENLABS:  # the SDK raises ApiError carrying this body
-        return {"detail": {"status": exc.code or exc.openai_type, "message": exc.message}}
-    if family is Family.DEEPGRAM:
-        return {"err_code": exc.deepgram_code, "err_msg": exc.message, "request_id": str(uuid.uuid4())}
-    return {"error": {"message": exc.message, "type": exc.openai_type, "param": exc.param, "code": exc.code}}
-
-
-def error_response(exc: GatewayError, family: Family) -> Response:
-    # 402 is not retried by the SDKs; x-should-retry makes that explicit for 5xx we raise.
-    headers = {"x-should-retry": "false"} if exc.status < 500 else {}
-    return Response(
-        json.dumps(error_body(exc, family)),
-        status_code=exc.status,
-        media_type="application/json",
-        headers=headers,
-    )

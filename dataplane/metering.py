@@ -1,31 +1,23 @@
-"""Turning what an upstream response delivered into exactly one Settle.
-
-`MeteredStream` passes the upstream body to the client chunk by chunk through
-the route's sans-IO usage parser; `Meter` turns the parser's `Usage` into the
-lease's Settle (billed by billing.py's policy; the budget queues it). Whatever ends the
-response — the last byte, the upstream breaking off, the client hanging up —
-the meter is told exactly once, before the upstream connection is closed."""
+"""The response side of a metered request: `MeteredStream` passes the upstream body
+to the client chunk by chunk through the route's sans-IO usage parser. Whatever ends
+the response — the last byte, the upstream breaking off, the client hanging up — its
+`Meter` (proxy.Meter, which turns it into the lease's one Settle) is told exactly once,
+before the upstream connection is closed."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from dataplane.billing import bill
-from dataplane.errors import Family
 from dataplane.forward import StreamBroken, UpstreamResponse, downstream_headers
-from dataplane.lease import Lease
+from dataplane.providers.families import ADAPTERS, Family
 from dataplane.providers.usage import Usage, UsageParser
 from spendgate.v1 import usage_pb2
-
-if TYPE_CHECKING:
-    from dataplane.proxy import Prepared
 
 log = logging.getLogger(__name__)
 
@@ -34,36 +26,13 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class Meter:
-    """Turns what a response delivered into the lease's one Settle."""
+class Meter(Protocol):
+    """Told once what a response delivered (proxy.Meter turns it into the lease's Settle)."""
 
-    def __init__(self, lease: Lease, prepared: Prepared, started_ms: int, status: int) -> None:
-        self._lease = lease
-        self._p = prepared
-        self._started = started_ms
-        self._status = status
-        self.ttfb_ms = 0
+    started_ms: int
+    ttfb_ms: int
 
-    def done(self, usage: Usage | None, outcome: usage_pb2.EventStatus) -> None:
-        if not self._lease.held:
-            return  # not metered
-        billed = bill(usage, self._status, self._p.input_estimate)
-        self._lease.settle(
-            usage_pb2.SettleRequest(
-                request_id=self._lease.request_id,
-                key_id=self._p.key.id,
-                provider=self._p.price.provider,
-                model=self._p.price.model,
-                units=usage_pb2.Units(**billed.units),
-                started_ms=self._started,
-                latency_ms=now_ms() - self._started,
-                ttfb_ms=self.ttfb_ms,
-                status=outcome,
-                http_status=self._status,
-                estimated=billed.estimated,
-                service_tier=usage.service_tier[:40] if usage is not None else "",
-            )
-        )
+    def done(self, usage: Usage | None, outcome: usage_pb2.EventStatus) -> None: ...
 
 
 class MeteredStream(Response):
@@ -122,7 +91,7 @@ class MeteredStream(Response):
                 async for chunk in self._upstream.body:
                     out = parser.feed(chunk) if parser else chunk
                     if first:
-                        self._meter.ttfb_ms = now_ms() - self._meter._started
+                        self._meter.ttfb_ms = now_ms() - self._meter.started_ms
                         first = False
                     if out:
                         await send({"type": "http.response.body", "body": out, "more_body": True})
@@ -133,7 +102,7 @@ class MeteredStream(Response):
                     raise UpstreamAborted from exc  # a cut JSON body: drop the connection
             tail = parser.flush() if parser else b""
             if outcome == usage_pb2.EVENT_STATUS_UPSTREAM_ABORTED:
-                tail += stream_error_event(self._family)  # the SDK raises its usual stream error
+                tail += ADAPTERS[self._family].stream_abort()  # the SDK raises its usual stream error
             await send({"type": "http.response.body", "body": tail, "more_body": False})
             self._finished = True
         except (asyncio.CancelledError, OSError):
@@ -148,18 +117,6 @@ class MeteredStream(Response):
 
 class UpstreamAborted(Exception):
     """The upstream connection broke in the middle of a non-streamed body."""
-
-
-def stream_error_event(family: Family) -> bytes:
-    message = "The upstream provider closed the stream before it finished."
-    if family is Family.ANTHROPIC:
-        error = {"type": "error", "error": {"type": "api_error", "message": message}}
-        return b"\n\nevent: error\ndata: " + json.dumps(error).encode() + b"\n\n"
-    if family is Family.GOOGLE:  # google-genai raises on a chunk that is `{"error": …}`
-        error = {"error": {"code": 502, "message": message, "status": "UNAVAILABLE"}}
-        return b"\n\ndata: " + json.dumps(error).encode() + b"\n\n"
-    error = {"error": {"message": message, "type": "server_error", "param": None, "code": "upstream_aborted"}}
-    return b"\n\ndata: " + json.dumps(error).encode() + b"\n\n"
 
 
 async def _wait_disconnect(receive: Receive) -> None:

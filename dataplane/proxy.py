@@ -8,8 +8,8 @@ Settlement is queued, never awaited by the response. Whatever happens after
 the reservation — upstream refused, upstream died mid-stream, client hung up,
 the task cancelled — ends in exactly one Settle or one Release: the request
 runs inside a `Lease` (lease.py) whose exit releases what was not settled.
-The route table is in routes.py; the response side (MeteredStream, Meter) in
-metering.py."""
+The route table is in routes.py; the response side (MeteredStream) in
+metering.py, which tells this module's `Meter` what was delivered."""
 
 from __future__ import annotations
 
@@ -24,10 +24,10 @@ from starlette.types import Receive, Scope, Send
 
 from dataplane import estimate, requestid
 from dataplane.auth import Keys, authenticate
+from dataplane.billing import bill
 from dataplane.budget import Decision, Reserver
 from dataplane.config import PROVIDERS, Settings
 from dataplane.errors import (
-    FAMILY_KEY,
     BadRequest,
     Forbidden,
     GatewayError,
@@ -41,11 +41,13 @@ from dataplane.forward import UpstreamClient, upstream_headers
 from dataplane.inbound import RequestView, parse_json, read_body
 from dataplane.keycache import KeyState
 from dataplane.lease import Lease
-from dataplane.metering import Meter, MeteredStream, now_ms
+from dataplane.metering import MeteredStream, now_ms
 from dataplane.pricing import Catalog, ModelPrice
-from dataplane.providers.usage import ParseContext
+from dataplane.providers.families import FAMILY_KEY
+from dataplane.providers.usage import ParseContext, Usage
 from dataplane.routes import ROUTES, Route
 from spendgate.contract import format_usd
+from spendgate.v1 import usage_pb2
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +179,38 @@ def priced_units(price: ModelPrice) -> frozenset[str]:
         "images": price.images_micros_per_mimage,
     }
     return frozenset(unit for unit, rate in rates.items() if rate is not None)
+
+
+class Meter:
+    """Turns what a response delivered into the lease's one Settle."""
+
+    def __init__(self, lease: Lease, prepared: Prepared, started_ms: int, status: int) -> None:
+        self._lease = lease
+        self._p = prepared
+        self.started_ms = started_ms
+        self._status = status
+        self.ttfb_ms = 0
+
+    def done(self, usage: Usage | None, outcome: usage_pb2.EventStatus) -> None:
+        if not self._lease.held:
+            return  # not metered
+        billed = bill(usage, self._status, self._p.input_estimate)
+        self._lease.settle(
+            usage_pb2.SettleRequest(
+                request_id=self._lease.request_id,
+                key_id=self._p.key.id,
+                provider=self._p.price.provider,
+                model=self._p.price.model,
+                units=usage_pb2.Units(**billed.units),
+                started_ms=self.started_ms,
+                latency_ms=now_ms() - self.started_ms,
+                ttfb_ms=self.ttfb_ms,
+                status=outcome,
+                http_status=self._status,
+                estimated=billed.estimated,
+                service_tier=usage.service_tier[:40] if usage is not None else "",
+            )
+        )
 
 
 async def handle(scope: Scope, receive: Receive, send: Send, route: Route, gateway: Gateway) -> None:

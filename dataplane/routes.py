@@ -19,9 +19,9 @@ from functools import partial
 
 from dataplane import estimate
 from dataplane.config import OPENAI_COMPATIBLE, Settings
-from dataplane.errors import Family
 from dataplane.inbound import BodyKind, RequestView
 from dataplane.providers import anthropic, deepgram, elevenlabs, google, openai, openai_audio, openai_images
+from dataplane.providers.families import Family
 from dataplane.providers.usage import ParseContext, UsageParser
 
 ParserFactory = Callable[[bool, bool], UsageParser]  # (stream, strip_usage_chunk)

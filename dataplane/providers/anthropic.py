@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from dataplane.errors import GatewayError
 from dataplane.providers.jsonbody import EventOrBodyParser, as_obj, as_objs, count, loads, utf8_len
 from dataplane.providers.sse import SSEEvent
 from dataplane.providers.usage import Usage
@@ -140,3 +141,18 @@ class MessagesParser(EventOrBodyParser):
             self._done = True
             self._text_bytes = _content_bytes(body.get("content"))
         self._merge(usage or {})
+
+
+# --- errors the gateway answers itself ------------------------------------------------------
+
+
+def error_body(exc: GatewayError) -> dict[str, object]:
+    return {"type": "error", "error": {"type": exc.anthropic_type, "message": exc.message}}
+
+
+ABORTED = "The upstream provider closed the stream before it finished."
+
+
+def stream_abort() -> bytes:
+    error = {"type": "error", "error": {"type": "api_error", "message": ABORTED}}
+    return b"\n\nevent: error\ndata: " + json.dumps(error).encode() + b"\n\n"

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Mapping
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
 
 from dataplane.config import Settings
-from dataplane.errors import BadRequest
+from dataplane.errors import BadRequest, GatewayError
 from dataplane.inbound import RequestView
 from dataplane.providers.jsonbody import MAX_BODY_BYTES, count
 from dataplane.providers.usage import ParseContext, Usage
@@ -123,3 +124,11 @@ class ListenParser:
         if str(self._context.query.get("multichannel", "")).lower() == "true" and channels:
             ms *= channels
         return Usage(audio_ms=ms, complete=isinstance(body, dict))
+
+
+# --- errors the gateway answers itself ------------------------------------------------------
+
+
+def error_body(exc: GatewayError) -> dict[str, object]:
+    """The SDK raises ApiError carrying this body."""
+    return {"err_code": exc.deepgram_code, "err_msg": exc.message, "request_id": str(uuid.uuid4())}

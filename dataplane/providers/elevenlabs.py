@@ -13,6 +13,7 @@ per character, flagged estimated (an upper bound on every model)."""
 
 from __future__ import annotations
 
+from dataplane.errors import GatewayError
 from dataplane.providers.usage import ParseContext, Usage
 
 __all__ = ["DEFAULT_MODEL", "SpeechParser", "text_characters"]
@@ -46,3 +47,11 @@ class SpeechParser:
             return Usage(characters=int(cost), complete=True)
         text = text_characters(self._context.request.get("text"))
         return Usage(characters=text, estimated=True, complete=self._delivered > 0)
+
+
+# --- errors the gateway answers itself ------------------------------------------------------
+
+
+def error_body(exc: GatewayError) -> dict[str, object]:
+    """The SDK raises ApiError carrying this body."""
+    return {"detail": {"status": exc.code or exc.openai_type, "message": exc.message}}

@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
+from dataplane.errors import GatewayError
 from dataplane.providers.jsonarray import ArrayItem, JsonArraySplitter
 from dataplane.providers.jsonbody import (
     TAIL_BYTES,
@@ -255,3 +256,20 @@ class EmbedParser(BodyParser):
         if vectors or self._body.truncated:
             return Usage(output_tokens=0, estimated=True, complete=vectors)
         return Usage()
+
+
+# --- errors the gateway answers itself ------------------------------------------------------
+
+
+def error_body(exc: GatewayError) -> dict[str, object]:
+    # google-genai raises ClientError / ServerError from the HTTP status and reads these fields.
+    return {"error": {"code": exc.status, "message": exc.message, "status": exc.google_status}}
+
+
+ABORTED = "The upstream provider closed the stream before it finished."
+
+
+def stream_abort() -> bytes:
+    """google-genai raises on a chunk that is `{"error": …}`."""
+    error = {"error": {"code": 502, "message": ABORTED, "status": "UNAVAILABLE"}}
+    return b"\n\ndata: " + json.dumps(error).encode() + b"\n\n"

@@ -12,9 +12,11 @@ Bounded body handling lives in jsonbody.py."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from typing import Any
 
+from dataplane.errors import GatewayError
 from dataplane.providers.jsonbody import (
     TAIL_BYTES,
     BodyParser,
@@ -352,3 +354,19 @@ class EmbeddingsParser(BodyParser):
         complete = body is not None or usage is not None
         prompt = count(as_obj(usage).get("prompt_tokens"))
         return Usage(input_tokens=prompt, output_tokens=None if prompt is None else 0, complete=complete)
+
+
+# --- errors the gateway answers itself ------------------------------------------------------
+
+
+def error_body(exc: GatewayError) -> dict[str, object]:
+    return {"error": {"message": exc.message, "type": exc.openai_type, "param": exc.param, "code": exc.code}}
+
+
+ABORTED = "The upstream provider closed the stream before it finished."
+
+
+def stream_abort() -> bytes:
+    """The event that makes the SDK raise when the provider cut the stream off."""
+    error = {"error": {"message": ABORTED, "type": "server_error", "param": None, "code": "upstream_aborted"}}
+    return b"\n\ndata: " + json.dumps(error).encode() + b"\n\n"
