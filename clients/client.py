@@ -9,7 +9,7 @@ server's message) instead of a bare `grpc.RpcError`."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 
@@ -20,6 +20,12 @@ T = TypeVar("T")
 
 SCOPES = enum_values(keys_pb2.KeyScope)
 PERIODS = enum_values(keys_pb2.CapPeriod)
+
+
+class KeyStream(Iterator[keys_pb2.WatchKeysResponse], Protocol):
+    """WatchKeys' stream: iterate it, `cancel()` it to stop."""
+
+    def cancel(self) -> bool: ...
 
 
 class SpendgateRpcError(Exception):
@@ -170,7 +176,7 @@ class ControlPlaneClient:
     def lookup_key(self, secret_sha256: bytes) -> keys_pb2.Key:
         return self._do(self.keys.LookupKey, keys_pb2.LookupKeyRequest(secret_sha256=secret_sha256)).key
 
-    def watch_keys(self, after_seq: int = 0) -> Iterator[keys_pb2.WatchKeysResponse]:
+    def watch_keys(self, after_seq: int = 0) -> KeyStream:
         """Key changes as they happen. Cancel with `.cancel()` on the returned iterator."""
         stream = self.keys.WatchKeys(keys_pb2.WatchKeysRequest(after_seq=after_seq), metadata=self._metadata)
         return stream

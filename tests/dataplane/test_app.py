@@ -114,8 +114,12 @@ def in_process(mock: MockUpstream, scenario: Scenario) -> MemoryBudget:
 
 def test_a_chat_completion_is_settled_under_the_request_id_the_client_gets_back(mock: MockUpstream) -> None:
     async def scenario(client: httpx.AsyncClient, budget: MemoryBudget) -> None:
+        # openai names httpx2's client in its annotation but takes an httpx one as it is (no isinstance check)
         sdk = openai.AsyncOpenAI(
-            base_url="http://gateway/v1", api_key=SECRET, http_client=client, max_retries=0
+            base_url="http://gateway/v1",
+            api_key=SECRET,
+            http_client=client,  # type: ignore[arg-type]
+            max_retries=0,
         )
         raw = await sdk.chat.completions.with_raw_response.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=5
@@ -133,7 +137,10 @@ def test_errors_come_back_in_the_calling_providers_shape_and_hold_nothing(mock: 
     async def scenario(client: httpx.AsyncClient, budget: MemoryBudget) -> None:
         seen = len(mock.requests)
         sdk = openai.AsyncOpenAI(
-            base_url="http://gateway/v1", api_key=POOR, http_client=client, max_retries=0
+            base_url="http://gateway/v1",
+            api_key=POOR,
+            http_client=client,  # type: ignore[arg-type]
+            max_retries=0,
         )
         with pytest.raises(openai.APIStatusError) as over:
             await sdk.chat.completions.create(
