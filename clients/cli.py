@@ -26,6 +26,7 @@ from typing import Any
 
 from clients import catalog_cli
 from clients.client import PERIODS, SCOPES, ControlPlaneClient, SpendgateRpcError
+from dataplane.settlement import refusal_from_pb
 from dataplane.spool import DeadLetter, DeadLetters
 from fakeupstream import server as mock_upstream
 from spendgate import shapes
@@ -219,7 +220,7 @@ def _letter_json(letter: DeadLetter) -> dict[str, Any]:
         "key_id": s.key_id,
         "provider": s.provider,
         "model": s.model,
-        "refusal": letter.refusal.removeprefix("SETTLE_REFUSAL_").lower(),
+        "refusal": letter.refusal.value,
         "error": letter.error,
         "refused_at": datetime.fromtimestamp(letter.refused_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "started_ms": s.started_ms,
@@ -258,16 +259,13 @@ def cmd_settlements_replay(args: argparse.Namespace) -> int:
 
     def replay(letters: list[DeadLetter]) -> list[DeadLetter]:
         with _service_client() as service:
-            response = service.settle_batch([x.settlement for x in letters])
+            response = service.settle_batch([x.settlement.to_pb() for x in letters])
         kept = []
         for letter, outcome in zip(letters, response.settled, strict=True):
             if outcome.error:
                 kept.append(
                     DeadLetter(
-                        letter.settlement,
-                        usage_pb2.SettleRefusal.Name(outcome.refusal),
-                        outcome.error,
-                        letter.refused_ms,
+                        letter.settlement, refusal_from_pb(outcome.refusal), outcome.error, letter.refused_ms
                     )
                 )
             else:

@@ -26,13 +26,14 @@ import logging
 import time
 import uuid
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import grpc
 
 from dataplane.errors import ControlPlaneUnavailable
-from dataplane.spool import DeadLetter, DeadLetters, Item, Spool, item_id
+from dataplane.settlement import Item, Refusal, Release, Settlement, refusal_from_pb
+from dataplane.spool import DeadLetter, DeadLetters, Spool, item_id
 from spendgate.contract import enum_names
 from spendgate.v1 import usage_pb2, usage_pb2_grpc
 
@@ -58,7 +59,7 @@ GRANT_TTL_MS = 120_000
 GRANT_RETRY_SECONDS = 1.0
 # A settlement refused for a reason that may pass (a key this control plane does not know
 # yet) is sent again this often, for this long, before it becomes a dead letter.
-RETRYABLE_REFUSALS = frozenset({usage_pb2.SETTLE_REFUSAL_UNKNOWN_KEY})
+RETRYABLE_REFUSALS = frozenset({Refusal.UNKNOWN_KEY})
 REFUSED_RETRY_SECONDS = 5.0
 REFUSED_RETRY_FOR_SECONDS = 300.0
 
@@ -91,7 +92,7 @@ class Decision:
 class Reserver(Protocol):
     async def reserve(self, key_id: str, request_id: str, amount_micros: int) -> Decision: ...
 
-    def settle(self, request: usage_pb2.SettleRequest, decision: Decision) -> None: ...
+    def settle(self, settlement: Settlement, decision: Decision) -> None: ...
 
     def release(self, request_id: str, decision: Decision | None) -> None:
         """Give a hold back; with no decision (a Reserve cut short), release by id."""
@@ -245,15 +246,15 @@ class GrpcBudget:
             amount_micros=amount_micros,
         )
 
-    def settle(self, request: usage_pb2.SettleRequest, decision: Decision) -> None:
+    def settle(self, settlement: Settlement, decision: Decision) -> None:
         if decision.grant is not None:
-            request.grant_id = decision.grant.id
-            self._holds[request.request_id] = (decision.grant, decision.amount_micros)
-        self._queue.put_nowait(request)
+            settlement = replace(settlement, grant_id=decision.grant.id)
+            self._holds[settlement.request_id] = (decision.grant, decision.amount_micros)
+        self._queue.put_nowait(settlement)
 
     def release(self, request_id: str, decision: Decision | None) -> None:
         if decision is None or decision.grant is None:
-            self._queue.put_nowait(request_id)
+            self._queue.put_nowait(Release(request_id))
         else:  # nothing reached the provider: the whole estimate goes back to the grant
             self._give_back(decision.grant, decision.amount_micros)
 
@@ -417,10 +418,12 @@ class GrpcBudget:
                 self._sending = 0
 
     async def _deliver(self, batch: list[Item]) -> None:
-        settlements = [item for item in batch if not isinstance(item, str)]
+        settlements = [item for item in batch if isinstance(item, Settlement)]
         request = usage_pb2.SettleBatchRequest(
-            settlements=settlements,
-            releases=[usage_pb2.ReleaseRequest(request_id=item) for item in batch if isinstance(item, str)],
+            settlements=[s.to_pb() for s in settlements],
+            releases=[
+                usage_pb2.ReleaseRequest(request_id=i.request_id) for i in batch if isinstance(i, Release)
+            ],
         )
         delay = 0.05
         attempt = 0
@@ -451,7 +454,7 @@ class GrpcBudget:
     async def _take_outcomes(
         self,
         batch: list[Item],
-        settlements: list[usage_pb2.SettleRequest],
+        settlements: list[Settlement],
         response: usage_pb2.SettleBatchResponse,
     ) -> None:
         """Taken settlements give their grant the unspent estimate back. A refused
@@ -465,13 +468,16 @@ class GrpcBudget:
             request_id = settlement.request_id
             if outcome.error:
                 first = self._refused_since.setdefault(request_id, now)
-                if outcome.refusal in RETRYABLE_REFUSALS and now - first < REFUSED_RETRY_FOR_SECONDS:
+                if (
+                    refusal_from_pb(outcome.refusal) in RETRYABLE_REFUSALS
+                    and now - first < REFUSED_RETRY_FOR_SECONDS
+                ):
                     later.add(request_id)
                     self._spawn(self._send_later(settlement))
                     continue  # still pending in the spool, and its hold stays
                 letters.append(_dead_letter(settlement, outcome))
                 if not settlement.grant_id:
-                    self._queue.put_nowait(request_id)
+                    self._queue.put_nowait(Release(request_id))
             self._refused_since.pop(request_id, None)
             hold = self._holds.pop(request_id, None)
             if hold is not None:
@@ -484,7 +490,7 @@ class GrpcBudget:
                     "settlement %s refused by the control plane (%s: %s); kept as a dead letter "
                     "(%d on this worker): fix the cause, then `spendgate settlements replay`",
                     letter.settlement.request_id,
-                    letter.refusal,
+                    letter.refusal.value,
                     letter.error,
                     self.dead_lettered,
                 )
@@ -493,7 +499,7 @@ class GrpcBudget:
         if self._spool is not None:
             self._spool.done(item_id(item) for item in batch if item_id(item) not in later)
 
-    async def _send_later(self, settlement: usage_pb2.SettleRequest) -> None:
+    async def _send_later(self, settlement: Settlement) -> None:
         await asyncio.sleep(REFUSED_RETRY_SECONDS)
         self._outbox.put_nowait(settlement)
 
@@ -529,10 +535,7 @@ def _refusal_of(code: grpc.StatusCode, details: str) -> usage_pb2.SettleRefusal:
     }.get(field, usage_pb2.SETTLE_REFUSAL_INVALID)
 
 
-def _dead_letter(settlement: usage_pb2.SettleRequest, outcome: usage_pb2.SettleOutcome) -> DeadLetter:
+def _dead_letter(settlement: Settlement, outcome: usage_pb2.SettleOutcome) -> DeadLetter:
     """Replayed without its grant: by then the grant's block has been accounted for on its own."""
-    unbound = usage_pb2.SettleRequest()
-    unbound.CopyFrom(settlement)
-    unbound.grant_id = ""
-    refusal = usage_pb2.SettleRefusal.Name(outcome.refusal)
-    return DeadLetter(unbound, refusal, outcome.error, time.time_ns() // 1_000_000)
+    unbound = replace(settlement, grant_id="")
+    return DeadLetter(unbound, refusal_from_pb(outcome.refusal), outcome.error, time.time_ns() // 1_000_000)

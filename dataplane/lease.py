@@ -25,7 +25,7 @@ import enum
 from types import TracebackType
 
 from dataplane.budget import Decision, Reserver
-from spendgate.v1 import usage_pb2
+from dataplane.settlement import Settlement
 
 
 class _State(enum.Enum):
@@ -68,11 +68,11 @@ class Lease:
     def held(self) -> bool:
         return self._state is _State.HELD
 
-    def settle(self, request: usage_pb2.SettleRequest) -> None:
+    def settle(self, settlement: Settlement) -> None:
         """Record what the request consumed; the rest of the hold goes back."""
         assert self._state is _State.HELD and self.decision is not None, f"settle on a {self._state} lease"
         self._state = _State.ENDED
-        self._budget.settle(request, self.decision)
+        self._budget.settle(settlement, self.decision)
 
     def release(self) -> None:
         """Give the whole hold back: nothing reached the provider, or nothing was consumed."""

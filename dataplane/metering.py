@@ -17,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 from dataplane.forward import StreamBroken, UpstreamResponse, downstream_headers
 from dataplane.providers.families import ADAPTERS, Family
 from dataplane.providers.usage import Usage, UsageParser
-from spendgate.v1 import usage_pb2
+from dataplane.settlement import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class Meter(Protocol):
     started_ms: int
     ttfb_ms: int
 
-    def done(self, usage: Usage | None, outcome: usage_pb2.EventStatus) -> None: ...
+    def done(self, usage: Usage | None, outcome: Outcome) -> None: ...
 
 
 class MeteredStream(Response):
@@ -78,9 +78,7 @@ class MeteredStream(Response):
                 log.error("streaming a response failed", exc_info=result)
 
     async def _pump(self, send: Send) -> None:
-        outcome = (
-            usage_pb2.EVENT_STATUS_OK if self.status_code < 400 else usage_pb2.EVENT_STATUS_UPSTREAM_ERROR
-        )
+        outcome = Outcome.OK if self.status_code < 400 else Outcome.UPSTREAM_ERROR
         parser = self._parser
         first = True
         try:
@@ -97,16 +95,16 @@ class MeteredStream(Response):
                         await send({"type": "http.response.body", "body": out, "more_body": True})
             except StreamBroken as exc:
                 log.warning("upstream response ended early: %s", exc.__class__.__name__)
-                outcome = usage_pb2.EVENT_STATUS_UPSTREAM_ABORTED
+                outcome = Outcome.UPSTREAM_ABORTED
                 if not self._sse:
                     raise UpstreamAborted from exc  # a cut JSON body: drop the connection
             tail = parser.flush() if parser else b""
-            if outcome == usage_pb2.EVENT_STATUS_UPSTREAM_ABORTED:
+            if outcome == Outcome.UPSTREAM_ABORTED:
                 tail += ADAPTERS[self._family].stream_abort()  # the SDK raises its usual stream error
             await send({"type": "http.response.body", "body": tail, "more_body": False})
             self._finished = True
         except (asyncio.CancelledError, OSError):
-            outcome = usage_pb2.EVENT_STATUS_CLIENT_DISCONNECTED
+            outcome = Outcome.CLIENT_DISCONNECTED
             raise
         finally:
             # Meter first: it is synchronous, so a cancellation arriving while

@@ -46,8 +46,8 @@ from dataplane.pricing import Catalog, ModelPrice
 from dataplane.providers.families import FAMILY_KEY
 from dataplane.providers.usage import ParseContext, Usage
 from dataplane.routes import ROUTES, Route
+from dataplane.settlement import Outcome, Settlement
 from spendgate.contract import format_usd
-from spendgate.v1 import usage_pb2
 
 log = logging.getLogger(__name__)
 
@@ -191,21 +191,21 @@ class Meter:
         self._status = status
         self.ttfb_ms = 0
 
-    def done(self, usage: Usage | None, outcome: usage_pb2.EventStatus) -> None:
+    def done(self, usage: Usage | None, outcome: Outcome) -> None:
         if not self._lease.held:
             return  # not metered
         billed = bill(usage, self._status, self._p.input_estimate)
         self._lease.settle(
-            usage_pb2.SettleRequest(
+            Settlement(
                 request_id=self._lease.request_id,
                 key_id=self._p.key.id,
                 provider=self._p.price.provider,
                 model=self._p.price.model,
-                units=usage_pb2.Units(**billed.units),
+                units=billed.units,
                 started_ms=self.started_ms,
                 latency_ms=now_ms() - self.started_ms,
                 ttfb_ms=self.ttfb_ms,
-                status=outcome,
+                outcome=outcome,
                 http_status=self._status,
                 estimated=billed.estimated,
                 service_tier=usage.service_tier[:40] if usage is not None else "",

@@ -15,7 +15,8 @@ can lose the last 100 ms of settlements, as SQLite's `synchronous=NORMAL`, the
 control plane's own setting, can lose its last commits. An fsync per request
 cost about 1 ms of CPU, half of what the rest of a request costs.
 
-File format, one record a line:  `S <base64 SettleRequest>`, `R <request id>`,
+File format, one record a line:  `S <base64 SettleRequest>` (settlement.Settlement
+in its protobuf form), `R <request id>`,
 `D <request id>` (done)."""
 
 from __future__ import annotations
@@ -34,22 +35,30 @@ from pathlib import Path
 
 from google.protobuf.message import DecodeError
 
+from dataplane.settlement import Item, Refusal, Release, Settlement, refusal_from_pb
 from spendgate.v1 import usage_pb2
 
 log = logging.getLogger(__name__)
 
-Item = usage_pb2.SettleRequest | str  # a settlement, or the request id of a release
 COMPACT_BYTES = 4 * 1024 * 1024
 
 
 def item_id(item: Item) -> str:
-    return item if isinstance(item, str) else item.request_id
+    return item.request_id
 
 
 def _encode(item: Item) -> bytes:
-    if isinstance(item, str):
-        return b"R " + item.encode() + b"\n"
-    return b"S " + base64.b64encode(item.SerializeToString()) + b"\n"
+    if isinstance(item, Release):
+        return b"R " + item.request_id.encode() + b"\n"
+    return b"S " + _settlement_bytes(item) + b"\n"
+
+
+def _settlement_bytes(settlement: Settlement) -> bytes:
+    return base64.b64encode(settlement.to_pb().SerializeToString())
+
+
+def _settlement_from(data: bytes | str) -> Settlement:
+    return Settlement.from_pb(usage_pb2.SettleRequest.FromString(base64.b64decode(data, validate=True)))
 
 
 def read_pending(path: Path) -> list[Item]:
@@ -64,10 +73,10 @@ def read_pending(path: Path) -> list[Item]:
         kind, _, rest = line.partition(b" ")
         try:
             if kind == b"S":
-                settle = usage_pb2.SettleRequest.FromString(base64.b64decode(rest, validate=True))
+                settle = _settlement_from(rest)
                 pending[settle.request_id] = settle
             elif kind == b"R":
-                pending.setdefault(rest.decode(), rest.decode())
+                pending.setdefault(rest.decode(), Release(rest.decode()))
             elif kind == b"D":
                 pending.pop(rest.decode(), None)
         except (DecodeError, binascii.Error, UnicodeDecodeError):
@@ -160,12 +169,13 @@ class Spool:
 # until `spendgate settlements replay` gets it taken.
 
 DEAD_LETTERS = "dead-letters.jsonl"
+_REFUSAL_VALUES = {refusal_from_pb(value): value for value in usage_pb2.SettleRefusal.values() if value}
 
 
 @dataclass(frozen=True)
 class DeadLetter:
-    settlement: usage_pb2.SettleRequest
-    refusal: str  # the SettleRefusal name, e.g. "SETTLE_REFUSAL_UNKNOWN_MODEL"
+    settlement: Settlement
+    refusal: Refusal
     error: str
     refused_ms: int
 
@@ -174,18 +184,22 @@ class DeadLetter:
             "request_id": self.settlement.request_id,
             "key_id": self.settlement.key_id,
             "model": f"{self.settlement.provider}/{self.settlement.model}",
-            "refusal": self.refusal,
+            "refusal": usage_pb2.SettleRefusal.Name(
+                _REFUSAL_VALUES[self.refusal]
+            ),  # e.g. SETTLE_REFUSAL_UNKNOWN_MODEL
             "error": self.error,
             "refused_ms": self.refused_ms,
-            "settlement": base64.b64encode(self.settlement.SerializeToString()).decode(),
+            "settlement": _settlement_bytes(self.settlement).decode(),
         }
         return json.dumps(record).encode() + b"\n"
 
     @classmethod
     def from_line(cls, line: bytes) -> DeadLetter:
         record = json.loads(line)
-        settlement = usage_pb2.SettleRequest.FromString(base64.b64decode(record["settlement"], validate=True))
-        return cls(settlement, str(record["refusal"]), str(record["error"]), int(record["refused_ms"]))
+        refusal = refusal_from_pb(usage_pb2.SettleRefusal.Value(str(record["refusal"])))
+        return cls(
+            _settlement_from(record["settlement"]), refusal, str(record["error"]), int(record["refused_ms"])
+        )
 
 
 class DeadLetters:

@@ -24,8 +24,8 @@ from dataplane.budget import Decision
 from dataplane.config import Settings
 from dataplane.forward import HttpxUpstream
 from dataplane.keycache import KeyState, digest
+from dataplane.settlement import Settlement
 from fakeupstream.server import MockUpstream, running_mock
-from spendgate.v1 import usage_pb2
 from tests.dataplane.test_budget import run
 
 SECRET, POOR, REVOKED = "sg_live_inprocess", "sg_live_poor", "sg_live_revoked"
@@ -37,7 +37,7 @@ class MemoryBudget:
 
     caps: dict[str, int]
     held: dict[str, int] = field(default_factory=dict)
-    settled: list[usage_pb2.SettleRequest] = field(default_factory=list)
+    settled: list[Settlement] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
 
     async def reserve(self, key_id: str, request_id: str, amount_micros: int) -> Decision:
@@ -48,9 +48,9 @@ class MemoryBudget:
             granted, "" if granted else "key_cap", self.caps[key_id], 0, 0, 0, amount_micros=amount_micros
         )
 
-    def settle(self, request: usage_pb2.SettleRequest, decision: Decision) -> None:
-        self.held.pop(request.request_id)
-        self.settled.append(request)
+    def settle(self, settlement: Settlement, decision: Decision) -> None:
+        self.held.pop(settlement.request_id)
+        self.settled.append(settlement)
 
     def release(self, request_id: str, decision: Decision | None) -> None:
         self.held.pop(request_id, None)
@@ -127,7 +127,7 @@ def test_a_chat_completion_is_settled_under_the_request_id_the_client_gets_back(
         assert raw.parse().choices[0].message.content
         (settled,) = budget.settled
         assert settled.request_id == raw.headers["x-spendgate-request-id"]
-        assert (settled.key_id, settled.model, settled.units.output_tokens) == ("key_a", "gpt-4o-mini", 5)
+        assert (settled.key_id, settled.model, settled.unit("output_tokens")) == ("key_a", "gpt-4o-mini", 5)
         assert budget.held == {} and mock.requests[-1].header("authorization") == "Bearer sk-upstream"
 
     in_process(mock, scenario)

@@ -18,7 +18,8 @@ from controlplane.services.usage import UsageService
 from controlplane.store.schema import reservations
 from dataplane import budget as budget_module
 from dataplane.budget import Decision, GrpcBudget
-from spendgate.v1 import usage_pb2, usage_pb2_grpc
+from dataplane.settlement import Settlement
+from spendgate.v1 import usage_pb2_grpc
 from tests.controlplane.test_concurrency import check_ledger
 
 ESTIMATE = 1_000
@@ -38,16 +39,8 @@ async def running_budget(plane: ControlPlane) -> AsyncIterator[GrpcBudget]:
 
 
 def settle(budget: GrpcBudget, key_id: str, request_id: str, decision: Decision) -> None:
-    budget.settle(
-        usage_pb2.SettleRequest(
-            request_id=request_id,
-            key_id=key_id,
-            provider="openai",
-            model="gpt-4o-mini",
-            units=usage_pb2.Units(input_tokens=1000, output_tokens=500),
-        ),
-        decision,
-    )
+    units = {"input_tokens": 1000, "output_tokens": 500}
+    budget.settle(Settlement(request_id, key_id, "openai", "gpt-4o-mini", units), decision)
 
 
 def settle_the_lot(budget: GrpcBudget, key_id: str, warm: list[Decision], later: list[Decision]) -> None:

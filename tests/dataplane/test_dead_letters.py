@@ -21,6 +21,7 @@ from clients.client import ControlPlaneClient
 from controlplane.server import ControlPlane
 from dataplane import budget as budget_module
 from dataplane.budget import Decision, GrpcBudget
+from dataplane.settlement import Refusal, Settlement
 from dataplane.spool import DeadLetters, Spool, read_pending
 from spendgate.v1 import usage_pb2, usage_pb2_grpc
 from tests.conftest import FakeClock
@@ -42,16 +43,10 @@ async def spooled_budget(plane: ControlPlane, spool_dir: Path) -> AsyncIterator[
             await budget.stop()
 
 
-def with_characters(key_id: str, request_id: str, started_ms: int) -> usage_pb2.SettleRequest:
+def with_characters(key_id: str, request_id: str, started_ms: int) -> Settlement:
     """What a provider reported that the model's catalog row does not price (characters)."""
-    return usage_pb2.SettleRequest(
-        request_id=request_id,
-        key_id=key_id,
-        provider="openai",
-        model="gpt-4o-mini",
-        units=usage_pb2.Units(input_tokens=1000, output_tokens=500, characters=2000),
-        started_ms=started_ms,
-    )
+    units = {"input_tokens": 1000, "output_tokens": 500, "characters": 2000}
+    return Settlement(request_id, key_id, "openai", "gpt-4o-mini", units, started_ms=started_ms)
 
 
 def spendgate(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
@@ -137,9 +132,7 @@ def test_a_refusal_that_may_pass_is_retried_before_it_becomes_a_dead_letter(
                 return await original(request, **kw)
 
             budget._stub.SettleBatch = counting  # type: ignore[assignment]  # a coroutine as the callable
-            unknown = usage_pb2.SettleRequest(
-                request_id="r-unknown", key_id="key_not_here_yet", provider="openai", model="gpt-4o-mini"
-            )
+            unknown = Settlement("r-unknown", "key_not_here_yet", "openai", "gpt-4o-mini")
             budget.settle(unknown, Decision(True, "", None, 0, 0, 0))
             await asyncio.sleep(0.3)
             assert budget.dead_lettered == 0  # still being retried, still pending in the spool
@@ -149,4 +142,4 @@ def test_a_refusal_that_may_pass_is_retried_before_it_becomes_a_dead_letter(
     run(scenario)
     assert sent.count("r-unknown") >= 3
     [letter] = DeadLetters(tmp_path / "spool").read()
-    assert letter.refusal == "SETTLE_REFUSAL_UNKNOWN_KEY"
+    assert letter.refusal is Refusal.UNKNOWN_KEY

@@ -26,8 +26,9 @@ from dataplane.forward import HttpxUpstream, UpstreamClient, UpstreamResponse
 from dataplane.keycache import KeyCache
 from dataplane.lease import Lease
 from dataplane.routes import ROUTES
+from dataplane.settlement import Settlement
 from fakeupstream.server import running_mock
-from spendgate.v1 import keys_pb2_grpc, usage_pb2, usage_pb2_grpc
+from spendgate.v1 import keys_pb2_grpc, usage_pb2_grpc
 from tests.controlplane.test_concurrency import check_ledger
 from tests.dataplane.test_budget import eventually, run, until_granted
 
@@ -233,8 +234,8 @@ class Recorder:
             self._granted, "" if self._granted else "key_cap", 0, 0, 0, 0, amount_micros=amount_micros
         )
 
-    def settle(self, request: usage_pb2.SettleRequest, decision: Decision) -> None:
-        self.calls.append(("settle", request.request_id))
+    def settle(self, settlement: Settlement, decision: Decision) -> None:
+        self.calls.append(("settle", settlement.request_id))
 
     def release(self, request_id: str, decision: Decision | None) -> None:
         self.calls.append(("release" if decision else "release-by-id", request_id))
@@ -256,7 +257,7 @@ def test_a_lease_ends_exactly_once(budget: Recorder, settles: bool, fails: bool,
             async with Lease(budget, "r") as lease:
                 decision = await lease.reserve("k", 10)
                 if settles and decision.granted:
-                    lease.settle(usage_pb2.SettleRequest(request_id="r"))
+                    lease.settle(Settlement("r", "k", "openai", "gpt-4o-mini"))
                 if fails:
                     raise RuntimeError("boom")
                 lease.release()  # a second end is a no-op

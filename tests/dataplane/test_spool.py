@@ -7,25 +7,33 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dataplane.settlement import Outcome, Release, Settlement
 from dataplane.spool import Spool, read_pending
-from spendgate.v1 import usage_pb2
 
 
-def settle(request_id: str, output: int = 1) -> usage_pb2.SettleRequest:
-    return usage_pb2.SettleRequest(
-        request_id=request_id,
-        key_id="key_1",
-        provider="openai",
-        model="gpt-4o-mini",
-        units=usage_pb2.Units(output_tokens=output),
-    )
+def settle(request_id: str, output: int = 1) -> Settlement:
+    return Settlement(request_id, "key_1", "openai", "gpt-4o-mini", {"output_tokens": output})
+
+
+def test_a_settlement_survives_the_round_trip_through_its_record_whole(tmp_path: Path) -> None:
+    full = Settlement(
+        "r", "key_1", "anthropic", "claude-sonnet-4-6",
+        {"input_tokens": 3, "cache_write_1h_tokens": 4, "web_searches": 2},
+        started_ms=5, latency_ms=6, ttfb_ms=7, outcome=Outcome.UPSTREAM_ABORTED, http_status=200,
+        estimated=True, service_tier="priority", grant_id="grant-1",
+    )  # fmt: skip
+    spool = Spool(tmp_path)
+    spool.append([full])
+    assert read_pending(spool.path) == [full]
+    spool.done(["r"])
+    spool.close()
 
 
 def test_pending_is_what_has_no_done_record(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
-    spool.append([settle("a"), settle("b", 7), "released-c"])
+    spool.append([settle("a"), settle("b", 7), Release("released-c")])
     spool.done(["a"])
-    assert read_pending(spool.path) == [settle("b", 7), "released-c"]
+    assert read_pending(spool.path) == [settle("b", 7), Release("released-c")]
     spool.done(["b", "released-c"])
     assert read_pending(spool.path) == []
     spool.close()
@@ -49,14 +57,15 @@ def test_a_live_workers_spool_is_not_claimed_but_a_dead_ones_is(tmp_path: Path) 
     assert mine.claim_orphans() == []
     # A worker that died with undelivered settlements: its process is gone, its lock with it.
     script = (
-        "import sys; from pathlib import Path; from dataplane.spool import Spool; from spendgate.v1 import usage_pb2;"
+        "import sys; from pathlib import Path; from dataplane.spool import Spool;"
+        "from dataplane.settlement import Release, Settlement;"
         "s = Spool(Path(sys.argv[1]));"
-        "s.append([usage_pb2.SettleRequest(request_id='dead-1', key_id='k'), 'dead-2']); s.done(['dead-2']);"
+        "s.append([Settlement('dead-1', 'k', 'openai', 'm'), Release('dead-2')]); s.done(['dead-2']);"
         "import os; os._exit(0)"
     )
     subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True)
     claimed = mine.claim_orphans()
-    assert [getattr(i, "request_id", i) for i in claimed] == ["dead-1"]
+    assert [i.request_id for i in claimed] == ["dead-1"]
     assert read_pending(mine.path) == claimed  # durably ours before the orphan file went
     assert len(list(tmp_path.glob("worker-*.spool"))) == 2
     other.done(["x"])
