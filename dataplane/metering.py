@@ -109,7 +109,12 @@ class MeteredStream(Response):
         finally:
             # Meter first: it is synchronous, so a cancellation arriving while
             # the upstream connection closes cannot lose the settlement.
-            self._meter.done(parser.close() if parser else None, outcome)
+            usage = parser.close() if parser else None
+            if outcome is Outcome.CLIENT_DISCONNECTED and usage is not None and usage.complete:
+                # The client had the whole answer (an SDK closes as soon as it reads the
+                # terminal event, often before the body's last empty frame): not a hang-up.
+                outcome = Outcome.OK
+            self._meter.done(usage, outcome)
             await self._upstream.aclose()
 
 
