@@ -7,7 +7,7 @@ header filtering spendgate applies (`dataplane.forward.upstream_headers`),
 and stream the upstream response back chunk by chunk. Whatever this costs,
 spendgate cannot cost less; the difference is what spendgate itself adds.
 
-    python bench/bare_proxy.py --port P --upstream http://127.0.0.1:M [--client NAME]
+    python bench/bare_proxy.py --port P --upstream http://127.0.0.1:M [--client NAME] [--loop uvloop]
 
 `--client` picks the upstream HTTP client (see CLIENTS), so the same proxy
 measures the candidates for spendgate's upstream seam. The default,
@@ -53,12 +53,13 @@ class Upstream:
 
 
 class SpendgateUpstream(Upstream):
-    """dataplane.forward.HttpxUpstream, exactly as the gateway builds it."""
+    """The gateway's own upstream client (dataplane.forward), exactly as it builds it by default."""
 
     def __init__(self) -> None:
-        from dataplane.forward import HttpxUpstream
+        from dataplane.config import Settings
+        from dataplane.forward import make_upstream
 
-        self._upstream = HttpxUpstream(CONNECT_TIMEOUT, READ_TIMEOUT)
+        self._upstream = make_upstream(Settings.from_env({}).upstream_client, CONNECT_TIMEOUT, READ_TIMEOUT)
 
     async def send(self, method, url, headers, body):  # type: ignore[no-untyped-def]
         r = await self._upstream.send(method, url, headers, body)
@@ -248,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--upstream", required=True, help="upstream origin, e.g. http://127.0.0.1:9000")
     p.add_argument("--client", choices=sorted(CLIENTS), default="spendgate")
     p.add_argument(
+        "--loop", choices=("asyncio", "uvloop"), default="asyncio", help="Hypercorn's worker class"
+    )
+    p.add_argument(
         "--keepalive",
         type=int,
         default=None,
@@ -269,13 +273,17 @@ def main(argv: list[str] | None = None) -> int:
     config = Config()
     config.bind = [f"{args.host}:{args.port}"]
     config.workers = 0
+    config.worker_class = args.loop
     config.application_path = f"{Path(__file__).resolve()}:create_app()"
     config.accesslog = None
     config.errorlog = "-"
     config.keep_alive_timeout = 75
     config.graceful_timeout = 10
     config.loglevel = "WARNING"
-    print(f"bare proxy ({args.client}) on http://{args.host}:{args.port} -> {args.upstream}", flush=True)
+    print(
+        f"bare proxy ({args.client}, {args.loop}) on http://{args.host}:{args.port} -> {args.upstream}",
+        flush=True,
+    )
     return run(config)
 
 

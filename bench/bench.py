@@ -52,7 +52,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 HOST = "127.0.0.1"
-CONCURRENCY = (1, 8, 64)  # --concurrency may replace it
+CONCURRENCY = (1, 8, 32, 64)  # --concurrency may replace it
 OUTPUT_TOKENS = 16
 CHUNK_DELAY_MS = 0  # --chunk-delay-ms: the mock's pause between SSE events
 MODES: tuple[str, ...] = ("json", "stream")  # --mode may keep just one
@@ -255,7 +255,9 @@ class Stack:
         self._wait_ready(server, ready)
         return server
 
-    def start_bare(self, upstream_port: int, client: str, keepalive: int | None = None) -> Server:
+    def start_bare(
+        self, upstream_port: int, client: str, keepalive: int | None = None, loop: str = "asyncio"
+    ) -> Server:
         port = free_port()
         argv = [
             sys.executable,
@@ -266,9 +268,11 @@ class Stack:
             f"http://{HOST}:{upstream_port}",
             "--client",
             client,
+            "--loop",
+            loop,
             *(["--keepalive", str(keepalive)] if keepalive is not None else []),
         ]
-        server = self.spawn(f"bare-{client}", argv, port, {"BARE_PROXY_UPSTREAM_KEY": UPSTREAM_KEY})
+        server = self.spawn(f"bare-{client}-{loop}", argv, port, {"BARE_PROXY_UPSTREAM_KEY": UPSTREAM_KEY})
         self._wait_ready(server, lambda: http_get(port, "/healthz")[0] == 200)
         server.pids = {"proxy": server.proc.pid}
         return server
@@ -635,6 +639,34 @@ def overhead_lines(
     return lines
 
 
+# Issue 12's targets, against the fastest bare Python proxy measured here (aiohttp + uvloop).
+TARGET_FASTEST = {"p50_delta_ms": 0.5, "json_ratio": 0.80, "stream_ratio": 0.70, "cpu_factor": 1.3}
+
+
+def fastest_lines(
+    results: dict[str, dict[str, dict[int, dict[str, Any]]]], bare: str, gate: str
+) -> list[str]:
+    t = TARGET_FASTEST
+    jb, jg = results["json"][bare], results["json"][gate]
+    sb, sg = results["stream"][bare], results["stream"][gate]
+    delta = jg[1]["latency_ms"]["p50"] - jb[1]["latency_ms"]["p50"]
+    json_ratio = jg[64]["rps"] / jb[64]["rps"] if jb[64]["rps"] else float("nan")
+    stream_ratio = sg[32]["rps"] / sb[32]["rps"] if sb[32]["rps"] else float("nan")
+    cpu_b, cpu_g = jb[64]["cpu_ms_per_request"]["proxy"], jg[64]["cpu_ms_per_request"]["proxy"]
+    factor = cpu_g / cpu_b if cpu_b else float("nan")
+    return [
+        "spendgate vs the aiohttp + uvloop bare proxy (one worker each):",
+        f"  added p50 at concurrency 1: {delta:+.2f} ms (target <= +{t['p50_delta_ms']} ms: "
+        f"{verdict(delta <= t['p50_delta_ms'])})",
+        f"  non-streaming throughput at concurrency 64: {json_ratio:.0%} (target >= {t['json_ratio']:.0%}: "
+        f"{verdict(json_ratio >= t['json_ratio'])})",
+        f"  streams/s at 32 concurrent streams: {stream_ratio:.0%} (target >= {t['stream_ratio']:.0%}: "
+        f"{verdict(stream_ratio >= t['stream_ratio'])})",
+        f"  proxy CPU per request at concurrency 64: {cpu_g:.3f} ms vs {cpu_b:.3f} ms = {factor:.2f}x "
+        f"(target <= {t['cpu_factor']}x: {verdict(factor <= t['cpu_factor'])})",
+    ]
+
+
 def machine_line() -> str:
     model = "unknown CPU"
     with contextlib.suppress(OSError):
@@ -759,14 +791,22 @@ def main(argv: list[str] | None = None) -> int:
                 out += render(results, "Upstream HTTP client in the bare proxy - ", cpu_column=True)
             else:
                 bare = stack.start_bare(mock.port, "spendgate")
+                fastest = stack.start_bare(mock.port, "aiohttp", loop="uvloop")
                 gate, secret = stack.start_spendgate(mock.port)
                 targets = [
                     direct,
                     Target(
-                        "(b) bare proxy (Hypercorn)",
+                        "(b) bare proxy, spendgate's stack",
                         bare.port,
                         [f"Authorization: Bearer {UPSTREAM_KEY}"],
                         {**mock_watch, **bare.pids},
+                        mock.port,
+                    ),
+                    Target(
+                        "(b2) bare, aiohttp + uvloop",
+                        fastest.port,
+                        [f"Authorization: Bearer {UPSTREAM_KEY}"],
+                        {**mock_watch, **fastest.pids},
                         mock.port,
                     ),
                     Target(
@@ -779,8 +819,9 @@ def main(argv: list[str] | None = None) -> int:
                 ]
                 results = run_matrix(stack, targets, duration, warmup)
                 out += render(results, "")
-                if {1, 64} <= set(CONCURRENCY) and set(MODES) == {"json", "stream"}:
-                    out += [""] + overhead_lines(results, targets[1].label, targets[2].label)
+                if {1, 32, 64} <= set(CONCURRENCY) and set(MODES) == {"json", "stream"}:
+                    out += [""] + overhead_lines(results, targets[1].label, targets[3].label)
+                    out += [""] + fastest_lines(results, targets[2].label, targets[3].label)
             raw["results"] = results
             out += [""] + cpu_table(results)
             if stack.noisy_cells:

@@ -27,7 +27,7 @@ from dataplane.auth import authenticate
 from dataplane.budget import GrpcBudget
 from dataplane.config import Settings
 from dataplane.errors import GatewayError, MethodNotAllowed, NotFound
-from dataplane.forward import HttpxUpstream
+from dataplane.forward import make_upstream
 from dataplane.keycache import KeyCache
 from dataplane.providers.families import error_response, family_of
 from dataplane.spool import DeadLetters, Spool
@@ -74,7 +74,9 @@ async def connect_grpc(settings: Settings) -> AsyncIterator[Worker]:
         on_change=budget.key_changed,
     )
     catalog = pricing.Catalog()
-    upstream = HttpxUpstream(settings.upstream_connect_timeout, settings.upstream_read_timeout)
+    upstream = make_upstream(
+        settings.upstream_client, settings.upstream_connect_timeout, settings.upstream_read_timeout
+    )
     health: Any = health_pb2_grpc.HealthStub(channel)  # (its stub types no aio methods)
 
     async def healthy() -> bool:

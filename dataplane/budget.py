@@ -90,6 +90,9 @@ class Decision:
 
 
 class Reserver(Protocol):
+    def admit_now(self, key_id: str, amount_micros: int) -> Decision | None:
+        """Admit against what this worker already holds, without waiting, if it can (else None)."""
+
     async def reserve(self, key_id: str, request_id: str, amount_micros: int) -> Decision: ...
 
     def settle(self, settlement: Settlement, decision: Decision) -> None: ...
@@ -184,6 +187,25 @@ class GrpcBudget:
 
     # admission --------------------------------------------------------------
 
+    def admit_now(self, key_id: str, amount_micros: int) -> Decision | None:
+        """A busy key's request, admitted against this worker's grant: no await, so nothing
+        can cancel it half-way (and no task is needed to shield it)."""
+        grant = self._grants.get(key_id)
+        now = asyncio.get_running_loop().time()
+        if grant is None or not _fits(grant, amount_micros, now):
+            return None
+        grant.balance -= amount_micros
+        grant.outstanding += 1
+        grant.last_used = now
+        grant.last_amount = amount_micros
+        if (
+            grant.balance < (grant.outstanding + GRANT_REQUESTS // 4) * amount_micros
+            or now >= grant.renew_at - GRANT_PREFETCH_SECONDS
+        ):
+            # The next one, before this runs out or is due: sized for what is in flight, too.
+            self._want_grant(key_id, amount_micros, grant.outstanding)
+        return Decision(True, "", None, 0, 0, 0, grant=grant, amount_micros=amount_micros)
+
     async def reserve(self, key_id: str, request_id: str, amount_micros: int) -> Decision:
         loop = asyncio.get_running_loop()
         grant = self._grants.get(key_id)
@@ -194,18 +216,9 @@ class GrpcBudget:
                 grant = self._grants.get(key_id)
         now = loop.time()
         if grant is not None:
-            if _fits(grant, amount_micros, now):
-                grant.balance -= amount_micros
-                grant.outstanding += 1
-                grant.last_used = now
-                grant.last_amount = amount_micros
-                if (
-                    grant.balance < (grant.outstanding + GRANT_REQUESTS // 4) * amount_micros
-                    or now >= grant.renew_at - GRANT_PREFETCH_SECONDS
-                ):
-                    # The next one, before this runs out or is due: sized for what is in flight, too.
-                    self._want_grant(key_id, amount_micros, grant.outstanding)
-                return Decision(True, "", None, 0, 0, 0, grant=grant, amount_micros=amount_micros)
+            admitted = self.admit_now(key_id, amount_micros)
+            if admitted is not None:
+                return admitted
             # Its unused part goes back inside the Reserve, before the control plane decides.
             decision = await self._reserve(key_id, request_id, amount_micros, grant.id, self._withdraw(grant))
             if grant.outstanding == 0:  # nothing in flight against it: end it now

@@ -112,6 +112,7 @@ class Settings:
     reservation_ttl_ms: int = 10 * 60 * 1000
     upstream_connect_timeout: float = 10.0
     upstream_read_timeout: float = 600.0
+    upstream_client: str = "aiohttp"  # or "httpx" (httpx2): dataplane/forward.py
     spool_dir: Path | None = None
     # Budget blocks for busy keys (budget.py); off, every metered request does a Reserve round trip.
     grants: bool = True
@@ -153,11 +154,19 @@ class Settings:
             key_cache_ttl_seconds=float(env.get("SPENDGATE_KEY_CACHE_TTL", 30.0)),
             upstream_connect_timeout=float(env.get("SPENDGATE_UPSTREAM_CONNECT_TIMEOUT", 10.0)),
             upstream_read_timeout=float(env.get("SPENDGATE_UPSTREAM_READ_TIMEOUT", 600.0)),
+            upstream_client=_choice(env, "SPENDGATE_UPSTREAM_CLIENT", ("aiohttp", "httpx")),
             spool_dir=Path(env.get("SPENDGATE_SPOOL_DIR", "./spendgate-spool")),
             reservation_ttl_ms=int(env.get("SPENDGATE_RESERVATION_TTL_MS", 10 * 60 * 1000)),
             grants=_flag(env.get("SPENDGATE_GRANTS", "on")),
             deepgram_callbacks=_flag(env.get("SPENDGATE_DEEPGRAM_CALLBACKS", "off")),
         )
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name, choices[0])
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
 
 
 def _flag(value: str) -> bool:

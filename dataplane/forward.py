@@ -1,23 +1,30 @@
 """The upstream HTTP client, behind one narrow seam.
 
-`Upstream.send` opens a streamed upstream request and returns the status,
-headers and an async iterator of raw body bytes; nothing is buffered. The
-implementation uses httpx2 (the maintained fork of httpx, same API), one
-pooled client per worker; docs/upstream-client.md has the measurements that
-chose it over httpx and aiohttp. Nothing outside this module imports it."""
+`UpstreamClient.send` opens a streamed upstream request and returns the status,
+headers and an async iterator of raw body bytes; nothing is buffered. Two
+implementations, one pooled client per worker, chosen by SPENDGATE_UPSTREAM_CLIENT:
+`AiohttpUpstream` (aiohttp, the default) and `HttpxUpstream` (httpx2, the maintained
+fork of httpx); docs/upstream-client.md and docs/benchmarks.md have the measurements.
+Either way a body that breaks mid-way raises `StreamBroken`, and a request that
+cannot be sent raises the gateway's own UpstreamTimeout / UpstreamUnreachable.
+Nothing outside this module imports an HTTP client library."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+import aiohttp
 import httpx2 as httpx  # the maintained fork, same API: see docs/upstream-client.md
 
 from dataplane.errors import UpstreamTimeout, UpstreamUnreachable
 
-# What an upstream body stream raises when it breaks mid-way (caught by metering).
-StreamBroken = httpx.HTTPError
+
+class StreamBroken(Exception):
+    """An upstream body stream broke mid-way (caught by metering)."""
+
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) and ones the proxy recomputes.
 HOP_BY_HOP = frozenset(
@@ -44,10 +51,10 @@ class UpstreamResponse:
     status: int
     headers: list[tuple[str, str]]
     body: AsyncIterator[bytes]
-    _response: httpx.Response
+    _close: Callable[[], Awaitable[None]]
 
     async def aclose(self) -> None:
-        await self._response.aclose()
+        await self._close()
 
 
 class UpstreamClient(Protocol):
@@ -103,9 +110,85 @@ class HttpxUpstream:
         return UpstreamResponse(
             status=response.status_code,
             headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers.raw],
-            body=response.aiter_raw(),
-            _response=response,
+            body=_httpx_body(response),
+            _close=response.aclose,
         )
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+async def _httpx_body(response: httpx.Response) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in response.aiter_raw():
+            yield chunk
+    except httpx.HTTPError as exc:
+        raise StreamBroken(str(exc)) from exc
+
+
+class AiohttpUpstream:
+    """aiohttp's client: the fastest Python HTTP client measured here (docs/benchmarks.md)."""
+
+    def __init__(self, connect_timeout: float, read_timeout: float, max_connections: int = 1000) -> None:
+        self._connect_timeout = connect_timeout
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=connect_timeout, sock_connect=connect_timeout, sock_read=read_timeout
+        )
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:  # made on the worker's event loop, at its first request
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections,
+                limit_per_host=0,
+                keepalive_timeout=5.0,
+                enable_cleanup_closed=True,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._timeout,
+                auto_decompress=False,  # the parsers read the bytes the provider sent
+                skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+                trust_env=False,
+            )
+        return self._session
+
+    async def send(self, method: str, url: str, headers: Mapping[str, str], body: bytes) -> UpstreamResponse:
+        try:
+            response = await self._client().request(
+                method, url, headers=dict(headers), data=body, allow_redirects=False
+            )
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise UpstreamTimeout("The upstream provider did not answer in time.") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnreachable("The gateway could not connect to the upstream provider.") from exc
+
+        async def close() -> None:
+            response.release()
+
+        return UpstreamResponse(
+            status=response.status,
+            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.raw_headers],
+            body=_aiohttp_body(response),
+            _close=close,
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+async def _aiohttp_body(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in response.content.iter_any():
+            yield chunk
+    except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError) as exc:
+        response.close()  # a broken connection is not handed back to the pool
+        raise StreamBroken(str(exc) or exc.__class__.__name__) from exc
+
+
+def make_upstream(kind: str, connect_timeout: float, read_timeout: float) -> UpstreamClient:
+    if kind == "httpx":
+        return HttpxUpstream(connect_timeout, read_timeout)
+    return AiohttpUpstream(connect_timeout, read_timeout)

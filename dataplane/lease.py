@@ -44,6 +44,11 @@ class Lease:
 
     async def reserve(self, key_id: str, amount_micros: int) -> Decision:
         assert self._state is _State.PENDING, "a lease reserves once"
+        admitted = self._budget.admit_now(key_id, amount_micros)
+        if admitted is not None:  # synchronous: no cancellation can fall in between
+            self.decision = admitted
+            self._state = _State.HELD
+            return admitted
         self._state = _State.RESERVING
         # Shielded: a cancelled caller must not cut the Reserve short, or the control
         # plane might take it after the release had gone (and hold it for the lease TTL).

@@ -90,6 +90,8 @@ class ModelPrice:
             return False
         if rule.service_tier and rule.service_tier != service_tier:
             return False
+        if rule.window is None:
+            return True
         minute = 60_000
         moments = range(now_ms - now_ms % minute + minute, now_ms + WINDOW_HORIZON_MS + 1, minute)
         return rule.in_window(now_ms) or any(rule.in_window(t) for t in moments)

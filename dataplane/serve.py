@@ -24,6 +24,11 @@ def serve(host: str, port: int, workers: int, env: Mapping[str, str]) -> int:
     config.bind = [f"{host}:{port}"]
     config.workers = max(1, workers)
     config.application_path = "dataplane.app:create_app()"
+    # uvloop's event loop: a third of the proxy's CPU per request (docs/benchmarks.md).
+    loop = env.get("SPENDGATE_EVENT_LOOP", os.environ.get("SPENDGATE_EVENT_LOOP", "uvloop"))
+    if loop not in ("uvloop", "asyncio"):
+        raise ValueError(f"SPENDGATE_EVENT_LOOP must be uvloop or asyncio, not {loop!r}")
+    config.worker_class = loop
     config.accesslog = None
     config.errorlog = "-"
     config.keep_alive_timeout = 75

@@ -40,6 +40,9 @@ class MemoryBudget:
     settled: list[Settlement] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
 
+    def admit_now(self, key_id: str, amount_micros: int) -> Decision | None:
+        return None
+
     async def reserve(self, key_id: str, request_id: str, amount_micros: int) -> Decision:
         granted = amount_micros <= self.caps[key_id] - sum(self.held.values())
         if granted:
