@@ -22,6 +22,7 @@ part of that request's estimate back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -62,6 +63,9 @@ GRANT_RETRY_SECONDS = 1.0
 RETRYABLE_REFUSALS = frozenset({Refusal.UNKNOWN_KEY})
 REFUSED_RETRY_SECONDS = 5.0
 REFUSED_RETRY_FOR_SECONDS = 300.0
+# A Reserve refused while this worker still has the key's finished requests to settle is
+# asked again once they are (at most this long): what they held is not in flight any more.
+SETTLED_FIRST_SECONDS = 2.0
 
 
 @dataclass(eq=False)
@@ -145,6 +149,11 @@ class GrpcBudget:
         self._changes: dict[str, int] = {}  # key id -> changes seen (WatchKeys)
         self._unbatched_until = 0.0  # settle one by one until then (the control plane lacks SettleBatch)
         self._refused_since: dict[str, float] = {}  # request id -> first refusal (retryable ones)
+        self._own: dict[str, str] = {}  # request id -> key id: reservations of their own, held
+        self._settling: dict[str, str] = {}  # request id -> key id: finished, not yet taken
+        self._unsettled: dict[str, int] = {}  # key id -> how many of those it has
+        self._all_settled: dict[str, asyncio.Event] = {}  # key id -> set when none is left
+        self._hurry = asyncio.Event()  # send the next batch without waiting for company
         self._dead_letters = DeadLetters(spool.directory) if spool is not None else None
         self.dead_lettered = 0  # settlements this worker has dead-lettered
 
@@ -225,6 +234,11 @@ class GrpcBudget:
                 self._spawn(self._release_grant(grant, None))
             return decision
         decision = await self._reserve(key_id, request_id, amount_micros)
+        if not decision.granted and decision.reason != "key_revoked" and self._unsettled.get(key_id):
+            # What the key's finished requests held still counts at the control plane until
+            # their settlements land: land them now, then ask again (never a false 402).
+            await self._settle_key_now(key_id)
+            decision = await self._reserve(key_id, request_id, amount_micros)
         # (A grant may have arrived while this reservation was on its way.)
         if decision.granted and self._hot(key_id, now) and key_id not in self._grants:
             self._want_grant(key_id, amount_micros)
@@ -249,6 +263,8 @@ class GrpcBudget:
             raise ControlPlaneUnavailable("the gateway cannot reach its control plane; try again") from exc
         finally:
             self._reserving -= 1
+        if r.granted:
+            self._own[request_id] = key_id
         return Decision(
             granted=r.granted,
             reason=REASONS.get(r.reason, ""),
@@ -263,13 +279,41 @@ class GrpcBudget:
         if decision.grant is not None:
             settlement = replace(settlement, grant_id=decision.grant.id)
             self._holds[settlement.request_id] = (decision.grant, decision.amount_micros)
+        self._finished(settlement.request_id)
         self._queue.put_nowait(settlement)
 
     def release(self, request_id: str, decision: Decision | None) -> None:
         if decision is None or decision.grant is None:
+            self._finished(request_id)
             self._queue.put_nowait(Release(request_id))
         else:  # nothing reached the provider: the whole estimate goes back to the grant
             self._give_back(decision.grant, decision.amount_micros)
+
+    def _finished(self, request_id: str) -> None:
+        """A request that held a reservation of its own ended: count it until it is taken."""
+        key_id = self._own.pop(request_id, None)
+        if key_id is not None:
+            self._settling[request_id] = key_id
+            self._unsettled[key_id] = self._unsettled.get(key_id, 0) + 1
+
+    def _taken(self, request_id: str) -> None:
+        key_id = self._settling.pop(request_id, None)
+        if key_id is None:
+            return
+        left = self._unsettled[key_id] - 1
+        if left:
+            self._unsettled[key_id] = left
+            return
+        del self._unsettled[key_id]
+        event = self._all_settled.pop(key_id, None)
+        if event is not None:
+            event.set()
+
+    async def _settle_key_now(self, key_id: str) -> None:
+        event = self._all_settled.setdefault(key_id, asyncio.Event())
+        self._hurry.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), SETTLED_FIRST_SECONDS)
 
     def key_changed(self, key_id: str) -> None:
         """A revocation or cap change: stop admitting against the key's grant."""
@@ -422,7 +466,10 @@ class GrpcBudget:
             batch = [await self._outbox.get()]
             self._sending = 1  # counted while it lingers, or a stop would not wait for it
             try:
-                await asyncio.sleep(SETTLE_LINGER_SECONDS)
+                if not self._hurry.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._hurry.wait(), SETTLE_LINGER_SECONDS)
+                self._hurry.clear()
                 while len(batch) < SETTLE_BATCH and not self._outbox.empty():
                     batch.append(self._outbox.get_nowait())
                 self._sending = len(batch)
@@ -511,6 +558,9 @@ class GrpcBudget:
                 await asyncio.to_thread(self._dead_letters.add, letters)  # durable before the spool forgets
         if self._spool is not None:
             self._spool.done(item_id(item) for item in batch if item_id(item) not in later)
+        for item in batch:
+            if item.request_id not in later:
+                self._taken(item.request_id)
 
     async def _send_later(self, settlement: Settlement) -> None:
         await asyncio.sleep(REFUSED_RETRY_SECONDS)

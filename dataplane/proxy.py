@@ -99,7 +99,7 @@ def refusal_message(decision: Decision) -> str:
     cap = "none" if decision.cap_micros is None else f"${format_usd(decision.cap_micros)}"
     return (
         f"Spend cap reached for this API key: cap {cap}, spent ${format_usd(decision.spent_micros)}, "
-        f"reserved for requests in flight ${format_usd(decision.reserved_micros)}; resets {resets}. "
+        f"held for requests in progress and workers' budget blocks ${format_usd(decision.reserved_micros)}; resets {resets}. "
         "Raise the key's cap to continue."
     )
 
