@@ -14,10 +14,12 @@ SPENDGATE_MASTER_KEY."""
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -158,6 +160,7 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
     from dataplane.serve import serve
 
     env = {"SPENDGATE_CONTROLPLANE": args.controlplane, "SPENDGATE_SPOOL_DIR": args.spool_dir}
+    _check_http_port(args.host, args.http_port)
     print(f"spendgate data plane: http://{args.host}:{args.http_port} ({args.workers} worker(s))", flush=True)
     return serve(args.host, args.http_port, args.workers, env)
 
@@ -167,6 +170,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from dataplane.serve import serve
 
     data_dir = Path(args.data_dir)
+    _check_http_port(args.host, args.http_port)
     plane = ControlPlane(
         Config(
             data_dir=data_dir,
@@ -573,6 +577,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SpendgateRpcError as exc:
         print(f"spendgate: {exc.code.name}: {exc.details}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        print(f"spendgate: {exc.strerror}; pick another with --grpc-port / --http-port", file=sys.stderr)
+        return 1
+
+
+def _check_http_port(host: str, port: int) -> None:
+    """Fail before anything starts, with one line, rather than in a worker's traceback."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            raise OSError(errno.EADDRINUSE, f"the HTTP port {host}:{port} is in use") from None
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ in one place."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import secrets as pysecrets
@@ -90,6 +91,9 @@ class ControlPlane:
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
             interceptors=[AuthInterceptor(Authenticator(self.tokens, self.keystore))],
+            # gRPC's default SO_REUSEPORT lets a second server bind the same port and take
+            # half the calls (with other tokens): a port in use must fail the start instead.
+            options=[("grpc.so_reuseport", 0)],
         )
         keys_pb2_grpc.add_KeyServiceServicer_to_server(
             KeyService(self.keystore, self.feed, clock), self.server
@@ -105,9 +109,13 @@ class ControlPlane:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
-        self.port = self.server.add_insecure_port(f"{config.host}:{config.grpc_port}")
+        try:
+            self.port = self.server.add_insecure_port(f"{config.host}:{config.grpc_port}")
+        except RuntimeError:
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {config.host}:{config.grpc_port}")
+            where = f"{config.host}:{config.grpc_port}"
+            raise OSError(errno.EADDRINUSE, f"the gRPC port {where} is in use (another spendgate?)")
 
     def _file_token(self, path: Path, what: str) -> str:
         token, created = token_from_file(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import stat
 import time
 from collections.abc import Iterator
@@ -149,3 +150,25 @@ def test_catalog_diff_shows_an_upgrade_before_apply_stores_it(tmp_path: Path) ->
         assert "rule input>200000: input/M $2.5" in shown and "genai-prices" in shown
     finally:
         stop(proc)
+
+
+def test_a_port_in_use_fails_the_start_with_one_clear_line(running: tuple[str, Path], tmp_path: Path) -> None:
+    """gRPC's default SO_REUSEPORT would let a second control plane share the port and answer
+    half the calls with other tokens; an HTTP port in use would fail in a worker's traceback."""
+    address, _ = running
+    grpc_port = address.rsplit(":", 1)[1]
+    second = spendgate(
+        "controlplane", "--data-dir", str(tmp_path / "b"), "--grpc-port", grpc_port, timeout=30
+    )
+    assert second.returncode == 1
+    assert f"the gRPC port 127.0.0.1:{grpc_port} is in use" in second.stderr
+    assert "Traceback" not in second.stderr + second.stdout
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        http_port = str(taken.getsockname()[1])
+        up = spendgate(
+            "up", "--data-dir", str(tmp_path / "c"), "--http-port", http_port, "--grpc-port", "0", timeout=30
+        )
+    assert up.returncode == 1 and f"the HTTP port 127.0.0.1:{http_port} is in use" in up.stderr
+    assert "spendgate is up" not in up.stdout and "Traceback" not in up.stderr + up.stdout
