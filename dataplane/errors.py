@@ -66,6 +66,12 @@ class Forbidden(GatewayError):
     code = "model_not_allowed"
 
 
+class MasterKeyRequired(Forbidden):
+    """A standard (end-user) key on the key or usage API."""
+
+    code = "master_key_required"
+
+
 class NotFound(GatewayError):
     status = 404
     openai_type = "invalid_request_error"

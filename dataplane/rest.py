@@ -17,7 +17,7 @@ from dataplane.auth import presented_key
 from dataplane.errors import (
     BadRequest,
     ControlPlaneUnavailable,
-    Forbidden,
+    MasterKeyRequired,
     NotFound,
     Unauthorized,
 )
@@ -27,7 +27,7 @@ from spendgate.v1 import keys_pb2, keys_pb2_grpc, usage_pb2, usage_pb2_grpc
 
 STATUS = {
     grpc.StatusCode.UNAUTHENTICATED: Unauthorized,
-    grpc.StatusCode.PERMISSION_DENIED: Forbidden,
+    grpc.StatusCode.PERMISSION_DENIED: MasterKeyRequired,
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.INVALID_ARGUMENT: BadRequest,
 }

@@ -145,6 +145,7 @@ def test_standard_key_gets_403_and_other_accounts_key_404(
     ]:
         response = call(gateway, method, path, secret, json={"name": "x"} if method == "POST" else None)
         assert response.status_code == 403, (method, path, response.text)
+        assert response.json()["error"]["code"] == "master_key_required"  # not the model error's code
     other = new_account()
     theirs = other.mint("theirs")
     for method, path in [
