@@ -159,6 +159,11 @@ def cmd_controlplane(args: argparse.Namespace) -> int:
 def cmd_dataplane(args: argparse.Namespace) -> int:
     from dataplane.serve import serve
 
+    if not args.spool_dir:
+        raise UsageError(
+            "a standalone data plane needs --spool-dir DIR (or SPENDGATE_SPOOL_DIR): where its "
+            "settlements wait, on disk, while the control plane is out of reach"
+        )
     env = {"SPENDGATE_CONTROLPLANE": args.controlplane, "SPENDGATE_SPOOL_DIR": args.spool_dir}
     _check_http_port(args.host, args.http_port)
     print(f"spendgate data plane: http://{args.host}:{args.http_port} ({args.workers} worker(s))", flush=True)
@@ -208,9 +213,8 @@ def _spool_dir(args: argparse.Namespace) -> Path:
         return Path(args.spool_dir)
     if os.environ.get("SPENDGATE_SPOOL_DIR"):
         return Path(os.environ["SPENDGATE_SPOOL_DIR"])
-    if os.environ.get("SPENDGATE_DATA_DIR"):  # where `spendgate up` keeps it
-        return Path(os.environ["SPENDGATE_DATA_DIR"]) / "spool"
-    return Path("./spendgate-spool")
+    # where `spendgate up` keeps it
+    return Path(os.environ.get("SPENDGATE_DATA_DIR", DEFAULT_DATA_DIR)) / "spool"
 
 
 def _service_client() -> ControlPlaneClient:
@@ -460,8 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--workers", type=int, default=1)
     dp.add_argument(
         "--spool-dir",
-        default=os.environ.get("SPENDGATE_SPOOL_DIR", "./spendgate-spool"),
-        help="where workers keep undelivered settlements (durable; replayed on restart)",
+        default=os.environ.get("SPENDGATE_SPOOL_DIR"),
+        help="required (or SPENDGATE_SPOOL_DIR): where workers keep undelivered settlements "
+        "(durable; replayed on restart); a directory of its own, not the working directory",
     )
     dp.set_defaults(func=cmd_dataplane)
 
@@ -550,7 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument(
             "--spool-dir",
             help="the data plane's spool directory (default: $SPENDGATE_SPOOL_DIR, else "
-            "$SPENDGATE_DATA_DIR/spool as `spendgate up` uses, else ./spendgate-spool)",
+            "$SPENDGATE_DATA_DIR/spool as `spendgate up` uses, else ./spendgate-data/spool)",
         )
         cmd.set_defaults(func=func)
 

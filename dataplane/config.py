@@ -155,11 +155,22 @@ class Settings:
             upstream_connect_timeout=float(env.get("SPENDGATE_UPSTREAM_CONNECT_TIMEOUT", 10.0)),
             upstream_read_timeout=float(env.get("SPENDGATE_UPSTREAM_READ_TIMEOUT", 600.0)),
             upstream_client=_choice(env, "SPENDGATE_UPSTREAM_CLIENT", ("aiohttp", "httpx")),
-            spool_dir=Path(env.get("SPENDGATE_SPOOL_DIR", "./spendgate-spool")),
+            spool_dir=_spool_dir(env),
             reservation_ttl_ms=int(env.get("SPENDGATE_RESERVATION_TTL_MS", 10 * 60 * 1000)),
             grants=_flag(env.get("SPENDGATE_GRANTS", "on")),
             deepgram_callbacks=_flag(env.get("SPENDGATE_DEEPGRAM_CALLBACKS", "off")),
         )
+
+
+def _spool_dir(env: Mapping[str, str]) -> Path | None:
+    """SPENDGATE_SPOOL_DIR, else the data dir's spool (as `spendgate up` lays it out); never
+    the working directory. None (no spool: settlements are not durable) only for a worker
+    built without either, as the in-process tests build theirs."""
+    if env.get("SPENDGATE_SPOOL_DIR"):
+        return Path(env["SPENDGATE_SPOOL_DIR"])
+    if env.get("SPENDGATE_DATA_DIR"):
+        return Path(env["SPENDGATE_DATA_DIR"]) / "spool"
+    return None
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:

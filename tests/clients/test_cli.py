@@ -172,3 +172,13 @@ def test_a_port_in_use_fails_the_start_with_one_clear_line(running: tuple[str, P
         )
     assert up.returncode == 1 and f"the HTTP port 127.0.0.1:{http_port} is in use" in up.stderr
     assert "spendgate is up" not in up.stdout and "Traceback" not in up.stderr + up.stdout
+
+
+def test_a_standalone_data_plane_needs_its_spool_directory(tmp_path: Path) -> None:
+    """Never the working directory by default: a data plane must not litter wherever it starts."""
+    result = spendgate("dataplane", "--http-port", "0", env={"SPENDGATE_SPOOL_DIR": ""})
+    assert result.returncode == 2 and "needs --spool-dir" in result.stderr
+    from dataplane.config import Settings
+
+    assert Settings.from_env({"SPENDGATE_DATA_DIR": str(tmp_path)}).spool_dir == tmp_path / "spool"
+    assert Settings.from_env({}).spool_dir is None

@@ -254,7 +254,16 @@ def test_healthz_is_503_without_a_control_plane(tmp_path: Path) -> None:
 
     port = free_port()
     proc = subprocess.Popen(
-        [SPENDGATE, "dataplane", "--controlplane", f"127.0.0.1:{free_port()}", "--http-port", str(port)],
+        [
+            SPENDGATE,
+            "dataplane",
+            "--controlplane",
+            f"127.0.0.1:{free_port()}",
+            "--http-port",
+            str(port),
+            "--spool-dir",
+            str(tmp_path / "spool"),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
