@@ -447,10 +447,14 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     cp = sub.add_parser("controlplane", help="run the control plane (gRPC)")
-    cp.add_argument("--data-dir", default=os.environ.get("SPENDGATE_DATA_DIR", DEFAULT_DATA_DIR))
+    cp.add_argument(
+        "--data-dir",
+        default=os.environ.get("SPENDGATE_DATA_DIR", DEFAULT_DATA_DIR),
+        help="database and tokens (default: $SPENDGATE_DATA_DIR, else %(default)s)",
+    )
     cp.add_argument("--db", help="database URL (default: SQLite in the data dir); postgresql://… to scale")
-    cp.add_argument("--host", default="127.0.0.1")
-    cp.add_argument("--grpc-port", type=int, default=50051)
+    cp.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    cp.add_argument("--grpc-port", type=int, default=50051, help="port to listen on (default %(default)s)")
     cp.add_argument("--catalog", help="TOML price file merged over the built-in catalog")
     cp.add_argument(
         "--fee-bps", type=int, default=700, help="operator fee in basis points (default 700 = 7%%)"
@@ -458,10 +462,14 @@ def build_parser() -> argparse.ArgumentParser:
     cp.set_defaults(func=cmd_controlplane)
 
     dp = sub.add_parser("dataplane", help="run data-plane workers (HTTP) against a control plane")
-    dp.add_argument("--controlplane", default=os.environ.get("SPENDGATE_CONTROLPLANE", DEFAULT_TARGET))
-    dp.add_argument("--host", default="127.0.0.1")
-    dp.add_argument("--http-port", type=int, default=8080)
-    dp.add_argument("--workers", type=int, default=1)
+    dp.add_argument(
+        "--controlplane",
+        default=os.environ.get("SPENDGATE_CONTROLPLANE", DEFAULT_TARGET),
+        help="the control plane's host:port (default: $SPENDGATE_CONTROLPLANE, else %(default)s)",
+    )
+    dp.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    dp.add_argument("--http-port", type=int, default=8080, help="HTTP port (default %(default)s)")
+    dp.add_argument("--workers", type=int, default=1, help="worker processes (default %(default)s)")
     dp.add_argument(
         "--spool-dir",
         default=os.environ.get("SPENDGATE_SPOOL_DIR"),
@@ -471,14 +479,29 @@ def build_parser() -> argparse.ArgumentParser:
     dp.set_defaults(func=cmd_dataplane)
 
     up = sub.add_parser("up", help="the embedded default: control plane + data-plane workers")
-    up.add_argument("--data-dir", default=os.environ.get("SPENDGATE_DATA_DIR", DEFAULT_DATA_DIR))
+    up.add_argument(
+        "--data-dir",
+        default=os.environ.get("SPENDGATE_DATA_DIR", DEFAULT_DATA_DIR),
+        help="database, tokens and spool (default: $SPENDGATE_DATA_DIR, else %(default)s)",
+    )
     up.add_argument("--db", help="database URL (default: SQLite in the data dir)")
-    up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--http-port", type=int, default=8080)
-    up.add_argument("--grpc-port", type=int, default=50051)
-    up.add_argument("--workers", type=int, default=1)
+    up.add_argument("--host", default="127.0.0.1", help="address both planes listen on (default %(default)s)")
+    up.add_argument(
+        "--http-port", type=int, default=8080, help="the gateway's HTTP port (default %(default)s)"
+    )
+    up.add_argument(
+        "--grpc-port", type=int, default=50051, help="the control plane's port (default %(default)s)"
+    )
+    up.add_argument(
+        "--workers", type=int, default=1, help="data-plane worker processes (default %(default)s)"
+    )
     up.add_argument("--catalog", help="TOML price file merged over the built-in catalog")
-    up.add_argument("--fee-bps", type=int, default=700)
+    up.add_argument(
+        "--fee-bps",
+        type=int,
+        default=700,
+        help="operator fee on cost, basis points (default %(default)s = 7 %%)",
+    )
     up.set_defaults(func=cmd_up)
 
     mock = sub.add_parser(
@@ -492,11 +515,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create = json_flag(accounts.add_parser("create", help="create an account and its master key"))
     create.add_argument("name")
-    create.add_argument("--credit-usd", type=_usd, default=0)
+    create.add_argument("--credit-usd", type=_usd, default=0, help="the wallet's opening credit (default 0)")
     create.set_defaults(func=cmd_accounts_create)
     credit = json_flag(accounts.add_parser("credit", help="top up an account's wallet"))
     credit.add_argument("account_id")
-    credit.add_argument("--usd", type=_usd, required=True)
+    credit.add_argument("--usd", type=_usd, required=True, help="the amount to add, in USD (exact)")
     credit.set_defaults(func=cmd_accounts_credit)
 
     keys = sub.add_parser("keys", help="your account's keys (SPENDGATE_MASTER_KEY)").add_subparsers(
@@ -504,31 +527,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mint = json_flag(keys.add_parser("mint", help="mint a key; its secret is shown once"))
     mint.add_argument("name")
-    mint.add_argument("--scope", choices=sorted(SCOPES), default="standard")
+    mint.add_argument(
+        "--scope", choices=sorted(SCOPES), default="standard", help="standard (an end user's) or master"
+    )
     mint.add_argument("--cap-usd", type=_usd, help="hard spend cap in USD (default: none)")
-    mint.add_argument("--period", choices=sorted(PERIODS), default="lifetime")
+    mint.add_argument(
+        "--period", choices=sorted(PERIODS), default="lifetime", help="when the cap resets (default lifetime)"
+    )
     mint.add_argument("--strict", action="store_true", help="admit only requests whose whole estimate fits")
     mint.add_argument("--model", action="append", default=[], help="allowed model (repeat); default: all")
     mint.add_argument("--meta", action="append", default=[], help="metadata key=value (repeat)")
     mint.set_defaults(func=cmd_keys_mint)
-    lst = json_flag(keys.add_parser("list"))
+    lst = json_flag(keys.add_parser("list", help="your keys: caps, spend, what is held, state"))
     lst.add_argument("--all", action="store_true", help="include revoked keys")
     lst.set_defaults(func=cmd_keys_list)
-    get = json_flag(keys.add_parser("get"))
-    get.add_argument("key_id")
+    get = json_flag(keys.add_parser("get", help="one key (never its secret)"))
+    get.add_argument("key_id", help="the key's id (key_…)")
     get.set_defaults(func=cmd_keys_get)
-    upd = json_flag(keys.add_parser("update"))
-    upd.add_argument("key_id")
-    upd.add_argument("--name")
-    upd.add_argument("--cap-usd", type=_usd)
-    upd.add_argument("--no-cap", action="store_true")
-    upd.add_argument("--period", choices=sorted(PERIODS))
-    upd.add_argument("--strict", action=argparse.BooleanOptionalAction, default=None)
-    upd.add_argument("--model", action="append", default=[])
+    upd = json_flag(keys.add_parser("update", help="change a key's name, cap, period, strictness or models"))
+    upd.add_argument("key_id", help="the key's id (key_…)")
+    upd.add_argument("--name", help="a new name")
+    upd.add_argument("--cap-usd", type=_usd, help="a new hard cap in USD")
+    upd.add_argument("--no-cap", action="store_true", help="remove the cap")
+    upd.add_argument("--period", choices=sorted(PERIODS), help="when the cap resets (UTC midnight)")
+    upd.add_argument(
+        "--strict",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="admit only requests whose whole estimate fits (unchanged unless given)",
+    )
+    upd.add_argument("--model", action="append", default=[], help="allowed model (repeat): replaces the list")
     upd.add_argument("--any-model", action="store_true", help="allow every catalog model")
     upd.set_defaults(func=cmd_keys_update)
-    rev = json_flag(keys.add_parser("revoke"))
-    rev.add_argument("key_id")
+    rev = json_flag(keys.add_parser("revoke", help="revoke a key for good: refused from the next request"))
+    rev.add_argument("key_id", help="the key's id (key_…)")
     rev.set_defaults(func=cmd_keys_revoke)
 
     usage = json_flag(sub.add_parser("usage", help="per-key, per-model usage (SPENDGATE_MASTER_KEY)"))

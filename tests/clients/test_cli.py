@@ -182,3 +182,26 @@ def test_a_standalone_data_plane_needs_its_spool_directory(tmp_path: Path) -> No
 
     assert Settings.from_env({"SPENDGATE_DATA_DIR": str(tmp_path)}).spool_dir == tmp_path / "spool"
     assert Settings.from_env({}).spool_dir is None
+
+
+def test_every_command_and_option_says_what_it_does() -> None:
+    """`spendgate … --help` explains each command and option (issue 14: keys and up had none)."""
+    import argparse
+
+    from clients.cli import build_parser
+
+    missing: list[str] = []
+
+    def walk(parser: argparse.ArgumentParser, name: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                helps = {a.dest: a.help for a in action._choices_actions}
+                for sub_name, sub in action.choices.items():
+                    if not helps.get(sub_name):
+                        missing.append(f"{name} {sub_name}")
+                    walk(sub, f"{name} {sub_name}")
+            elif action.option_strings and action.dest not in ("help", "json") and not action.help:
+                missing.append(f"{name} {action.option_strings[0]}")
+
+    walk(build_parser(), "spendgate")
+    assert missing == []
