@@ -18,6 +18,7 @@ import errno
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -191,11 +192,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"spendgate is up: HTTP {base} ({args.workers} worker(s)), gRPC {plane.address}", flush=True)
     if not plane.config.admin_token:
         print(f"admin token: {plane.admin_token_file}", flush=True)
-    print(
-        f"next: export SPENDGATE_CONTROLPLANE={plane.address} SPENDGATE_DATA_DIR={data_dir}; "
-        "spendgate accounts create my-app --credit-usd 20 --json",
-        flush=True,
-    )
+    if not _has_accounts(plane):  # the first start: say how to make one, runnable as printed
+        print(
+            f"next: export SPENDGATE_CONTROLPLANE={plane.address} SPENDGATE_DATA_DIR={data_dir.resolve()}; "
+            f"{_this_command()} accounts create my-app --credit-usd 20 --json",
+            flush=True,
+        )
     env = {
         "SPENDGATE_CONTROLPLANE": plane.address,
         "SPENDGATE_SERVICE_TOKEN": plane.tokens.service,
@@ -206,6 +208,22 @@ def cmd_up(args: argparse.Namespace) -> int:
     finally:
         plane.stop()
         print("spendgate stopped", flush=True)
+
+
+def _has_accounts(plane: Any) -> bool:
+    from sqlalchemy import select
+
+    from controlplane.store.schema import accounts
+
+    with plane.engine.connect() as conn:
+        return conn.execute(select(accounts.c.id).limit(1)).first() is not None
+
+
+def _this_command() -> str:
+    """`spendgate` if that is on PATH and is this installation, else its full path."""
+    this = Path(sys.argv[0]).resolve()
+    found = shutil.which("spendgate")
+    return "spendgate" if found is not None and Path(found).resolve() == this else str(this)
 
 
 def _spool_dir(args: argparse.Namespace) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import stat
 import time
@@ -205,3 +206,44 @@ def test_every_command_and_option_says_what_it_does() -> None:
 
     walk(build_parser(), "spendgate")
     assert missing == []
+
+
+def test_up_says_how_to_make_an_account_only_until_there_is_one(tmp_path: Path) -> None:
+    """The `next:` line works as printed (an absolute data dir, a command that runs), once."""
+    import select
+    import subprocess
+
+    from tests.support import SPENDGATE, free_port
+
+    def first_lines() -> list[str]:
+        proc = subprocess.Popen(
+            [SPENDGATE, "up", "--data-dir", str(tmp_path / "d"), "--http-port", str(free_port()),
+             "--grpc-port", str(grpc_port), "--workers", "1"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline()]  # "spendgate is up: …", then what it prints at once
+        while select.select([proc.stdout], [], [], 3)[0]:
+            lines.append(proc.stdout.readline())
+        proc.terminate()
+        proc.wait(30)
+        proc.stdout.close()
+        return lines
+
+    grpc_port = free_port()
+    (line,) = [x for x in first_lines() if x.startswith("next: ")]
+    exports, _, command = line.removeprefix("next: export ").strip().partition("; ")
+    env = dict(pair.split("=", 1) for pair in exports.split())
+    assert Path(env["SPENDGATE_DATA_DIR"]).is_absolute()
+    proc, address = start_controlplane(tmp_path / "d", port=grpc_port)  # serve it while the command runs
+    try:
+        argv = command.split()
+        result = subprocess.run(
+            [SPENDGATE, *argv[1:]], env={**os.environ, **env}, capture_output=True, text=True
+        )
+        assert result.returncode == 0 and json.loads(result.stdout)["master_key"]["secret"].startswith(
+            "sg_live_"
+        )
+    finally:
+        stop(proc)
+    assert not [x for x in first_lines() if x.startswith("next: ")]  # an account exists now
