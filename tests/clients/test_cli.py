@@ -147,6 +147,8 @@ def test_catalog_diff_shows_an_upgrade_before_apply_stores_it(tmp_path: Path) ->
         prices = {p["model"]: p for p in listed["prices"]}
         assert prices["gpt-4o-mini"]["input_micros_per_mtok"] == 200_000
         assert prices["gpt-4o"]["input_micros_per_mtok"] == 1  # the operator's UpsertPrice stays
+        tts = spendgate("catalog", "list", "--model", "tts-1-hd", env=env).stdout
+        assert "char/M $30" in tts  # per-character (and per-second, per-image) rates, not $0
         shown = spendgate("catalog", "show", "gemini-2.5-pro", env=env).stdout
         assert "rule input>200000: input/M $2.5" in shown and "genai-prices" in shown
     finally:
