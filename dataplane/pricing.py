@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields, replace
 import grpc
 
 from dataplane.errors import UnknownModel
-from spendgate.contract import RATES, Rule
+from spendgate.contract import RATES, Rule, rule_from_pb
 from spendgate.v1 import usage_pb2, usage_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -56,17 +56,7 @@ class ModelPrice:
             input_micros_per_mtok=p.input_micros_per_mtok,
             output_micros_per_mtok=p.output_micros_per_mtok,
             max_output_tokens=p.max_output_tokens,
-            rules=tuple(
-                Rule(
-                    rates={name: getattr(r.rates, name) for name in RATES if r.rates.HasField(name)},
-                    above_input_tokens=r.above_input_tokens if r.HasField("above_input_tokens") else None,
-                    window=(r.window_start_minute, r.window_end_minute)
-                    if r.HasField("window_start_minute")
-                    else None,
-                    service_tier=r.service_tier,
-                )
-                for r in p.rules
-            ),
+            rules=tuple(rule_from_pb(r) for r in p.rules),
             **optional,
         )
 

@@ -9,10 +9,10 @@ from typing import Any, TypeVar
 
 from controlplane.errors import InvalidArgument
 from controlplane.ledger import Refusal, SettleRefusal
-from controlplane.money import OPTIONAL_RATES, RATES, Price, Rule, Units
+from controlplane.money import OPTIONAL_RATES, Price, Rule, Units
 from controlplane.periods import CapPeriod
 from controlplane.records import Account, EventStatus, Key, Scope, UsageEvent
-from spendgate.contract import ProtoEnum, enum_names
+from spendgate.contract import ProtoEnum, enum_names, rule_from_pb
 from spendgate.v1 import admin_pb2, keys_pb2, usage_pb2
 
 E = TypeVar("E", bound=enum.Enum)
@@ -155,17 +155,8 @@ def rule_to_pb(rule: Rule) -> usage_pb2.PriceRule:
 
 
 def rule_from(msg: usage_pb2.PriceRule, field: str) -> Rule:
-    if msg.HasField("window_start_minute") != msg.HasField("window_end_minute"):
-        raise InvalidArgument(f"{field}.window_end_minute", "a window needs both its start and its end")
     try:
-        return Rule(
-            rates={name: getattr(msg.rates, name) for name in RATES if msg.rates.HasField(name)},
-            above_input_tokens=msg.above_input_tokens if msg.HasField("above_input_tokens") else None,
-            window=(msg.window_start_minute, msg.window_end_minute)
-            if msg.HasField("window_start_minute")
-            else None,
-            service_tier=msg.service_tier,
-        )
+        return rule_from_pb(msg)
     except ValueError as exc:
         raise InvalidArgument(field, str(exc)) from None
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
+from spendgate.v1 import usage_pb2
+
 MICROS_PER_USD = 1_000_000
 
 # The per-unit rates a catalog row may leave unset ("not priced separately").
@@ -92,6 +94,19 @@ class Rule:
         if self.service_tier:
             parts.append(f"tier={self.service_tier}")
         return " ".join(parts)
+
+
+def rule_from_pb(msg: usage_pb2.PriceRule) -> Rule:
+    """A PriceRule message as a Rule; raises ValueError for one that is not valid."""
+    if msg.HasField("window_start_minute") != msg.HasField("window_end_minute"):
+        raise ValueError("a window needs both its start and its end")
+    window = (msg.window_start_minute, msg.window_end_minute) if msg.HasField("window_start_minute") else None
+    return Rule(
+        rates={name: getattr(msg.rates, name) for name in RATES if msg.rates.HasField(name)},
+        above_input_tokens=msg.above_input_tokens if msg.HasField("above_input_tokens") else None,
+        window=window,
+        service_tier=msg.service_tier,
+    )
 
 
 # --- proto enums by name ------------------------------------------------------------
