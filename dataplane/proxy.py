@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
+import posixpath
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlencode
@@ -77,6 +80,19 @@ async def read_raw(request: Request, limit: int) -> bytes:
             raise TooLarge(f"Request body is larger than this gateway's limit of {limit} bytes.")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+PATH_PARAM = re.compile(r"[A-Za-z0-9_~.:-]+")
+
+
+def check_path(path: str, params: Mapping[str, str]) -> None:
+    """The path is forwarded as the client sent it: a parameter of `.`/`..` or with an
+    escaped slash would walk out of the route upstream (with the operator's key)."""
+    for name, value in params.items():
+        if not PATH_PARAM.fullmatch(value) or value in (".", "..") or "%" in value:
+            raise BadRequest(f"Invalid {name} in the URL path: {value!r}.", param=name)
+    if posixpath.normpath(path) != path.rstrip("/") or "//" in path:
+        raise BadRequest("The URL path must not contain `.` or `..` segments or empty segments.")
 
 
 def check_allowed(key: KeyState, price: ModelPrice) -> None:
@@ -228,6 +244,7 @@ async def _admit_and_forward(request: Request, route: Route, gateway: Gateway, l
     # The gateway key never travels upstream, in a header or in the URL.
     params = [(k, v) for k, v in request.query_params.multi_items() if k != "key"]
     key = await authenticate(request, gateway.keys)
+    check_path(request.url.path, request.path_params)
     raw = await read_raw(request, gateway.settings.max_body_bytes)
     content_type = request.headers.get("content-type", "")
     view = read_body(route.body_kind, raw, content_type, dict(params), dict(request.path_params))

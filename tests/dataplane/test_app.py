@@ -191,3 +191,46 @@ def test_unknown_routes_and_methods_answer_in_the_openai_error_shape(mock: MockU
         assert bad.status_code == 400 and json.loads(bad.text)["error"]["type"] == "invalid_request_error"
 
     in_process(mock, scenario)
+
+
+def test_a_path_parameter_cannot_walk_out_of_its_route(mock: MockUpstream) -> None:
+    """`/v1/text-to-speech/..` would reach `/v1` upstream with the operator's key (issue 15.10)."""
+    import pytest as _pytest
+
+    from dataplane.errors import BadRequest
+
+    for path, params in [
+        ("/v1/text-to-speech/..", {"voice_id": ".."}),
+        ("/v1/text-to-speech/.", {"voice_id": "."}),
+        ("/v1/text-to-speech/a/../..", {"voice_id": "a/../.."}),
+        ("/v1/text-to-speech/a%2F..", {"voice_id": "a%2F.."}),
+    ]:
+        with _pytest.raises(BadRequest) as refused:
+            proxy.check_path(path, params)
+        assert refused.value.param == "voice_id"
+    proxy.check_path("/v1/text-to-speech/21m00Tcm4TlvDq8ikWAM/stream", {"voice_id": "21m00Tcm4TlvDq8ikWAM"})
+    proxy.check_path("/v1beta/models/gemini-2.5-pro:generateContent", {"model": "gemini-2.5-pro"})
+
+    async def scenario(client: httpx.AsyncClient, budget: MemoryBudget) -> None:
+        seen = len(mock.requests)
+        # Sent as raw bytes: httpx would otherwise resolve the dot segment itself.
+        app = client._transport.app  # type: ignore[attr-defined]
+        sent: list[dict[str, object]] = []
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+            "scheme": "http", "path": "/v1/text-to-speech/..", "raw_path": b"/v1/text-to-speech/..",
+            "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1), "server": ("gateway", 80),
+            "headers": [(b"xi-api-key", SECRET.encode()), (b"content-type", b"application/json")],
+        }  # fmt: skip
+        body = [{"type": "http.request", "body": b'{"text": "hi"}', "more_body": False}]
+
+        async def receive() -> dict[str, object]:
+            return body.pop() if body else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        assert sent[0]["status"] == 400 and len(mock.requests) == seen and budget.held == {}
+
+    in_process(mock, scenario)
