@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,7 @@ def _listing(client: ControlPlaneClient, history: bool) -> list[Price]:
 
 
 def _from_pb(msg: usage_pb2.Price) -> Price:
-    price = convert.price_from(msg)
-    return Price(**{**vars(price), "source": msg.source, "origin": msg.origin})
+    return replace(convert.price_from(msg), source=msg.source, origin=msg.origin)
 
 
 def cmd_list(args: argparse.Namespace, client: Callable[[], ControlPlaneClient], emit: Emit) -> int:

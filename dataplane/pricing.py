@@ -65,13 +65,13 @@ class ModelPrice:
         highest of the row's and of every rule that may apply — a prompt-length tier
         the input could cross, a time-of-day window in force now or within
         WINDOW_HORIZON_MS, the service tier the request asks for."""
-        if not self.rules:
-            return self
+        applying = [r for r in self.rules if self._may_apply(r, input_tokens_bound, now_ms, service_tier)]
+        if not applying:
+            return self  # the estimators read only the flat rates
         rates = {name: getattr(self, name) for name in RATES}
-        for rule in self.rules:
-            if self._may_apply(rule, input_tokens_bound, now_ms, service_tier):
-                for name, value in rule.rates.items():
-                    rates[name] = max(value, rates[name] or 0)
+        for rule in applying:
+            for name, value in rule.rates.items():
+                rates[name] = max(value, rates[name] or 0)
         return replace(self, rules=(), **rates)
 
     @staticmethod

@@ -46,6 +46,11 @@ def refusal_from_pb(value: int) -> Refusal:
     return _REFUSALS.get(value, Refusal.INVALID)
 
 
+def refusal_name(refusal: Refusal) -> str:
+    """The proto's name for it, e.g. SETTLE_REFUSAL_UNKNOWN_MODEL (the dead-letter file's spelling)."""
+    return usage_pb2.SettleRefusal.Name(next(v for v, r in _REFUSALS.items() if r is refusal))
+
+
 @dataclass(frozen=True)
 class Settlement:
     request_id: str

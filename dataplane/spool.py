@@ -35,7 +35,7 @@ from pathlib import Path
 
 from google.protobuf.message import DecodeError
 
-from dataplane.settlement import Item, Refusal, Release, Settlement, refusal_from_pb
+from dataplane.settlement import Item, Refusal, Release, Settlement, refusal_from_pb, refusal_name
 from spendgate.v1 import usage_pb2
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,6 @@ class Spool:
 # until `spendgate settlements replay` gets it taken.
 
 DEAD_LETTERS = "dead-letters.jsonl"
-_REFUSAL_VALUES = {refusal_from_pb(value): value for value in usage_pb2.SettleRefusal.values() if value}
 
 
 @dataclass(frozen=True)
@@ -184,9 +183,7 @@ class DeadLetter:
             "request_id": self.settlement.request_id,
             "key_id": self.settlement.key_id,
             "model": f"{self.settlement.provider}/{self.settlement.model}",
-            "refusal": usage_pb2.SettleRefusal.Name(
-                _REFUSAL_VALUES[self.refusal]
-            ),  # e.g. SETTLE_REFUSAL_UNKNOWN_MODEL
+            "refusal": refusal_name(self.refusal),
             "error": self.error,
             "refused_ms": self.refused_ms,
             "settlement": _settlement_bytes(self.settlement).decode(),
