@@ -143,7 +143,8 @@ def create_app(settings: Settings | None = None, connect: Connect = connect_grpc
         )
 
     async def healthz(request: Request) -> Response:
-        ok = await state["worker"].healthy()
+        worker = state["worker"]
+        ok = await worker.healthy() and worker.gateway.catalog.loaded.is_set()
         body: dict[str, object] = {"status": "ok" if ok else "control plane unreachable"}
         if settings.spool_dir is not None:  # settlements refused for good, waiting for a replay
             body["dead_letters"] = len(DeadLetters(settings.spool_dir).read())

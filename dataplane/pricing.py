@@ -91,7 +91,9 @@ class Catalog:
     def __init__(self, prices: list[ModelPrice] | None = None) -> None:
         self._by_qualified: dict[str, ModelPrice] = {}
         self._by_name: dict[str, list[ModelPrice]] = {}
-        self.replace(prices or [])
+        self.loaded = asyncio.Event()  # set once the first catalog is in (a worker starting)
+        if prices is not None:
+            self.replace(prices)
 
     def replace(self, prices: list[ModelPrice]) -> None:
         by_name: dict[str, list[ModelPrice]] = {}
@@ -99,6 +101,7 @@ class Catalog:
             by_name.setdefault(p.model, []).append(p)
         self._by_qualified = {f"{p.provider}/{p.model}": p for p in prices}
         self._by_name = by_name
+        self.loaded.set()
 
     def resolve(self, requested: str, providers: tuple[str, ...]) -> ModelPrice:
         """The catalog entry for a request's model (plain name or provider/model),

@@ -13,6 +13,7 @@ metering.py, which tells this module's `Meter` what was delivered."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -31,6 +32,7 @@ from dataplane.budget import Decision, Reserver
 from dataplane.config import PROVIDERS, Settings
 from dataplane.errors import (
     BadRequest,
+    ControlPlaneUnavailable,
     Forbidden,
     GatewayError,
     OverCap,
@@ -81,6 +83,7 @@ async def read_raw(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+CATALOG_WAIT_SECONDS = 5.0
 PATH_PARAM = re.compile(r"[A-Za-z0-9_~.:-]+")
 
 
@@ -243,6 +246,13 @@ async def _admit_and_forward(request: Request, route: Route, gateway: Gateway, l
     params = [(k, v) for k, v in request.query_params.multi_items() if k != "key"]
     key = await authenticate(request, gateway.keys)
     check_path(request.url.path, request.path_params)
+    if not gateway.catalog.loaded.is_set():  # a worker just started: never "no such model"
+        try:
+            await asyncio.wait_for(gateway.catalog.loaded.wait(), CATALOG_WAIT_SECONDS)
+        except TimeoutError:
+            raise ControlPlaneUnavailable(
+                "The gateway is still loading its price catalog; try again."
+            ) from None
     raw = await read_raw(request, gateway.settings.max_body_bytes)
     content_type = request.headers.get("content-type", "")
     view = read_body(route.body_kind, raw, content_type, dict(params), dict(request.path_params))

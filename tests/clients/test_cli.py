@@ -221,16 +221,19 @@ def test_up_says_how_to_make_an_account_only_until_there_is_one(tmp_path: Path) 
         proc = subprocess.Popen(
             [SPENDGATE, "up", "--data-dir", str(tmp_path / "d"), "--http-port", str(free_port()),
              "--grpc-port", str(grpc_port), "--workers", "1"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0,
         )  # fmt: skip
         assert proc.stdout is not None
-        lines = [proc.stdout.readline()]  # "spendgate is up: …", then what it prints at once
-        while select.select([proc.stdout], [], [], 3)[0]:
-            lines.append(proc.stdout.readline())
+        out = b""  # what it prints at start, until 3 s of silence (raw reads: nothing buffered behind select)
+        while b"spendgate is up" not in out or select.select([proc.stdout], [], [], 3)[0]:
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            out += chunk
         proc.terminate()
         proc.wait(30)
         proc.stdout.close()
-        return lines
+        return out.decode().splitlines()
 
     grpc_port = free_port()
     (line,) = [x for x in first_lines() if x.startswith("next: ")]
