@@ -1,6 +1,6 @@
-"""The data-plane ASGI app: routes, error handlers (each error in the error shape of
-the provider whose route was called), a request id on every request, and a lifespan
-that holds the worker's parts (`Worker`, built by `connect_grpc` or given by a test)."""
+"""The data-plane ASGI app: the routes, behind one middleware (edge.py: a request id on
+every request, each error in the shape of the provider whose route was called), and a
+lifespan that holds the worker's parts (`Worker`, built by `connect_grpc` or given by a test)."""
 
 from __future__ import annotations
 
@@ -14,22 +14,19 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dataplane import pricing, proxy, requestid, rest
 from dataplane.auth import authenticate
 from dataplane.budget import GrpcBudget
 from dataplane.config import Settings
-from dataplane.errors import GatewayError, MethodNotAllowed, NotFound
+from dataplane.edge import Edge
+from dataplane.errors import NotFound
 from dataplane.forward import make_upstream
 from dataplane.keycache import KeyCache
-from dataplane.providers.families import error_response, family_of
 from dataplane.spool import DeadLetters, Spool
 from spendgate.v1 import keys_pb2_grpc, usage_pb2_grpc
 
@@ -102,7 +99,7 @@ async def connect_grpc(settings: Settings) -> AsyncIterator[Worker]:
         await channel.close()
 
 
-def create_app(settings: Settings | None = None, connect: Connect = connect_grpc) -> Starlette:
+def create_app(settings: Settings | None = None, connect: Connect = connect_grpc) -> Edge:
     settings = settings or Settings.from_env()
     if not logging.getLogger().handlers:
         handler = logging.StreamHandler()
@@ -114,7 +111,7 @@ def create_app(settings: Settings | None = None, connect: Connect = connect_grpc
     state: dict[str, Worker] = {}
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: object) -> AsyncIterator[None]:
         async with connect(settings) as worker:
             state["worker"] = worker
             yield
@@ -172,42 +169,7 @@ def create_app(settings: Settings | None = None, connect: Connect = connect_grpc
         rest_route("key_usage", "/v1/keys/{key_id}/usage", "GET"),
         rest_route("usage", "/v1/usage", "GET"),
     ]
-    return Starlette(
-        routes=routes,
-        lifespan=lifespan,
-        middleware=[Middleware(requestid.RequestIdMiddleware)],
-        exception_handlers={
-            GatewayError: _gateway_error,
-            ClientDisconnect: _client_gone,
-            HTTPException: _http_error,
-        },
-    )
-
-
-# Errors, answered in the shape of the provider whose route was called (errors.family_of).
-
-
-async def _gateway_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, GatewayError)
-    return error_response(exc, family_of(request.scope))
-
-
-async def _client_gone(request: Request, exc: Exception) -> Response:
-    return Response(status_code=499)  # nobody is listening; logged as such by the server
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    """Starlette's own 404 / 405, in the OpenAI error shape instead of plain text."""
-    assert isinstance(exc, HTTPException)
-    if exc.status_code == 405:
-        error: GatewayError = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}.")
-    elif exc.status_code == 404:
-        error = NotFound(
-            f"Unknown route {request.method} {request.url.path}: see the gateway's README for its routes."
-        )
-    else:
-        return Response(exc.detail, status_code=exc.status_code)
-    return error_response(error, family_of(request.scope))
+    return Edge(Router(routes, lifespan=lifespan))
 
 
 @dataclass(frozen=True)

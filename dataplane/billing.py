@@ -2,7 +2,7 @@
 
 The provider's own counts win whenever it reported them. When it did not (a
 stream cut off before its usage event, a body with no usage), the gateway
-bills what it can show was delivered, flagged `estimated`:
+bills what it can show the provider did, flagged `estimated`:
 
 | upstream answer                    | usage seen                        | billed                                   |
 |------------------------------------|-----------------------------------|------------------------------------------|
@@ -10,10 +10,16 @@ bills what it can show was delivered, flagged `estimated`:
 | no response body parsed            | none                              | nothing                                  |
 | characters, audio time or images   | those units                       | them, as reported (flag kept)            |
 | tokens                             | output reported                   | as reported; input estimated if missing  |
-| tokens                             | no output count, text delivered   | input (reported or estimated) + ceil(delivered bytes / 4) output, estimated |
-| tokens                             | input only, nothing delivered     | the input, output 0, estimated           |
+| tokens, a JSON body cut mid-way    | no output count                   | input + the reservation's output bound   |
+| tokens, a model that may reason    | no output count                   | input + the reservation's output bound   |
+| tokens                             | no output count, text delivered   | input + ceil(delivered bytes / 4) output |
+| tokens                             | input only, nothing delivered     | the input, output 0                      |
 | tokens                             | nothing reported or delivered     | nothing                                  |
 
+A JSON body is sent only once the whole answer has been generated, so one that
+broke off was paid for in full. A reasoning model's thinking is output no stream
+shows (reasoning.py), so its delivered text bounds nothing: the reservation's
+output bound, which is what it was allowed to think and say, is billed instead.
 The input estimate is ceil(request bytes / 4) tokens: a typical tokenizer's
 ratio, not the reservation's upper bound (which counts a token per byte)."""
 
@@ -57,15 +63,29 @@ class Bill:
 NOTHING = Bill({name: 0 for name in UNITS}, estimated=False)
 
 
-def bill(usage: Usage | None, http_status: int, input_estimate: int) -> Bill:
+@dataclass(frozen=True)
+class Fallback:
+    """What the request was reserved for, for a response whose output was never counted."""
+
+    input_tokens: int  # ceil(request bytes / 4)
+    output_tokens: int  # the reservation's output bound: the request's limit (else the model's) x answers
+    stream: bool
+    hidden_reasoning: bool  # the model may think in tokens the response does not show
+
+
+def bill(usage: Usage | None, http_status: int, fallback: Fallback) -> Bill:
     if usage is None or http_status >= 400:
         return NOTHING  # upstream refused: costs nothing
     non_token = any(getattr(usage, name) is not None for name in NON_TOKEN)
     reported = usage.output_tokens is not None or non_token
-    if not reported and usage.delivered_text_bytes == 0 and usage.input_tokens is None:
-        return NOTHING  # nothing came back
-    output = usage.output_tokens if reported else -(-usage.delivered_text_bytes // 4)
-    inputs = usage.input_tokens if usage.input_tokens is not None or non_token else input_estimate
+    output = usage.output_tokens
+    if not reported:
+        output = -(-usage.delivered_text_bytes // 4)
+        if fallback.hidden_reasoning or not (fallback.stream or usage.complete):
+            output = max(output, fallback.output_tokens)
+        if output == 0 and usage.input_tokens is None:
+            return NOTHING  # nothing came back
+    inputs = usage.input_tokens if usage.input_tokens is not None or non_token else fallback.input_tokens
     units = {name: getattr(usage, name) or 0 for name in UNITS}
     units["input_tokens"] = inputs or 0
     units["output_tokens"] = output or 0

@@ -112,6 +112,9 @@ class Settings:
     reservation_ttl_ms: int = 10 * 60 * 1000
     upstream_connect_timeout: float = 10.0
     upstream_read_timeout: float = 600.0
+    # How long a stream is still read after its client left, for the provider's own usage
+    # counts (metering.py); past it, or at 0, it is cut and billed as estimated (billing.py).
+    drain_seconds: float = 120.0
     upstream_client: str = "aiohttp"  # or "httpx" (httpx2): dataplane/forward.py
     spool_dir: Path | None = None
     # Budget blocks for busy keys (budget.py); off, every metered request does a Reserve round trip.
@@ -154,6 +157,7 @@ class Settings:
             key_cache_ttl_seconds=float(env.get("SPENDGATE_KEY_CACHE_TTL", 30.0)),
             upstream_connect_timeout=float(env.get("SPENDGATE_UPSTREAM_CONNECT_TIMEOUT", 10.0)),
             upstream_read_timeout=float(env.get("SPENDGATE_UPSTREAM_READ_TIMEOUT", 600.0)),
+            drain_seconds=float(env.get("SPENDGATE_DRAIN_SECONDS", 120.0)),
             upstream_client=_choice(env, "SPENDGATE_UPSTREAM_CLIENT", ("aiohttp", "httpx")),
             spool_dir=_spool_dir(env),
             reservation_ttl_ms=int(env.get("SPENDGATE_RESERVATION_TTL_MS", 10 * 60 * 1000)),

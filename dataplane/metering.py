@@ -12,7 +12,7 @@ import time
 from typing import Protocol
 
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from dataplane.forward import StreamBroken, UpstreamResponse, downstream_headers
 from dataplane.providers.families import ADAPTERS, Family
@@ -36,12 +36,24 @@ class Meter(Protocol):
 
 
 class MeteredStream(Response):
-    """Streams an upstream body to the client chunk by chunk through a usage
-    parser. A client disconnect cancels the pump; either way the upstream
-    response is closed and the meter is told what was delivered."""
+    """Streams an upstream body to the client chunk by chunk through a usage parser,
+    in the request's own task. The upstream response is always closed and the meter
+    always told what was delivered.
+
+    A client that leaves does not stop the reading: the provider did (a JSON body) or
+    is doing (a stream) the work, so the body is read to its end and billed from the
+    provider's own counts. A JSON body is read to its end unconditionally (bounded by
+    the upstream read timeout); a stream is drained for at most `drain_seconds` after
+    the client left, then cut and billed as estimated (billing.py). Only a stream has
+    a listener for the disconnect: what it changes is when the drain ends."""
 
     def __init__(
-        self, upstream: UpstreamResponse, parser: UsageParser | None, meter: Meter, family: Family
+        self,
+        upstream: UpstreamResponse,
+        parser: UsageParser | None,
+        meter: Meter,
+        family: Family,
+        drain_seconds: float,
     ) -> None:
         self.status_code = upstream.status
         self.background = None
@@ -53,37 +65,40 @@ class MeteredStream(Response):
         self._parser = parser
         self._meter = meter
         self._family = family
-        self._finished = False
+        self._drain_seconds = drain_seconds
+        self._gone = False  # the client left
+        self._unseen = False  # and the upstream sent more after it had
         self._sse = any(
             n.lower() == "content-type" and v.startswith("text/event-stream") for n, v in upstream.headers
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        pump = asyncio.create_task(self._pump(send))
-        listener = asyncio.create_task(_wait_disconnect(receive))
+        if not self._sse:
+            await self._pump(send)
+            return
         try:
-            await asyncio.wait({pump, listener}, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:  # this request's task: the pump settles what it delivered
-            pump.cancel()
-            listener.cancel()
-            await asyncio.gather(pump, listener, return_exceptions=True)
-            raise
-        if not pump.done() and not self._finished:
-            pump.cancel()  # the client hung up: stop reading from upstream
-        listener.cancel()
-        for result in await asyncio.gather(pump, listener, return_exceptions=True):
-            if isinstance(result, UpstreamAborted):
-                raise result  # the server drops the connection: the client sees the cut
-            if isinstance(result, Exception) and not isinstance(result, OSError):
-                log.error("streaming a response failed", exc_info=result)
+            async with asyncio.timeout(None) as drain:
+                listener = asyncio.create_task(self._listen(receive, drain))
+                try:
+                    await self._pump(send)
+                finally:
+                    listener.cancel()
+        except TimeoutError:
+            log.info("stopped reading an abandoned stream after %.0f s", self._drain_seconds)
+
+    async def _listen(self, receive: Receive, drain: asyncio.Timeout) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self._gone = True
+        drain.reschedule(asyncio.get_running_loop().time() + self._drain_seconds)
 
     async def _pump(self, send: Send) -> None:
         outcome = Outcome.OK if self.status_code < 400 else Outcome.UPSTREAM_ERROR
         parser = self._parser
         first = True
         try:
-            await send(
-                {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            await self._send(
+                send, {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
             )
             try:
                 async for chunk in self._upstream.body:
@@ -92,7 +107,7 @@ class MeteredStream(Response):
                         self._meter.ttfb_ms = now_ms() - self._meter.started_ms
                         first = False
                     if out:
-                        await send({"type": "http.response.body", "body": out, "more_body": True})
+                        await self._send(send, {"type": "http.response.body", "body": out, "more_body": True})
             except StreamBroken as exc:
                 log.warning("upstream response ended early: %s", exc.__class__.__name__)
                 outcome = Outcome.UPSTREAM_ABORTED
@@ -101,29 +116,33 @@ class MeteredStream(Response):
             tail = parser.flush() if parser else b""
             if outcome == Outcome.UPSTREAM_ABORTED:
                 tail += ADAPTERS[self._family].stream_abort()  # the SDK raises its usual stream error
-            await send({"type": "http.response.body", "body": tail, "more_body": False})
-            self._finished = True
-        except (asyncio.CancelledError, OSError):
+            await self._send(send, {"type": "http.response.body", "body": tail, "more_body": False})
+        except asyncio.CancelledError:  # the drain's end, or the worker's shutdown
             outcome = Outcome.CLIENT_DISCONNECTED
             raise
         finally:
             # Meter first: it is synchronous, so a cancellation arriving while
             # the upstream connection closes cannot lose the settlement.
             usage = parser.close() if parser else None
-            if outcome is Outcome.CLIENT_DISCONNECTED and usage is not None and usage.complete:
+            if outcome is Outcome.OK and self._unseen:
+                outcome = Outcome.CLIENT_DISCONNECTED  # left mid-answer (and drained)
+            elif outcome is Outcome.CLIENT_DISCONNECTED and not self._unseen and usage and usage.complete:
                 # The client had the whole answer (an SDK closes as soon as it reads the
                 # terminal event, often before the body's last empty frame): not a hang-up.
                 outcome = Outcome.OK
             self._meter.done(usage, outcome)
             await self._upstream.aclose()
 
+    async def _send(self, send: Send, message: Message) -> None:
+        """To the client while it is there; what it would have missed is noted."""
+        if self._gone:
+            self._unseen = self._unseen or bool(message.get("body"))
+            return
+        try:
+            await send(message)
+        except OSError:  # a server that raises on a closed connection (Hypercorn drops the bytes)
+            self._gone = self._unseen = True
+
 
 class UpstreamAborted(Exception):
     """The upstream connection broke in the middle of a non-streamed body."""
-
-
-async def _wait_disconnect(receive: Receive) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return

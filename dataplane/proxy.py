@@ -27,7 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from dataplane import estimate, requestid
 from dataplane.auth import Keys, authenticate
-from dataplane.billing import bill
+from dataplane.billing import Fallback, bill
 from dataplane.budget import Decision, Reserver
 from dataplane.config import PROVIDERS, Settings
 from dataplane.errors import (
@@ -49,6 +49,7 @@ from dataplane.metering import MeteredStream, now_ms
 from dataplane.pricing import Catalog, ModelPrice
 from dataplane.providers.families import FAMILY_KEY
 from dataplane.providers.usage import ParseContext, Usage
+from dataplane.reasoning import may_reason
 from dataplane.routes import ROUTES, Route
 from dataplane.settlement import Outcome, Settlement
 from spendgate.contract import format_usd
@@ -84,6 +85,7 @@ async def read_raw(request: Request, limit: int) -> bytes:
 
 
 CATALOG_WAIT_SECONDS = 5.0
+MAX_UNITS = 2**31  # an output bound billed in place of a count: `n: 10**30` must not reach the ledger
 PATH_PARAM = re.compile(r"[A-Za-z0-9_~.:-]+")
 
 
@@ -128,7 +130,7 @@ class Prepared:
     body: bytes
     stream: bool
     strip_usage: bool
-    input_estimate: int  # tokens, for an aborted response that never reported input
+    fallback: Fallback  # what is billed for a response that never reported its usage
     view: RequestView
 
 
@@ -170,7 +172,12 @@ def prepare(raw: bytes, view: RequestView, route: Route, key: KeyState, catalog:
         body=json.dumps(body).encode() if changed else raw,
         stream=stream,
         strip_usage=strip,
-        input_estimate=-(-len(raw) // 4),
+        fallback=Fallback(
+            input_tokens=-(-len(raw) // 4),
+            output_tokens=min(estimate.output_limit(body, price) * estimate.choices(body), MAX_UNITS),
+            stream=stream,
+            hidden_reasoning=may_reason(body, price.model),
+        ),
         view=view,
     )
 
@@ -211,7 +218,7 @@ class Meter:
     def done(self, usage: Usage | None, outcome: Outcome) -> None:
         if not self._lease.held:
             return  # not metered
-        billed = bill(usage, self._status, self._p.input_estimate)
+        billed = bill(usage, self._status, self._p.fallback)
         self._lease.settle(
             Settlement(
                 request_id=self._lease.request_id,
@@ -294,4 +301,4 @@ async def _admit_and_forward(request: Request, route: Route, gateway: Gateway, l
             model=prepared.price.model,
         )
         parser = route.make_parser(context, prepared.strip_usage)
-    return MeteredStream(response, parser, meter, route.family)
+    return MeteredStream(response, parser, meter, route.family, gateway.settings.drain_seconds)

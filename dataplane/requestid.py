@@ -9,7 +9,7 @@ import contextvars
 import logging
 import uuid
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 HEADER = b"x-spendgate-request-id"
 SCOPE_KEY = "spendgate.request_id"
@@ -23,28 +23,6 @@ def of(scope: Scope) -> str:
     if not isinstance(rid, str):
         rid = scope[SCOPE_KEY] = uuid.uuid4().hex
     return rid
-
-
-class RequestIdMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        rid = of(scope)
-        token = current.set(rid)
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), (HEADER, rid.encode())]}
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            current.reset(token)
 
 
 class RequestIdFilter(logging.Filter):

@@ -75,7 +75,8 @@ Header knobs, all optional, are read from the request:
   error body (MiniMax's is an HTTP 200 with a `base_resp` error). Auth is
   checked first.
 * x-mock-delay-ms: N waits N ms before replying.
-* x-mock-chunk-delay-ms: N waits N ms between SSE events.
+* x-mock-chunk-delay-ms: N waits N ms between SSE events; for a JSON reply,
+  between the head and the body.
 * x-mock-abort-after: N sends N SSE events, counting garbage lines, and then
   closes the connection without the terminating chunk (for Gemini's streamed
   JSON array, N array elements). For a JSON reply, it sends the head and the
@@ -625,6 +626,13 @@ class _Connection(asyncio.Protocol):
                 transport.write(data[: len(head) + knobs.abort_after])
                 transport.close()
                 return
+            if knobs.chunk_delay_ms:  # the head, then the body a while later
+                head = _render_head(reply, keep_alive)
+                transport.write(data[: len(head)])
+                await asyncio.sleep(knobs.chunk_delay_ms / 1000)
+                if transport.is_closing():
+                    return
+                data = data[len(head) :]
             transport.write(data)
         else:
             transport.write(_render_head(reply, keep_alive))

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from dataplane.billing import NOTHING, bill
+from dataplane.billing import NOTHING, Fallback, bill
 from dataplane.providers.usage import Usage
 
 EST = 25  # the input estimate: ceil(100 request bytes / 4)
+BOUND = 300  # the reservation's output bound
+STREAM = Fallback(EST, BOUND, stream=True, hidden_reasoning=False)
+JSON = Fallback(EST, BOUND, stream=False, hidden_reasoning=False)
+REASONING = Fallback(EST, BOUND, stream=True, hidden_reasoning=True)
 
 
 def billed(**units: int) -> dict[str, int]:
@@ -57,5 +61,40 @@ def billed(**units: int) -> dict[str, int]:
     ],
 )
 def test_what_is_billed(usage: Usage | None, status: int, units: dict[str, int], estimated: bool) -> None:
-    result = bill(usage, status, EST)
+    result = bill(usage, status, STREAM)
+    assert (result.units, result.estimated) == (units, estimated)
+
+
+@pytest.mark.parametrize(
+    ("usage", "fallback", "units", "estimated"),
+    [
+        # a JSON body comes once the whole answer is generated: one cut mid-way was paid in full
+        (Usage(), JSON, billed(input_tokens=EST, output_tokens=BOUND), True),
+        (Usage(delivered_text_bytes=41), JSON, billed(input_tokens=EST, output_tokens=BOUND), True),
+        # a whole JSON body without usage: what it delivered, as for a stream
+        (
+            Usage(complete=True, delivered_text_bytes=41),
+            JSON,
+            billed(input_tokens=EST, output_tokens=11),
+            True,
+        ),
+        (Usage(complete=True), JSON, billed(), False),
+        # a model that may reason: its hidden thinking is bounded only by the reservation
+        (Usage(delivered_text_bytes=41), REASONING, billed(input_tokens=EST, output_tokens=BOUND), True),
+        (Usage(input_tokens=10), REASONING, billed(input_tokens=10, output_tokens=BOUND), True),
+        (Usage(), REASONING, billed(input_tokens=EST, output_tokens=BOUND), True),
+        (Usage(delivered_text_bytes=4_000), REASONING, billed(input_tokens=EST, output_tokens=1_000), True),
+        # ... and its own counts, when it sent them, as ever
+        (
+            Usage(input_tokens=10, output_tokens=40, reasoning_tokens=30),
+            REASONING,
+            billed(input_tokens=10, output_tokens=40, reasoning_tokens=30),
+            False,
+        ),
+    ],
+)
+def test_what_is_billed_when_output_was_never_counted(
+    usage: Usage, fallback: Fallback, units: dict[str, int], estimated: bool
+) -> None:
+    result = bill(usage, 200, fallback)
     assert (result.units, result.estimated) == (units, estimated)

@@ -1,4 +1,5 @@
-"""MeteredStream's ending, in process: what the meter is told when the client leaves."""
+"""MeteredStream's ending, in process: what the meter is told when the client leaves,
+and what is still read from the upstream after it has."""
 
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ from tests.dataplane.test_budget import run
 
 USAGE = b'data: {"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}\n\n'
 TEXT = b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
+DONE = b"data: [DONE]\n\n"
+JSON_BODY = (
+    b'{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant",'
+    b'"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":2}}'
+)
 
 
 class Told:
@@ -28,47 +34,79 @@ class Told:
         self.calls.append((usage, outcome))
 
 
-def ending(events: list[bytes]) -> tuple[Usage | None, Outcome]:
-    """The upstream sends `events`, then keeps its connection open; the client leaves
-    as soon as it has read them (as an SDK does after `[DONE]`)."""
+def ending(
+    before: list[bytes],
+    after: list[bytes] = [],  # noqa: B006 (never mutated)
+    *,
+    ends: bool = False,
+    sse: bool = True,
+    drain_seconds: float = 0.2,
+) -> tuple[Usage | None, Outcome, list[bytes], bool]:
+    """The upstream sends `before`; the client reads them and leaves; the upstream then
+    sends `after` and ends its body (`ends`) or keeps its connection open. Returns what
+    the meter was told, what the client was sent, and whether the upstream was closed."""
     told = Told()
+    sent: list[bytes] = []
+    closed: list[bool] = []
+    left = asyncio.Event()
 
     async def body() -> AsyncIterator[bytes]:
-        for event in events:
+        for event in before:
             yield event
-        await asyncio.Event().wait()  # the upstream's end of body has not arrived yet
-        yield b""  # pragma: no cover
+        await left.wait()
+        await asyncio.sleep(0.01)
+        for event in after:
+            yield event
+        if not ends:
+            await asyncio.Event().wait()  # the upstream's end of body has not arrived (yet)
 
-    async def closed() -> None:
-        pass
+    async def close() -> None:
+        closed.append(True)
 
     async def scenario() -> None:
-        upstream = UpstreamResponse(200, [("content-type", "text/event-stream")], body(), closed)
-        stream = MeteredStream(upstream, ChatParser(stream=True), told, Family.OPENAI)
-        sent: list[bytes] = []
-        left = asyncio.Event()
+        kind = "text/event-stream" if sse else "application/json"
+        upstream = UpstreamResponse(200, [("content-type", kind)], body(), close)
+        stream = MeteredStream(upstream, ChatParser(stream=sse), told, Family.OPENAI, drain_seconds)
 
         async def send(message: dict[str, object]) -> None:
-            sent.append(message.get("body", b""))  # type: ignore[arg-type]
-            if len(sent) > len(events):
-                left.set()
+            if message["type"] == "http.response.body":
+                sent.append(message["body"])  # type: ignore[arg-type]
+                if len(sent) >= len(before):
+                    left.set()
 
         async def receive() -> dict[str, object]:
             await left.wait()
             return {"type": "http.disconnect"}
 
+        if not before:
+            left.set()  # the client is gone before the reply
         await asyncio.wait_for(stream({"type": "http"}, receive, send), 5)  # type: ignore[arg-type]
 
     run(scenario)
-    (call,) = told.calls
-    return call
+    ((usage, outcome),) = told.calls
+    return usage, outcome, sent, closed == [True]
 
 
 def test_a_client_that_leaves_after_the_whole_answer_is_not_a_hang_up() -> None:
-    usage, outcome = ending([TEXT, USAGE, b"data: [DONE]\n\n"])
-    assert outcome is Outcome.OK and usage is not None and usage.output_tokens == 2
+    usage, outcome, _, closed = ending([TEXT, USAGE, DONE])
+    assert outcome is Outcome.OK and usage is not None and usage.output_tokens == 2 and closed
 
 
-def test_a_client_that_leaves_mid_answer_is() -> None:
-    usage, outcome = ending([TEXT])
-    assert outcome is Outcome.CLIENT_DISCONNECTED and usage is not None and usage.complete is False
+def test_a_stream_its_client_left_is_drained_for_the_providers_counts() -> None:
+    usage, outcome, sent, closed = ending([TEXT], [TEXT, TEXT, USAGE, DONE], ends=True)
+    assert outcome is Outcome.CLIENT_DISCONNECTED and closed
+    assert usage is not None and usage.complete and (usage.input_tokens, usage.output_tokens) == (5, 2)
+    assert sent == [TEXT]  # nothing is sent to a client that has gone
+
+
+def test_a_drain_that_outlasts_its_bound_is_cut_and_billed_from_what_came() -> None:
+    usage, outcome, sent, closed = ending([TEXT], [TEXT, TEXT], drain_seconds=0.2)
+    assert outcome is Outcome.CLIENT_DISCONNECTED and closed and sent == [TEXT]
+    assert usage is not None and not usage.complete and usage.output_tokens is None
+    assert usage.delivered_text_bytes == 6  # "hi" three times: the drained text counts too
+
+
+def test_a_json_answer_is_read_to_its_end_though_the_client_left_before_it() -> None:
+    usage, outcome, _, closed = ending([], [JSON_BODY], ends=True, sse=False, drain_seconds=0)
+    assert usage is not None and usage.complete and (usage.input_tokens, usage.output_tokens) == (5, 2)
+    assert outcome is Outcome.OK and closed

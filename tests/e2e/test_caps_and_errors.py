@@ -15,7 +15,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from fakeupstream.server import MockUpstream, count_prompt_tokens
+from fakeupstream.server import MockUpstream
 from tests.e2e.conftest import Account, Running, start_up, stop_up, upstream_env
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Count to ten."}]
@@ -118,28 +118,6 @@ def test_upstream_5xx_passes_through_and_costs_nothing(
     assert info.value.status_code == 500
     (event,) = account.events(str(user_key["id"]), 1)
     assert (event["cost_micros"], event["status"]) == (0, "upstream_error")
-
-
-def test_client_disconnect_mid_stream_bills_what_was_delivered(
-    gateway: Running, account: Account, user_key: dict[str, object]
-) -> None:
-    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True, "max_tokens": 200}
-    headers = {
-        "Authorization": f"Bearer {user_key['secret']}",
-        "x-mock-output-tokens": "200",
-        "x-mock-chunk-delay-ms": "20",
-    }
-    with httpx.stream("POST", gateway.base + "/v1/chat/completions", json=body, headers=headers) as response:
-        lines = []
-        for line in response.iter_lines():
-            lines.append(line)
-            if len(lines) >= 12:
-                break  # hang up after a few chunks
-    (event,) = account.events(str(user_key["id"]), 1)
-    assert event["status"] == "client_disconnected" and event["estimated"] is True
-    assert 0 < cast(int, event["output_tokens"]) < 200  # billed for what was delivered, not the whole answer
-    assert cast(int, event["input_tokens"]) >= count_prompt_tokens({"messages": MESSAGES})
-    assert account.key_usage(str(user_key["id"]))["reserved_micros"] == 0
 
 
 def test_upstream_dying_mid_stream_bills_what_was_delivered(

@@ -1,0 +1,81 @@
+"""The one ASGI middleware every request passes through, in front of the router.
+
+It gives the request its id (requestid.py) and the response its
+`x-spendgate-request-id` header, and turns whatever the route raised into an
+answer in the shape of the provider whose route was called (families.family_of):
+a GatewayError as itself, Starlette's 404 / 405 as NotFound / MethodNotAllowed,
+a client that left mid-upload as 499, anything else as a logged 500. Once a
+response has started nothing can be answered any more, so the error goes on to
+the server, which drops the connection (the client sees the cut).
+
+One layer instead of Starlette's three (ServerErrorMiddleware, ExceptionMiddleware
+and a request-id middleware, each wrapping every `send`): on a metered stream,
+every chunk pays for each wrapper (docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
+from starlette.routing import Router
+from starlette.types import Message, Receive, Scope, Send
+
+from dataplane import requestid
+from dataplane.errors import GatewayError, MethodNotAllowed, NotFound
+from dataplane.providers.families import error_response, family_of
+
+log = logging.getLogger(__name__)
+
+
+class Edge:
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.router(scope, receive, send)  # the lifespan
+            return
+        scope["app"] = self  # so the router raises its 404 / 405 instead of answering in plain text
+        rid = requestid.of(scope)
+        header = (requestid.HEADER, rid.encode())
+        token = requestid.current.set(rid)
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if not started and message["type"] == "http.response.start":
+                started = True
+                message = {**message, "headers": [*message.get("headers", ()), header]}
+            await send(message)
+
+        try:
+            await self.router(scope, receive, send_with_id)
+        except Exception as exc:
+            if started:
+                raise
+            await answer(scope, exc)(scope, receive, send_with_id)
+        finally:
+            requestid.current.reset(token)
+
+
+def answer(scope: Scope, exc: Exception) -> Response:
+    family = family_of(scope)
+    if isinstance(exc, GatewayError):
+        return error_response(exc, family)
+    if isinstance(exc, ClientDisconnect):
+        return Response(status_code=499)  # nobody is listening; logged as such by the server
+    if isinstance(exc, HTTPException):
+        what = f"{scope['method']} {scope['path']}"
+        if exc.status_code == 405:
+            return error_response(
+                MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}."), family
+            )
+        if exc.status_code == 404:
+            return error_response(
+                NotFound(f"Unknown route {what}: see the gateway's README for its routes."), family
+            )
+        return Response(exc.detail, status_code=exc.status_code)
+    log.error("request failed", exc_info=exc)
+    return error_response(GatewayError("The gateway failed to handle the request."), family)
