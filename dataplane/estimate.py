@@ -8,6 +8,13 @@ included) without a tokenizer. Output: the request's own limit
 generationConfig.maxOutputTokens, which counts thinking tokens too), else the
 model's catalog maximum, times the number of answers asked for (`n`, legacy
 completions' `best_of`, Gemini's candidateCount): each is generated and billed.
+When a body names several limits or counts, the largest wins (a provider may
+honour any one of them: DeepSeek reads `max_tokens` beside
+`max_completion_tokens`), and the output limit never exceeds the catalog maximum.
+Gemini reads proto field names as well as camelCase (`generation_config`,
+`max_output_tokens`, `candidate_count`, `inline_data`, `mime_type`, ...): each
+Gemini field read here is read in both spellings, and where both are sent, the
+larger estimate wins.
 
 Some input is not in the body's bytes, and is found by walking the body
 (iteratively: how deep it nests is the client's choice):
@@ -78,17 +85,14 @@ def _gemini_configs(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 
 def _requested_limit(body: Mapping[str, Any]) -> int | None:
-    for name in OUTPUT_LIMIT_FIELDS:
-        value = _count(body.get(name))
-        if value is not None:
-            return value
-    gemini = [
-        value
-        for config in _gemini_configs(body)
-        for value in (_count(config.get("maxOutputTokens")), _count(config.get("max_output_tokens")))
-        if value is not None
-    ]
-    return max(gemini) if gemini else None
+    """The largest output limit the body names, in any spelling: providers differ in which one
+    they honour (DeepSeek and other OpenAI-compatible ones read `max_tokens` even beside
+    `max_completion_tokens`), so only the largest bounds them all."""
+    fields = [body.get(name) for name in OUTPUT_LIMIT_FIELDS]
+    for config in _gemini_configs(body):
+        fields += [config.get("maxOutputTokens"), config.get("max_output_tokens")]
+    limits = [value for value in map(_count, fields) if value is not None]
+    return max(limits) if limits else None
 
 
 def output_limit(body: Mapping[str, Any], price: ModelPrice) -> int:
@@ -181,9 +185,31 @@ def _top_level_reference(body: Mapping[str, Any], provider: str) -> Reference | 
     return None
 
 
-def _mime(data: Mapping[str, Any]) -> str:
-    mime = data.get("mimeType", data.get("mime_type"))
-    return mime.lower() if isinstance(mime, str) else ""
+def _mimes(data: Mapping[str, Any]) -> list[str]:
+    """Both spellings: where a client sends both, the dearer reading of them wins."""
+    return [mime.lower() for mime in (data.get("mimeType"), data.get("mime_type")) if isinstance(mime, str)]
+
+
+def _gemini_data(node: Mapping[str, Any]) -> Reference | bool:
+    """A Gemini part's file or inline data, in either spelling (or both: the dearer wins)."""
+    image = False
+    for name in ("fileData", "file_data"):  # by URI: only an image has a bound
+        data = node.get(name)
+        if isinstance(data, Mapping):
+            mimes = _mimes(data)
+            other = [mime for mime in mimes if not mime.startswith("image/")]
+            if other or not mimes:
+                return _file(f"{name} ({other[0] if other else 'no mime type'})")
+            image = True
+    for name in ("inlineData", "inline_data"):  # inline: PDF pages and video frames are unbounded
+        data = node.get(name)
+        if isinstance(data, Mapping):
+            mimes = _mimes(data)
+            unbounded = [mime for mime in mimes if mime == "application/pdf" or mime.startswith("video/")]
+            if unbounded:
+                return _file(f"{name} ({unbounded[0]})")
+            image = image or any(mime.startswith("image/") for mime in mimes)
+    return image
 
 
 def _part(node: Mapping[str, Any]) -> Reference | bool:
@@ -198,20 +224,7 @@ def _part(node: Mapping[str, Any]) -> Reference | bool:
     source = node.get("source")
     if kind == "document" and isinstance(source, Mapping) and source.get("type") not in ("text", "content"):
         return _file("document")  # Anthropic: a PDF's pages by URL, file id or base64
-    for name in ("fileData", "file_data"):  # Gemini, by URI
-        data = node.get(name)
-        if isinstance(data, Mapping):
-            mime = _mime(data)
-            return True if mime.startswith("image/") else _file(f"{name} ({mime or 'no mime type'})")
-    for name in ("inlineData", "inline_data"):  # Gemini, inline: PDF pages and video frames
-        data = node.get(name)
-        if isinstance(data, Mapping):
-            mime = _mime(data)
-            if mime.startswith("image/"):
-                return True
-            if mime == "application/pdf" or mime.startswith("video/"):
-                return _file(f"{name} ({mime})")
-    return False
+    return _gemini_data(node)
 
 
 def unseen_inputs(body: Mapping[str, Any], provider: str) -> Unseen:

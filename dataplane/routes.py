@@ -124,7 +124,13 @@ ROUTES = (
     Route("/v1/chat/completions", Family.OPENAI, OPENAI_FAMILY, openai.ChatParser, inject_usage=True),
     Route("/v1/completions", Family.OPENAI, OPENAI_FAMILY, openai.ChatParser, inject_usage=True),
     Route("/v1/embeddings", Family.OPENAI, OPENAI_FAMILY, lambda _s, _x: openai.EmbeddingsParser()),
-    Route("/v1/responses", Family.OPENAI, OPENAI_FAMILY, lambda s, _x: openai.ResponsesParser(s)),
+    Route(
+        "/v1/responses",
+        Family.OPENAI,
+        OPENAI_FAMILY,
+        lambda s, _x: openai.ResponsesParser(s),
+        check=openai.refuse_background,
+    ),
     Route("/v1/messages", Family.ANTHROPIC, ("anthropic",), lambda s, _x: anthropic.MessagesParser(s)),
     Route(
         "/v1/messages/count_tokens",

@@ -8,6 +8,11 @@ Besides tokens, each reports the `service_tier` the response names (a price
 rule may depend on it), and `ResponsesParser` the `web_search_call` and
 `file_search_call` output items, which OpenAI bills per call.
 
+A Responses request with `background: true` answers `queued`, without usage,
+and the provider runs it later: the gateway would bill it 0. Such requests are
+refused (`refuse_background`, a 400 naming `background`) before anything is
+reserved or forwarded; polling the run to settle it is not built.
+
 Bounded body handling lives in jsonbody.py."""
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from dataplane.errors import GatewayError
+from dataplane.config import Settings
+from dataplane.errors import BadRequest, GatewayError
+from dataplane.inbound import RequestView
 from dataplane.providers.jsonbody import (
     TAIL_BYTES,
     BodyParser,
@@ -32,7 +39,7 @@ from dataplane.providers.jsonbody import (
 from dataplane.providers.sse import SSEEvent, SSESplitter
 from dataplane.providers.usage import Usage
 
-__all__ = ["ChatParser", "EmbeddingsParser", "ResponsesParser"]
+__all__ = ["ChatParser", "EmbeddingsParser", "ResponsesParser", "refuse_background"]
 
 # --- normalisation -------------------------------------------------------------------------
 
@@ -255,6 +262,19 @@ def _output_bytes(output: object) -> int:
         for part in as_objs(item.get("content")) + as_objs(item.get("summary")):
             total += utf8_len(part.get("text")) + utf8_len(part.get("refusal"))
     return total
+
+
+def refuse_background(view: RequestView, _settings: Settings) -> None:
+    """A background run would never be billed (see above). Anything but an absent, null or
+    `false` flag is refused: the provider might read it as true."""
+    flag = view.body.get("background")
+    if flag is not None and flag is not False:
+        raise BadRequest(
+            "Background runs (`background: true`) cannot be metered by this gateway: the provider "
+            "answers `queued`, without usage, and runs the request later. Send the request without "
+            "`background` and read the output from the response.",
+            param="background",
+        )
 
 
 class ResponsesParser(EventOrBodyParser):

@@ -50,7 +50,7 @@ def test_service_token_from_the_data_dir(tmp_path: Path) -> None:
 
 def test_output_limit_takes_the_request_limit_capped_by_the_catalog() -> None:
     assert output_limit({"max_tokens": 100}, MINI) == 100
-    assert output_limit({"max_completion_tokens": 50, "max_tokens": 100}, MINI) == 50
+    assert output_limit({"max_completion_tokens": 50, "max_tokens": 100}, MINI) == 100  # the larger
     assert output_limit({"max_output_tokens": 10**9}, MINI) == 16_384
     assert output_limit({}, MINI) == 16_384
     assert output_limit({"max_tokens": "100"}, MINI) == 16_384  # wrong type: fall back to the bound

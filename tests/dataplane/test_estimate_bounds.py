@@ -125,6 +125,41 @@ case(
     FLASH,
     output=300,
 )
+case(
+    "gemini both spellings, camelCase larger",
+    gemini(
+        generationConfig={"candidateCount": 3, "maxOutputTokens": 100},
+        generation_config={"candidate_count": 2, "max_output_tokens": 50},
+    ),
+    FLASH,
+    output=300,
+)
+case(
+    "gemini both spellings in one config, snake_case larger",
+    gemini(
+        generationConfig={
+            "maxOutputTokens": 50,
+            "max_output_tokens": 100,
+            "candidateCount": 1,
+            "candidate_count": 2,
+        }
+    ),
+    FLASH,
+    output=200,
+)
+case(
+    "gemini both spellings in one config, camelCase larger",
+    gemini(
+        generation_config={
+            "max_output_tokens": 50,
+            "maxOutputTokens": 100,
+            "candidate_count": 1,
+            "candidateCount": 2,
+        }
+    ),
+    FLASH,
+    output=200,
+)
 # Images: by URL, by file id, and inline (a flat-colour image of any size is a few bytes).
 case("chat image by URL", chat(CHAT_IMAGE), MINI, images=1, image=48_169)
 case(
@@ -198,6 +233,31 @@ case(
 case(
     "gemini fileData image",
     gemini(GEMINI_IMAGE, generationConfig={"maxOutputTokens": 100}),
+    FLASH,
+    images=1,
+    image=4_128,
+)
+case(
+    "gemini inline_data image, snake_case mime_type",
+    gemini(
+        {"inline_data": {"mime_type": "image/webp", "data": "UklG"}},
+        generationConfig={"maxOutputTokens": 100},
+    ),
+    FLASH,
+    images=1,
+    image=4_128,
+)
+case(
+    "gemini file_data image, snake_case mime_type",
+    gemini(
+        {
+            "file_data": {
+                "mime_type": "image/png",
+                "file_uri": "https://generativelanguage.googleapis.com/f/1",
+            }
+        },
+        generationConfig={"maxOutputTokens": 100},
+    ),
     FLASH,
     images=1,
     image=4_128,
@@ -306,6 +366,42 @@ case(
         {"inlineData": {"mimeType": "application/pdf", "data": "JVBE"}},
         generationConfig={"maxOutputTokens": 100},
     ),
+    FLASH,
+    referenced=1_000_000,
+)
+case(
+    "gemini inline_data pdf, snake_case mime_type",
+    gemini(
+        {"inline_data": {"mime_type": "application/pdf", "data": "JVBE"}},
+        generationConfig={"maxOutputTokens": 100},
+    ),
+    FLASH,
+    referenced=1_000_000,
+)
+case(
+    "gemini inline video under mime_type beside an image mimeType",
+    gemini(
+        {"inlineData": {"mimeType": "image/png", "mime_type": "video/mp4", "data": "AAAA"}},
+        generationConfig={"maxOutputTokens": 100},
+    ),
+    FLASH,
+    referenced=1_000_000,
+)
+case(
+    "gemini file_data video beside a fileData image",
+    gemini(
+        {
+            "fileData": {"mimeType": "image/png", "fileUri": "https://generativelanguage.googleapis.com/f/1"},
+            "file_data": {"mime_type": "video/mp4", "file_uri": "https://youtu.be/x"},
+        },
+        generationConfig={"maxOutputTokens": 100},
+    ),
+    FLASH,
+    referenced=1_000_000,
+)
+case(
+    "gemini snake_case google_search tool",
+    gemini(tools=[{"google_search": {}}], generation_config={"max_output_tokens": 100}),
     FLASH,
     referenced=1_000_000,
 )
@@ -430,11 +526,45 @@ def test_what_the_body_does_contain_adds_nothing() -> None:
             ),
             FLASH,
         ),
+        (  # the caller runs these tools in either spelling
+            gemini(
+                {"inline_data": {"mime_type": "audio/ogg", "data": "T2dn"}},
+                tools=[
+                    {"function_declarations": [{"name": "f"}]},
+                    {"computer_use": {"environment": "ENVIRONMENT_BROWSER"}},
+                    {"computerUse": {"environment": "ENVIRONMENT_BROWSER"}},
+                ],
+                generation_config={"candidate_count": True},
+            ),
+            FLASH,
+        ),
     ]:
         assert estimate.tokens(view(body), price, STRICT) == estimate.upper_bound_micros(
             view(body).raw_len, body, price
         )
     assert estimate.choices({"n": True, "best_of": False, "generationConfig": {"candidateCount": 1.5}}) == 1
+
+
+# (body, the output limit it bounds) for gpt-4o-mini, whose catalog maximum is 16,384.
+LIMIT_SPELLINGS = [
+    ({"max_tokens": 1_000, "max_completion_tokens": 10}, 1_000),
+    ({"max_completion_tokens": 10, "max_tokens": 1_000}, 1_000),
+    ({"max_tokens": 10, "max_completion_tokens": 1_000}, 1_000),
+    ({"max_completion_tokens": 1_000, "max_tokens": 10}, 1_000),
+    ({"max_output_tokens": 1_000, "max_tokens": 10, "max_completion_tokens": 20}, 1_000),
+    ({"max_completion_tokens": 10, "max_tokens": 10**9}, 16_384),  # still capped by the catalog
+    ({"max_completion_tokens": 10, "max_tokens": "1000"}, 10),  # not a count: ignored
+    ({"max_tokens": 10, "generationConfig": {"maxOutputTokens": 1_000}}, 1_000),
+]
+
+
+@pytest.mark.parametrize(("body", "limit"), LIMIT_SPELLINGS, ids=[str(body) for body, _ in LIMIT_SPELLINGS])
+def test_several_output_limits_bound_by_the_largest(body: dict[str, Any], limit: int) -> None:
+    """DeepSeek and other OpenAI-compatible providers honour `max_tokens` even beside
+    `max_completion_tokens`: whichever a provider reads, the estimate must bound it."""
+    assert estimate.output_limit(body, MINI) == limit
+    request = chat(**body)
+    assert estimate.tokens(view(request), MINI, STRICT) == bound(request, MINI, output=limit)
 
 
 def test_deep_nesting_is_walked_without_recursion() -> None:
