@@ -14,6 +14,7 @@ every chunk pays for each wrapper (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from starlette.exceptions import HTTPException
@@ -23,10 +24,12 @@ from starlette.routing import Router
 from starlette.types import Message, Receive, Scope, Send
 
 from dataplane import requestid
-from dataplane.errors import GatewayError, MethodNotAllowed, NotFound
+from dataplane.errors import GatewayError, MethodNotAllowed, NotFound, TooLarge
 from dataplane.providers.families import error_response, family_of
 
 log = logging.getLogger(__name__)
+
+LINGER_SECONDS = 5.0
 
 
 class Edge:
@@ -42,6 +45,13 @@ class Edge:
         header = (requestid.HEADER, rid.encode())
         token = requestid.current.set(rid)
         started = False
+        unread = True  # the request body has not been read to its end
+
+        async def receive_noted() -> Message:
+            nonlocal unread
+            message = await receive()
+            unread = unread and message["type"] == "http.request" and message.get("more_body", False)
+            return message
 
         async def send_with_id(message: Message) -> None:
             nonlocal started
@@ -51,17 +61,51 @@ class Edge:
             await send(message)
 
         try:
-            await self.router(scope, receive, send_with_id)
+            await self.router(scope, receive_noted, send_with_id)
         except Exception as exc:
             if started:
                 raise
-            await answer(scope, exc)(scope, receive, send_with_id)
+            response = answer(scope, exc)
+            if unread:
+                await _answer_unread(response, scope, receive, send_with_id)
+            else:
+                await response(scope, receive, send_with_id)
         finally:
             requestid.current.reset(token)
 
 
+async def _answer_unread(response: Response, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer a request whose body was refused unread (too large, a bad key, ...).
+
+    The server queues the body for the app: left unread, it fills the queue and the
+    connection hangs, answer sent or not, while the client is still uploading (an
+    SDK reads no answer before its whole body is out). So the rest is read and
+    dropped, for up to LINGER_SECONDS, and then the answer sent: a client that has
+    finished uploading reads it. One still uploading after that gets the answer, a
+    `connection: close`, and the closed connection."""
+    discard = asyncio.ensure_future(_discard(receive))
+    try:
+        await asyncio.wait({discard}, timeout=LINGER_SECONDS)
+        if not discard.done():
+            response.headers["connection"] = "close"
+        await response(scope, receive, send)
+    finally:
+        discard.cancel()
+
+
+async def _discard(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+
+
 def answer(scope: Scope, exc: Exception) -> Response:
     family = family_of(scope)
+    if isinstance(exc, TooLarge):  # answered, and the connection with it (its client may not stop)
+        response = error_response(exc, family)
+        response.headers["connection"] = "close"
+        return response
     if isinstance(exc, GatewayError):
         return error_response(exc, family)
     if isinstance(exc, ClientDisconnect):
