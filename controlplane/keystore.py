@@ -24,6 +24,7 @@ MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 MAX_NAME = 200
 MAX_METADATA_ENTRIES = 64
+INT64_MAX = 2**63 - 1  # the database's BIGINT and the protobuf int64 fields
 
 
 @dataclass(frozen=True)
@@ -88,9 +89,12 @@ def decode_cursor(token: str, field: str = "page_token") -> int | None:
     if not token:
         return None
     try:
-        return int(base64.urlsafe_b64decode(token.encode()).decode())
+        seq = int(base64.urlsafe_b64decode(token.encode()).decode())
     except ValueError:
-        raise InvalidArgument(field, "is not a token this server issued") from None
+        seq = -1
+    if not 0 <= seq <= INT64_MAX:  # a forged number would overflow the query's BIGINT
+        raise InvalidArgument(field, "is not a token this server issued")
+    return seq
 
 
 class KeyStore:
@@ -127,12 +131,16 @@ class KeyStore:
         with self._engine.begin() as conn:
             done = conn.execute(
                 accounts.update()
-                .where(accounts.c.id == account_id)
+                # The sum must fit the BIGINT (SQLite would turn it into a float, PostgreSQL fail).
+                .where(accounts.c.id == account_id, accounts.c.credit_micros <= INT64_MAX - amount_micros)
                 .values(credit_micros=accounts.c.credit_micros + amount_micros)
             )
+            account = self._account(conn, account_id)  # NotFound if there is none
             if done.rowcount == 0:
-                raise NotFound(f"account {account_id} not found")
-            return self._account(conn, account_id)
+                raise InvalidArgument(
+                    "amount_micros", f"would take the account's credit past {INT64_MAX} micro-USD"
+                )
+            return account
 
     def account(self, account_id: str) -> Account:
         with self._engine.connect() as conn:

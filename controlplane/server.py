@@ -38,6 +38,8 @@ SERVICE_NAMES = (
     usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
 )
+# A call's metadata the control plane accepts; larger is refused by gRPC itself (RESOURCE_EXHAUSTED).
+MAX_METADATA_BYTES = 64 * 1024
 
 
 @dataclass
@@ -93,7 +95,14 @@ class ControlPlane:
             interceptors=[AuthInterceptor(Authenticator(self.tokens, self.keystore))],
             # gRPC's default SO_REUSEPORT lets a second server bind the same port and take
             # half the calls (with other tokens): a port in use must fail the start instead.
-            options=[("grpc.so_reuseport", 0)],
+            # gRPC refuses metadata over 8 KiB at random and over 16 KiB always (RESOURCE_EXHAUSTED,
+            # before any interceptor runs): with one limit of MAX_METADATA_BYTES, a long bogus
+            # credential gets the UNAUTHENTICATED every bad credential gets.
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+                ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
+            ],
         )
         keys_pb2_grpc.add_KeyServiceServicer_to_server(
             KeyService(self.keystore, self.feed, clock), self.server

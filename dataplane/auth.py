@@ -17,6 +17,17 @@ class Keys(Protocol):
 
 
 KEY_HEADERS = ("x-api-key", "xi-api-key", "x-goog-api-key")
+# A spendgate secret is `sg_live_` and 43 URL-safe base64 characters; this leaves room to spare.
+MAX_SECRET_CHARS = 256
+
+
+def plausible_secret(secret: str) -> bool:
+    """Whether `secret` could be a key at all: printable ASCII without spaces, of a key's length.
+
+    Anything else is refused as an incorrect key without asking the control plane: a
+    non-ASCII value cannot travel as gRPC metadata, and one of many kilobytes exceeds
+    gRPC's metadata limit (the key API would answer 500 or 503, not 401)."""
+    return len(secret) <= MAX_SECRET_CHARS and secret.isascii() and secret.isprintable() and " " not in secret
 
 
 def presented_key(request: Request) -> str | None:
@@ -36,6 +47,8 @@ async def authenticate(request: Request, keys: Keys) -> KeyState:
     secret = presented_key(request)
     if secret is None:
         raise Unauthorized("No API key provided. Send your spendgate key as the SDK's API key.")
+    if not plausible_secret(secret):
+        raise Unauthorized("Incorrect API key provided.")
     state = await keys.get(digest(secret))
     if state is None:
         raise Unauthorized("Incorrect API key provided.")

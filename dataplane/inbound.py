@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -23,6 +23,10 @@ BodyKind = Literal["json", "media", "multipart"]
 _MAX_FIELD_BYTES = 64 * 1024
 _BOUNDARY = re.compile(r'boundary=(?:"([^"]+)"|([^;,\s]+))', re.IGNORECASE)
 _DISPOSITION_NAME = re.compile(rb'\bname="([^"]*)"', re.IGNORECASE)
+# Deeper than any request a provider documents (JSON Schemas for tools and structured output
+# nest a few dozen levels at most), far shallower than the recursion limit (see parse_json).
+MAX_JSON_DEPTH = 256
+_TOO_DEEP = f"The JSON body of your request nests deeper than {MAX_JSON_DEPTH} levels."
 
 
 @dataclass(frozen=True)
@@ -37,14 +41,42 @@ class RequestView:
     json_body: bool = True  # whether `body` is what will be forwarded (and may be rewritten)
 
 
-def parse_json(raw: bytes) -> dict[str, Any]:
+def parse_json(raw: bytes, parse_float: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """The JSON object a client sent, or BadRequest: never an exception of the parser's own.
+
+    How deep a body nests is the client's choice, and Python's parser and serialiser both
+    recurse: past about a thousand levels `json.loads` raises RecursionError, and a body it
+    did parse could still overflow `json.dumps` when the gateway rewrites it, which runs
+    deeper in the stack. So a body nested deeper than MAX_JSON_DEPTH is refused here, far
+    below either limit, and whatever is accepted can be walked or re-serialised safely."""
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        body = json.loads(raw) if parse_float is None else json.loads(raw, parse_float=parse_float)
+    except RecursionError:
+        raise BadRequest(_TOO_DEEP) from None
+    except ValueError as exc:  # bad JSON or UTF-8, or an integer literal over 4,300 digits
         raise BadRequest(f"We could not parse the JSON body of your request: {exc}") from None
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.")
+    # Only a body with more brackets than the limit can nest past it: most are spared the walk.
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and nests_deeper(body, MAX_JSON_DEPTH):
+        raise BadRequest(_TOO_DEEP)
     return body
+
+
+def nests_deeper(value: object, limit: int) -> bool:
+    """Whether `value` has a container more than `limit` levels down (itself is level 1).
+    Iterative, so the check cannot itself run out of stack."""
+    if not isinstance(value, dict | list):
+        return False
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, dict | list):
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 def read_body(

@@ -5,15 +5,14 @@ another account's key id 404)."""
 
 from __future__ import annotations
 
-import json
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import grpc
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from dataplane.auth import presented_key
+from dataplane.auth import plausible_secret, presented_key
 from dataplane.errors import (
     BadRequest,
     ControlPlaneUnavailable,
@@ -21,8 +20,9 @@ from dataplane.errors import (
     NotFound,
     Unauthorized,
 )
+from dataplane.inbound import parse_json
 from spendgate import shapes
-from spendgate.contract import enum_values, parse_usd
+from spendgate.contract import enum_values, format_usd, parse_usd
 from spendgate.v1 import keys_pb2, keys_pb2_grpc, usage_pb2, usage_pb2_grpc
 
 STATUS = {
@@ -35,6 +35,11 @@ STATUS = {
 
 SCOPES = enum_values(keys_pb2.KeyScope)
 PERIODS = enum_values(keys_pb2.CapPeriod)
+# The protobuf fields the REST values travel in: a value outside its field's range is the
+# caller's mistake (400 naming the field), not an exception in the facade.
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+MAX_USD_EXPONENT = len(str(INT64_MAX // 1_000_000)) - 1  # INT64_MAX micros is 9.2e12 USD
 
 
 class KeysApi:
@@ -46,6 +51,8 @@ class KeysApi:
         secret = presented_key(request)
         if secret is None:
             raise Unauthorized("Send your master key as `Authorization: Bearer <key>`.")
+        if not plausible_secret(secret):  # could not even travel as gRPC metadata
+            raise Unauthorized("invalid credentials")
         try:
             return await method(message, metadata=(("authorization", f"Bearer {secret}"),), timeout=10)
         except grpc.aio.AioRpcError as exc:
@@ -59,13 +66,8 @@ class KeysApi:
 
     @staticmethod
     async def _json(request: Request) -> dict[str, Any]:
-        try:
-            body = json.loads(await request.body(), parse_float=Decimal)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BadRequest(f"We could not parse the JSON body of your request: {exc}") from None
-        if not isinstance(body, dict):
-            raise BadRequest("The request body must be a JSON object.")
-        return body
+        # Decimals stay exact (`max_spend_usd: 0.1`); depth and parser errors are 400s.
+        return parse_json(await request.body(), parse_float=Decimal)
 
     async def create(self, request: Request) -> Response:
         body = await self._json(request)
@@ -83,7 +85,7 @@ class KeysApi:
     async def list(self, request: Request) -> Response:
         params = request.query_params
         message = keys_pb2.ListKeysRequest(
-            page_size=_int(params.get("limit", "0"), "limit"),
+            page_size=_int(params.get("limit", "0"), "limit", INT32_MAX),
             page_token=params.get("page_token", ""),
             include_revoked=params.get("include_revoked", "false").lower() == "true",
         )
@@ -121,7 +123,8 @@ class KeysApi:
     async def usage(self, request: Request) -> Response:
         params = request.query_params
         message = usage_pb2.GetUsageRequest(
-            from_ms=_int(params.get("from_ms", ""), "from_ms"), to_ms=_int(params.get("to_ms", ""), "to_ms")
+            from_ms=_int(params.get("from_ms", ""), "from_ms", INT64_MAX),
+            to_ms=_int(params.get("to_ms", ""), "to_ms", INT64_MAX),
         )
         return JSONResponse(shapes.usage_json(await self._call(request, self._usage.GetUsage, message)))
 
@@ -129,7 +132,7 @@ class KeysApi:
         params = request.query_params
         message = usage_pb2.ListUsageEventsRequest(
             key_id=request.path_params["key_id"],
-            page_size=_int(params.get("limit", "0"), "limit"),
+            page_size=_int(params.get("limit", "0"), "limit", INT32_MAX),
             page_token=params.get("page_token", ""),
         )
         page = await self._call(request, self._usage.ListUsageEvents, message)
@@ -179,9 +182,23 @@ def _usd(value: Any, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
         raise BadRequest(f"{field}: must be a number of USD", param=field)
     try:
-        return parse_usd(value)
-    except ValueError as exc:
+        amount: Decimal | None = Decimal(str(value).strip())
+    except InvalidOperation:
+        amount = None  # parse_usd names the problem
+    # Decided from the exponent, before any arithmetic: `1e999990` would otherwise expand to a
+    # million-digit integer (seconds of CPU) and `1e-999999999` round to zero.
+    if amount is not None and amount.is_finite() and amount > 0:
+        if amount.adjusted() > MAX_USD_EXPONENT:
+            raise BadRequest(f"{field}: must be at most {format_usd(INT64_MAX)} USD", param=field)
+        if amount.adjusted() < -6:
+            raise BadRequest(f"{field}: USD amount finer than one micro-USD: {value!r}", param=field)
+    try:
+        micros = parse_usd(value)
+    except (ValueError, ArithmeticError) as exc:
         raise BadRequest(f"{field}: {exc}", param=field) from None
+    if micros > INT64_MAX:
+        raise BadRequest(f"{field}: must be at most {format_usd(INT64_MAX)} USD", param=field)
+    return micros
 
 
 def _models(body: dict[str, Any]) -> list[str]:
@@ -198,8 +215,12 @@ def _metadata(body: dict[str, Any]) -> dict[str, str]:
     return value
 
 
-def _int(text: str, field: str) -> int:
+def _int(text: str, field: str, most: int) -> int:
+    """A non-negative integer query parameter that fits its protobuf field."""
     try:
-        return int(text)
-    except ValueError:
+        value = int(text)
+    except ValueError:  # not an integer (or one of over 4,300 digits)
         raise BadRequest(f"{field}: must be an integer", param=field) from None
+    if not 0 <= value <= most:
+        raise BadRequest(f"{field}: must be an integer from 0 to {most}", param=field)
+    return value
