@@ -25,6 +25,7 @@ ratio, not the reservation's upper bound (which counts a token per byte)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dataplane.providers.usage import Usage
@@ -73,19 +74,23 @@ class Fallback:
     hidden_reasoning: bool  # the model may think in tokens the response does not show
 
 
-def bill(usage: Usage | None, http_status: int, fallback: Fallback) -> Bill:
+def bill(usage: Usage | None, http_status: int, fallback: Callable[[], Fallback]) -> Bill:
+    """`fallback` is asked only when the response left a token count out."""
     if usage is None or http_status >= 400:
         return NOTHING  # upstream refused: costs nothing
     non_token = any(getattr(usage, name) is not None for name in NON_TOKEN)
     reported = usage.output_tokens is not None or non_token
     output = usage.output_tokens
-    if not reported:
+    assumed = None if reported else fallback()
+    if assumed is not None:
         output = -(-usage.delivered_text_bytes // 4)
-        if fallback.hidden_reasoning or not (fallback.stream or usage.complete):
-            output = max(output, fallback.output_tokens)
+        if assumed.hidden_reasoning or not (assumed.stream or usage.complete):
+            output = max(output, assumed.output_tokens)
         if output == 0 and usage.input_tokens is None:
             return NOTHING  # nothing came back
-    inputs = usage.input_tokens if usage.input_tokens is not None or non_token else fallback.input_tokens
+    inputs = usage.input_tokens
+    if inputs is None and not non_token:
+        inputs = (assumed or fallback()).input_tokens
     units = {name: getattr(usage, name) or 0 for name in UNITS}
     units["input_tokens"] = inputs or 0
     units["output_tokens"] = output or 0

@@ -89,7 +89,7 @@ MAX_UNITS = 2**31  # an output bound billed in place of a count: `n: 10**30` mus
 PATH_PARAM = re.compile(r"[A-Za-z0-9_~.:-]+")
 
 
-def check_path(path: str, params: Mapping[str, str]) -> None:
+def check_path(params: Mapping[str, str]) -> None:
     """The path is forwarded as the client sent it: a parameter of `.`/`..` or with an
     escaped slash would walk out of the route upstream (with the operator's key). The
     route's other segments are literal, so its parameters are all there is to check."""
@@ -130,8 +130,17 @@ class Prepared:
     body: bytes
     stream: bool
     strip_usage: bool
-    fallback: Fallback  # what is billed for a response that never reported its usage
     view: RequestView
+
+    def fallback(self) -> Fallback:
+        """What is billed for a response that never reported its usage (asked only then)."""
+        body = self.view.body
+        return Fallback(
+            input_tokens=-(-self.view.raw_len // 4),
+            output_tokens=min(estimate.output_limit(body, self.price) * estimate.choices(body), MAX_UNITS),
+            stream=self.stream,
+            hidden_reasoning=may_reason(body, self.price.model),
+        )
 
 
 def resolve(route: Route, view: RequestView, model: str, catalog: Catalog) -> ModelPrice:
@@ -172,12 +181,6 @@ def prepare(raw: bytes, view: RequestView, route: Route, key: KeyState, catalog:
         body=json.dumps(body).encode() if changed else raw,
         stream=stream,
         strip_usage=strip,
-        fallback=Fallback(
-            input_tokens=-(-len(raw) // 4),
-            output_tokens=min(estimate.output_limit(body, price) * estimate.choices(body), MAX_UNITS),
-            stream=stream,
-            hidden_reasoning=may_reason(body, price.model),
-        ),
         view=view,
     )
 
@@ -250,9 +253,13 @@ async def handle(scope: Scope, receive: Receive, send: Send, route: Route, gatew
 async def _admit_and_forward(request: Request, route: Route, gateway: Gateway, lease: Lease) -> MeteredStream:
     """Errors raise: the app's handlers answer them in the route's shape, after the lease released."""
     # The gateway key never travels upstream, in a header or in the URL.
-    params = [(k, v) for k, v in request.query_params.multi_items() if k != "key"]
+    params = (
+        [(k, v) for k, v in request.query_params.multi_items() if k != "key"]
+        if request.scope["query_string"]
+        else []
+    )
     key = await authenticate(request, gateway.keys)
-    check_path(request.url.path, request.path_params)
+    check_path(request.path_params)
     if not gateway.catalog.loaded.is_set():  # a worker just started: never "no such model"
         try:
             await asyncio.wait_for(gateway.catalog.loaded.wait(), CATALOG_WAIT_SECONDS)
@@ -278,7 +285,7 @@ async def _admit_and_forward(request: Request, route: Route, gateway: Gateway, l
     try:
         response = await gateway.upstream.send(
             "POST",
-            upstream.url(request.url.path, urlencode(params)),
+            upstream.url(request.scope["path"], urlencode(params)),
             upstream_headers(request.headers.items(), upstream.auth_headers()),
             prepared.body,
         )

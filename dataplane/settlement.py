@@ -6,6 +6,7 @@ them (budget.py) and writing them to disk (spool.py), through `to_pb` / `from_pb
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -76,6 +77,11 @@ class Settlement:
         return self.units.get(name, 0)
 
     def to_pb(self) -> usage_pb2.SettleRequest:
+        """Built once (the spool and the delivery both want it): not to be modified."""
+        return self._pb
+
+    @functools.cached_property
+    def _pb(self) -> usage_pb2.SettleRequest:
         return usage_pb2.SettleRequest(
             request_id=self.request_id,
             key_id=self.key_id,

@@ -22,6 +22,7 @@ from dataplane import pricing, proxy
 from dataplane.app import Worker, create_app
 from dataplane.budget import Decision
 from dataplane.config import Settings
+from dataplane.errors import BadRequest
 from dataplane.forward import HttpxUpstream
 from dataplane.keycache import KeyState, digest
 from dataplane.settlement import Settlement
@@ -195,21 +196,12 @@ def test_unknown_routes_and_methods_answer_in_the_openai_error_shape(mock: MockU
 
 def test_a_path_parameter_cannot_walk_out_of_its_route(mock: MockUpstream) -> None:
     """`/v1/text-to-speech/..` would reach `/v1` upstream with the operator's key (issue 15.10)."""
-    import pytest as _pytest
-
-    from dataplane.errors import BadRequest
-
-    for path, params in [
-        ("/v1/text-to-speech/..", {"voice_id": ".."}),
-        ("/v1/text-to-speech/.", {"voice_id": "."}),
-        ("/v1/text-to-speech/a/../..", {"voice_id": "a/../.."}),
-        ("/v1/text-to-speech/a%2F..", {"voice_id": "a%2F.."}),
-    ]:
-        with _pytest.raises(BadRequest) as refused:
-            proxy.check_path(path, params)
+    for value in ("..", ".", "a/../..", "a%2F.."):
+        with pytest.raises(BadRequest) as refused:
+            proxy.check_path({"voice_id": value})
         assert refused.value.param == "voice_id"
-    proxy.check_path("/v1/text-to-speech/21m00Tcm4TlvDq8ikWAM/stream", {"voice_id": "21m00Tcm4TlvDq8ikWAM"})
-    proxy.check_path("/v1beta/models/gemini-2.5-pro:generateContent", {"model": "gemini-2.5-pro"})
+    proxy.check_path({"voice_id": "21m00Tcm4TlvDq8ikWAM"})
+    proxy.check_path({"model": "gemini-2.5-pro"})
 
     async def scenario(client: httpx.AsyncClient, budget: MemoryBudget) -> None:
         seen = len(mock.requests)

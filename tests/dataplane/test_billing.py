@@ -61,7 +61,7 @@ def billed(**units: int) -> dict[str, int]:
     ],
 )
 def test_what_is_billed(usage: Usage | None, status: int, units: dict[str, int], estimated: bool) -> None:
-    result = bill(usage, status, STREAM)
+    result = bill(usage, status, lambda: STREAM)
     assert (result.units, result.estimated) == (units, estimated)
 
 
@@ -96,5 +96,5 @@ def test_what_is_billed(usage: Usage | None, status: int, units: dict[str, int],
 def test_what_is_billed_when_output_was_never_counted(
     usage: Usage, fallback: Fallback, units: dict[str, int], estimated: bool
 ) -> None:
-    result = bill(usage, 200, fallback)
+    result = bill(usage, 200, lambda: fallback)
     assert (result.units, result.estimated) == (units, estimated)
