@@ -5,7 +5,8 @@ takes the audio itself as the body (or JSON `{"url": …}`), and OpenAI's
 `/v1/audio/transcriptions` is `multipart/form-data` with the audio file as one
 part. For those the gateway keeps the form's text fields (the model, the
 response format, …) and only the size of the uploaded media, which bounds the
-estimate. Pure functions over bytes; the body is forwarded untouched."""
+estimate. Pure functions over bytes (and `read_raw`, which reads a body within a limit);
+the body is forwarded untouched."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from dataplane.errors import BadRequest
+from starlette.requests import Request
+
+from dataplane.errors import BadRequest, TooLarge
 
 BodyKind = Literal["json", "media", "multipart"]
 
@@ -136,3 +139,17 @@ def parse_form(raw: bytes, content_type: str) -> tuple[dict[str, Any], int]:
         else:
             fields[key] = item
     return fields, upload
+
+
+async def read_raw(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"Request body is larger than this gateway's limit of {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"Request body is larger than this gateway's limit of {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)

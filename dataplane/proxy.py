@@ -36,13 +36,12 @@ from dataplane.errors import (
     Forbidden,
     GatewayError,
     OverCap,
-    TooLarge,
     Unauthorized,
     UnknownModel,
     UpstreamUnreachable,
 )
 from dataplane.forward import UpstreamClient, upstream_headers
-from dataplane.inbound import RequestView, parse_json, read_body
+from dataplane.inbound import RequestView, parse_json, read_body, read_raw
 from dataplane.keycache import KeyState
 from dataplane.lease import Lease
 from dataplane.metering import MeteredStream, now_ms
@@ -68,20 +67,6 @@ class Gateway:
     budget: Reserver
     catalog: Catalog
     upstream: UpstreamClient
-
-
-async def read_raw(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise TooLarge(f"Request body is larger than this gateway's limit of {limit} bytes.")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"Request body is larger than this gateway's limit of {limit} bytes.")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 CATALOG_WAIT_SECONDS = 5.0
@@ -196,7 +181,10 @@ def upper_bound(route: Route, prepared: Prepared, settings: Settings) -> int:
         now_ms(),
         str(prepared.view.body.get("service_tier") or ""),
     )
-    return (route.estimator or estimate.tokens)(prepared.view, price, limits)
+    # Every estimator's bound, however many images or answers a client asks for, must fit the ledger.
+    return min(
+        (route.estimator or estimate.tokens)(prepared.view, price, limits), estimate.MAX_ESTIMATE_MICROS
+    )
 
 
 def priced_units(price: ModelPrice) -> frozenset[str]:

@@ -20,7 +20,7 @@ from dataplane.errors import (
     NotFound,
     Unauthorized,
 )
-from dataplane.inbound import parse_json
+from dataplane.inbound import parse_json, read_raw
 from spendgate import shapes
 from spendgate.contract import enum_values, format_usd, parse_usd
 from spendgate.v1 import keys_pb2, keys_pb2_grpc, usage_pb2, usage_pb2_grpc
@@ -33,6 +33,7 @@ STATUS = {
 }
 
 
+MAX_BODY_BYTES = 64 * 1024  # a key's name, cap, models and metadata: far less than this
 SCOPES = enum_values(keys_pb2.KeyScope)
 PERIODS = enum_values(keys_pb2.CapPeriod)
 # The protobuf fields the REST values travel in: a value outside its field's range is the
@@ -67,7 +68,7 @@ class KeysApi:
     @staticmethod
     async def _json(request: Request) -> dict[str, Any]:
         # Decimals stay exact (`max_spend_usd: 0.1`); depth and parser errors are 400s.
-        return parse_json(await request.body(), parse_float=Decimal)
+        return parse_json(await read_raw(request, MAX_BODY_BYTES), parse_float=Decimal)
 
     async def create(self, request: Request) -> Response:
         body = await self._json(request)

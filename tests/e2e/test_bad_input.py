@@ -84,7 +84,9 @@ def test_a_deep_body_that_parses_is_refused_before_the_gateway_rewrites_it(
 def test_deeply_nested_json_on_the_key_api_is_a_400(gateway: Running, account: Account) -> None:
     key = account.mint("nested")
     headers = bearer(account.master_key)
-    for raw in (DEEP_ARRAYS, DEEP_OBJECTS):
+    # Within the key API's 64 KiB body limit, and past Python's recursion limit.
+    deep_arrays, deep_objects = b"[" * 30_000, b'{"a":' * 6_000 + b"1" + b"}" * 6_000
+    for raw in (deep_arrays, deep_objects):
         created = httpx.post(gateway.base + "/v1/keys", content=raw, headers=headers)
         assert_openai_400(created, "nests deeper than 256 levels")
         patched = httpx.patch(gateway.base + f"/v1/keys/{key['id']}", content=raw, headers=headers)
@@ -180,6 +182,25 @@ def test_candidate_count_outside_int64_is_never_a_500(
             headers=bearer(user_key["secret"]),
         )
         assert response.status_code in (200, 402), response.text
+
+
+@pytest.mark.parametrize("field", ["n", "partial_images"])
+@pytest.mark.parametrize("count", [10**15, 2**62, 10**30])
+def test_an_image_count_outside_int64_is_refused_over_the_cap_not_a_500(
+    gateway: Running, account: Account, mock: MockUpstream, field: str, count: int
+) -> None:
+    """Every estimator's bound is clamped before it reaches the ledger (proxy.upper_bound).
+    (A strict key: one that is not admits while anything is left, and the provider refuses.)"""
+    user_key = account.mint("images", max_spend_usd=5, strict=True)
+    seen = len(mock.requests)
+    body = {"model": "gpt-image-1", "prompt": "a cat", field: count}
+    if field == "partial_images":
+        body["stream"] = True
+    response = httpx.post(
+        gateway.base + "/v1/images/generations", json=body, headers=bearer(user_key["secret"])
+    )
+    assert response.status_code == 402, response.text
+    assert len(mock.requests) == seen
 
 
 # --- 15.9: credentials that cannot be keys -------------------------------------------------------

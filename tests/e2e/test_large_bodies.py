@@ -6,10 +6,11 @@ from __future__ import annotations
 import socket
 import time
 
+import httpx
 import openai
 import pytest
 
-from tests.e2e.conftest import Running
+from tests.e2e.conftest import Account, Running
 from tests.e2e.test_caps_and_errors import sdk
 
 BIG = 40 * 1024 * 1024  # over the default 32 MiB limit
@@ -43,10 +44,21 @@ def test_a_client_that_never_finishes_its_body_is_answered_and_disconnected(
             b"POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\n"
             + f"Authorization: Bearer {user_key['secret']}\r\n".encode()
             + f"Content-Type: application/json\r\nContent-Length: {BIG}\r\n\r\n".encode()
-            + b"{" + b" " * (2 * 1024 * 1024)  # and then nothing more
+            + b"{"
+            + b" " * (2 * 1024 * 1024)  # and then nothing more
         )
         received = b""
         while chunk := conn.recv(65536):  # until the gateway closes (a timeout fails the test)
             received += chunk
     head = received.split(b"\r\n\r\n", 1)[0].lower()
     assert head.startswith(b"http/1.1 413") and b"connection: close" in head
+
+
+def test_the_key_api_refuses_a_body_over_its_limit(gateway: Running, account: Account) -> None:
+    response = httpx.post(
+        gateway.base + "/v1/keys",
+        headers={"Authorization": f"Bearer {account.master_key}"},
+        json={"name": "x" * (1024 * 1024)},
+    )
+    assert response.status_code == 413 and "limit of 65536 bytes" in response.json()["error"]["message"]
+    assert response.headers["connection"] == "close"
