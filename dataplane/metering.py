@@ -71,6 +71,12 @@ class MeteredStream(Response):
         self._sse = any(
             n.lower() == "content-type" and v.startswith("text/event-stream") for n, v in upstream.headers
         )
+        if not self._sse:  # passed on byte for byte: its length holds (no chunked framing, one write less)
+            self.raw_headers += [
+                (b"content-length", v.encode("latin-1"))
+                for n, v in upstream.headers
+                if n.lower() == "content-length" and v.isdigit()
+            ][:1]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self._sse:

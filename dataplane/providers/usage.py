@@ -48,8 +48,9 @@ class UsageParser(Protocol):
 
     `feed` returns the bytes to pass on to the client (usually exactly what it
     was given; a parser may hold back part of an SSE event until it is whole,
-    or drop an event the gateway injected). `flush` returns whatever is still
-    held when the body ends. `close` returns the usage seen. None of them
+    or drop an event the gateway injected); a body that is not an SSE stream
+    is passed on byte for byte, since the client is told its upstream length.
+    `flush` returns whatever is still held when the body ends. `close` returns the usage seen. None of them
     raises on malformed input."""
 
     def feed(self, data: bytes) -> bytes: ...
