@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 
 import grpc
@@ -88,7 +89,10 @@ class ModelPrice:
 
 
 class Catalog:
-    def __init__(self, prices: list[ModelPrice] | None = None) -> None:
+    def __init__(
+        self, prices: list[ModelPrice] | None = None, on_replace: Callable[[], None] | None = None
+    ) -> None:
+        self._on_replace = on_replace
         self._by_qualified: dict[str, ModelPrice] = {}
         self._by_name: dict[str, list[ModelPrice]] = {}
         self.loaded = asyncio.Event()  # set once the first catalog is in (a worker starting)
@@ -102,6 +106,8 @@ class Catalog:
         self._by_qualified = {f"{p.provider}/{p.model}": p for p in prices}
         self._by_name = by_name
         self.loaded.set()
+        if self._on_replace is not None:
+            self._on_replace()
 
     def resolve(self, requested: str, providers: tuple[str, ...]) -> ModelPrice:
         """The catalog entry for a request's model (plain name or provider/model),
