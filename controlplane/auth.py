@@ -43,6 +43,7 @@ METHOD_ROLES: dict[str, Role] = {
     **{_USAGE + m: Role.SERVICE for m in ("Reserve", "Grant", "Settle", "SettleBatch", "Release")},
     **{_USAGE + m: Role.MASTER for m in ("GetUsage", "ListUsageEvents")},
     _USAGE + "ListPrices": Role.ANY,
+    _USAGE + "GetOwnKey": Role.ANY,  # any account key, for itself (the servicer checks it is a key)
     **{_ADMIN + m: Role.ADMIN for m in ("CreateAccount", "CreditWallet", "UpsertPrice")},
 }
 

@@ -27,3 +27,10 @@ def bounds(period: CapPeriod, now_ms: int) -> tuple[int, int]:
     start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     following = (start + timedelta(days=32)).replace(day=1)
     return _ms(start), _ms(following)
+
+
+def week_start(now_ms: int) -> int:
+    """Monday 00:00 UTC of the week containing now_ms (ISO weeks, as OpenRouter's usage_weekly)."""
+    day = bounds(CapPeriod.DAILY, now_ms)[0]
+    weekday = datetime.fromtimestamp(day // 1000, UTC).weekday()
+    return day - weekday * 86_400_000

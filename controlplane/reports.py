@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, case, func, select
 
 from controlplane.errors import InvalidArgument
 from controlplane.keystore import decode_cursor, encode_cursor, page_size
@@ -95,6 +95,16 @@ class Reports:
                     entry.key_id, entry.name, entry.totals + totals, entry.by_model
                 )
         return list(rollups.values())
+
+    def costs_since(self, key_id: str, starts_ms: tuple[int, ...]) -> tuple[int, ...]:
+        """The key's event costs since each start (micro-USD), in one pass over its events."""
+        e = usage_events.c
+        columns = [
+            func.coalesce(func.sum(case((e.ts_ms >= start, e.cost_micros), else_=0)), 0) for start in starts_ms
+        ]
+        with self._engine.connect() as conn:
+            row = conn.execute(select(*columns).where(e.key_id == key_id)).one()
+        return tuple(int(value) for value in row)
 
     def events(self, key_id: str, size: int, token: str) -> Page[UsageEvent]:
         """One key's events, newest first (the caller has checked ownership)."""

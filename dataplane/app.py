@@ -169,6 +169,7 @@ def create_app(settings: Settings | None = None, connect: Connect = connect_grpc
         rest_route("revoke", "/v1/keys/{key_id}", "DELETE"),
         rest_route("key_usage", "/v1/keys/{key_id}/usage", "GET"),
         rest_route("usage", "/v1/usage", "GET"),
+        rest_route("own_key", "/v1/key", "GET"),
     ]
     return Edge(Router(routes, lifespan=lifespan))
 

@@ -5,6 +5,9 @@ another account's key id 404)."""
 
 from __future__ import annotations
 
+import json
+import secrets
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -121,6 +124,36 @@ class KeysApi:
         message = keys_pb2.RevokeKeyRequest(key_id=request.path_params["key_id"])
         return JSONResponse(shapes.key_json((await self._call(request, self._keys.RevokeKey, message)).key))
 
+    async def own_key(self, request: Request) -> Response:
+        """GET /v1/key: the calling key's limit, usage and what is left, OpenRouter-shaped
+        (amounts in USD as exact numbers, and in micro-USD beside them)."""
+        reply = await self._call(request, self._usage.GetOwnKey, usage_pb2.GetOwnKeyRequest())
+        key = shapes.key_json(reply.key)
+        cap, remaining = key["max_spend_micros"], key["remaining_micros"]
+        doc: dict[str, Any] = {
+            "id": key["id"],
+            "label": key["name"],
+            "limit": None if cap is None else _USD(cap),
+            "limit_micros": cap,
+            "limit_remaining": None if remaining is None else _USD(remaining),
+            "limit_remaining_micros": remaining,
+            "limit_reset": None if key["cap_period"] == "lifetime" else key["cap_period"],
+            "usage": _USD(reply.lifetime_cost_micros),
+            "usage_micros": reply.lifetime_cost_micros,
+            "usage_daily": _USD(reply.day_cost_micros),
+            "usage_daily_micros": reply.day_cost_micros,
+            "usage_weekly": _USD(reply.week_cost_micros),
+            "usage_weekly_micros": reply.week_cost_micros,
+            "usage_monthly": _USD(reply.month_cost_micros),
+            "usage_monthly_micros": reply.month_cost_micros,
+            "period_usage_micros": key["spent_micros"],  # what the cap counts, this period
+            "reserved_micros": key["reserved_micros"],
+            "period_reset_ms": key["period_reset_ms"],
+            "expires_at": None,
+            "is_free_tier": False,
+        }
+        return _usd_numbers(doc)
+
     async def usage(self, request: Request) -> Response:
         params = request.query_params
         message = usage_pb2.GetUsageRequest(
@@ -225,3 +258,18 @@ def _int(text: str, field: str, most: int) -> int:
     if not 0 <= value <= most:
         raise BadRequest(f"{field}: must be an integer from 0 to {most}", param=field)
     return value
+
+
+def _usd_numbers(doc: dict[str, Any]) -> Response:
+    """JSON whose `_USD` values are exact decimal numbers (`4.91555`, never through a float):
+    OpenRouter's key endpoint gives amounts as numbers, and money here is never a float.
+    (Each is marked with a token no string in the document can know, then unquoted.)"""
+    mark = secrets.token_hex(8)
+    marked = {k: f"{mark}{format_usd(v.micros)}{mark}" if isinstance(v, _USD) else v for k, v in doc.items()}
+    text = json.dumps({"data": marked}).replace(f'"{mark}', "").replace(f'{mark}"', "")
+    return Response(text, media_type="application/json")
+
+
+@dataclass(frozen=True)
+class _USD:
+    micros: int

@@ -5,10 +5,11 @@ from __future__ import annotations
 import grpc
 from sqlalchemy import Engine
 
-from controlplane import auth, catalog
-from controlplane.errors import InvalidArgument, NotFound
+from controlplane import auth, catalog, periods
+from controlplane.errors import InvalidArgument, NotFound, PermissionDenied
 from controlplane.keystore import KeyStore
 from controlplane.ledger import Ledger, Settled, Settlement, SettleRefusal
+from controlplane.periods import CapPeriod
 from controlplane.records import Clock
 from controlplane.reports import Reports, Totals
 from controlplane.services import convert
@@ -139,6 +140,26 @@ class UsageService(usage_pb2_grpc.UsageServiceServicer):
             key=convert.key_to_pb(key, self._clock()),
             events=[convert.event_to_pb(e) for e in page.items],
             next_page_token=page.next_token,
+        )
+
+    def GetOwnKey(
+        self, request: usage_pb2.GetOwnKeyRequest, context: grpc.ServicerContext
+    ) -> usage_pb2.GetOwnKeyResponse:
+        principal = auth.current()
+        if not principal.key_id or not principal.account_id:
+            raise PermissionDenied("only an account's key can ask for itself")
+        key = self._keys.get_key(principal.account_id, principal.key_id)
+        now = self._clock()
+        day, month = periods.bounds(CapPeriod.DAILY, now)[0], periods.bounds(CapPeriod.MONTHLY, now)[0]
+        lifetime, today, week, this_month = self._reports.costs_since(
+            key.id, (0, day, periods.week_start(now), month)
+        )
+        return usage_pb2.GetOwnKeyResponse(
+            key=convert.key_to_pb(key, now),
+            lifetime_cost_micros=lifetime,
+            day_cost_micros=today,
+            week_cost_micros=week,
+            month_cost_micros=this_month,
         )
 
     def ListPrices(

@@ -458,3 +458,21 @@ class ListPricesResponse(_message.Message):
     prices: _containers.RepeatedCompositeFieldContainer[Price]
     fee_bps: int
     def __init__(self, prices: _Optional[_Iterable[_Union[Price, _Mapping]]] = ..., fee_bps: _Optional[int] = ...) -> None: ...
+
+class GetOwnKeyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetOwnKeyResponse(_message.Message):
+    __slots__ = ("key", "lifetime_cost_micros", "day_cost_micros", "week_cost_micros", "month_cost_micros")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    LIFETIME_COST_MICROS_FIELD_NUMBER: _ClassVar[int]
+    DAY_COST_MICROS_FIELD_NUMBER: _ClassVar[int]
+    WEEK_COST_MICROS_FIELD_NUMBER: _ClassVar[int]
+    MONTH_COST_MICROS_FIELD_NUMBER: _ClassVar[int]
+    key: _keys_pb2.Key
+    lifetime_cost_micros: int
+    day_cost_micros: int
+    week_cost_micros: int
+    month_cost_micros: int
+    def __init__(self, key: _Optional[_Union[_keys_pb2.Key, _Mapping]] = ..., lifetime_cost_micros: _Optional[int] = ..., day_cost_micros: _Optional[int] = ..., week_cost_micros: _Optional[int] = ..., month_cost_micros: _Optional[int] = ...) -> None: ...

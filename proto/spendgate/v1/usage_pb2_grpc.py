@@ -77,6 +77,11 @@ class UsageServiceStub:
                 request_serializer=spendgate_dot_v1_dot_usage__pb2.ListPricesRequest.SerializeToString,
                 response_deserializer=spendgate_dot_v1_dot_usage__pb2.ListPricesResponse.FromString,
                 _registered_method=True)
+        self.GetOwnKey = channel.unary_unary(
+                '/spendgate.v1.UsageService/GetOwnKey',
+                request_serializer=spendgate_dot_v1_dot_usage__pb2.GetOwnKeyRequest.SerializeToString,
+                response_deserializer=spendgate_dot_v1_dot_usage__pb2.GetOwnKeyResponse.FromString,
+                _registered_method=True)
 
 
 class UsageServiceServicer:
@@ -147,6 +152,15 @@ class UsageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetOwnKey(self, request, context):
+        """GetOwnKey returns the key the call is authenticated with (any account key, standard
+        or master): its cap and budget, and its spend by UTC day, week and month. For the
+        key holder's own view of what it has left (the REST facade's GET /v1/key).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UsageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -189,6 +203,11 @@ def add_UsageServiceServicer_to_server(servicer, server):
                     servicer.ListPrices,
                     request_deserializer=spendgate_dot_v1_dot_usage__pb2.ListPricesRequest.FromString,
                     response_serializer=spendgate_dot_v1_dot_usage__pb2.ListPricesResponse.SerializeToString,
+            ),
+            'GetOwnKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOwnKey,
+                    request_deserializer=spendgate_dot_v1_dot_usage__pb2.GetOwnKeyRequest.FromString,
+                    response_serializer=spendgate_dot_v1_dot_usage__pb2.GetOwnKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -410,6 +429,33 @@ class UsageService:
             '/spendgate.v1.UsageService/ListPrices',
             spendgate_dot_v1_dot_usage__pb2.ListPricesRequest.SerializeToString,
             spendgate_dot_v1_dot_usage__pb2.ListPricesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOwnKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spendgate.v1.UsageService/GetOwnKey',
+            spendgate_dot_v1_dot_usage__pb2.GetOwnKeyRequest.SerializeToString,
+            spendgate_dot_v1_dot_usage__pb2.GetOwnKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

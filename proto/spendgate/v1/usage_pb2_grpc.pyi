@@ -60,6 +60,11 @@ class UsageServiceStub:
     """ListUsageEvents pages through one key's events, newest first."""
     ListPrices: _grpc.UnaryUnaryMultiCallable[_usage_pb2.ListPricesRequest, _usage_pb2.ListPricesResponse]
     """ListPrices lists the catalog."""
+    GetOwnKey: _grpc.UnaryUnaryMultiCallable[_usage_pb2.GetOwnKeyRequest, _usage_pb2.GetOwnKeyResponse]
+    """GetOwnKey returns the key the call is authenticated with (any account key, standard
+    or master): its cap and budget, and its spend by UTC day, week and month. For the
+    key holder's own view of what it has left (the REST facade's GET /v1/key).
+    """
 
 @_typing.type_check_only
 class UsageServiceAsyncStub(UsageServiceStub):
@@ -93,6 +98,11 @@ class UsageServiceAsyncStub(UsageServiceStub):
     """ListUsageEvents pages through one key's events, newest first."""
     ListPrices: _aio.UnaryUnaryMultiCallable[_usage_pb2.ListPricesRequest, _usage_pb2.ListPricesResponse]  # type: ignore[assignment]
     """ListPrices lists the catalog."""
+    GetOwnKey: _aio.UnaryUnaryMultiCallable[_usage_pb2.GetOwnKeyRequest, _usage_pb2.GetOwnKeyResponse]  # type: ignore[assignment]
+    """GetOwnKey returns the key the call is authenticated with (any account key, standard
+    or master): its cap and budget, and its spend by UTC day, week and month. For the
+    key holder's own view of what it has left (the REST facade's GET /v1/key).
+    """
 
 class UsageServiceServicer(metaclass=_abc_1.ABCMeta):
     """UsageService holds budget before a request (Reserve), commits what it cost
@@ -171,5 +181,16 @@ class UsageServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_usage_pb2.ListPricesResponse, _abc.Awaitable[_usage_pb2.ListPricesResponse]]:
         """ListPrices lists the catalog."""
+
+    @_abc_1.abstractmethod
+    def GetOwnKey(
+        self,
+        request: _usage_pb2.GetOwnKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_usage_pb2.GetOwnKeyResponse, _abc.Awaitable[_usage_pb2.GetOwnKeyResponse]]:
+        """GetOwnKey returns the key the call is authenticated with (any account key, standard
+        or master): its cap and budget, and its spend by UTC day, week and month. For the
+        key holder's own view of what it has left (the REST facade's GET /v1/key).
+        """
 
 def add_UsageServiceServicer_to_server(servicer: UsageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
