@@ -100,7 +100,8 @@ class Reports:
         """The key's event costs since each start (micro-USD), in one pass over its events."""
         e = usage_events.c
         columns = [
-            func.coalesce(func.sum(case((e.ts_ms >= start, e.cost_micros), else_=0)), 0) for start in starts_ms
+            func.coalesce(func.sum(case((e.ts_ms >= start, e.cost_micros), else_=0)), 0)
+            for start in starts_ms
         ]
         with self._engine.connect() as conn:
             row = conn.execute(select(*columns).where(e.key_id == key_id)).one()
