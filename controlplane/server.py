@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 
 from controlplane import catalog
 from controlplane.auth import Authenticator, AuthInterceptor, Tokens
+from controlplane.exports import SinkConfig, runner_for
 from controlplane.keystore import KeyStore
 from controlplane.ledger import Ledger
 from controlplane.money import DEFAULT_FEE_BPS
@@ -54,6 +55,8 @@ class Config:
     sweep_seconds: float = 5.0
     admin_token: str = field(default_factory=lambda: os.environ.get("SPENDGATE_ADMIN_TOKEN", ""))
     service_token: str = field(default_factory=lambda: os.environ.get("SPENDGATE_SERVICE_TOKEN", ""))
+    # Billing-system sinks (controlplane/exports); None: those SPENDGATE_CONFIG / SPENDGATE_EXPORTS name.
+    exports: list[SinkConfig] | None = None
 
 
 def token_from_file(path: Path) -> tuple[str, bool]:
@@ -87,6 +90,7 @@ class ControlPlane:
         self.keystore = KeyStore(self.engine, clock)
         self.ledger = Ledger(self.engine, clock, config.fee_bps)
         self.feed = KeyChangeFeed(self.keystore, clock)
+        self.exports = runner_for(self.engine, config.exports, os.environ, clock)
         self._stopping = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep, name="lease-sweeper", daemon=True)
 
@@ -139,6 +143,7 @@ class ControlPlane:
     def start(self) -> None:
         self.feed.start()
         self._sweeper.start()
+        self.exports.start()
         self.server.start()
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -157,6 +162,7 @@ class ControlPlane:
         self.feed.stop()
         self.server.stop(grace).wait()
         self._sweeper.join(timeout=5)
+        self.exports.stop()
         self.engine.dispose()
 
     def wait(self) -> None:

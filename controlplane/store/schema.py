@@ -151,3 +151,22 @@ key_changes = Table(
     Column("kind", String(16), nullable=False),  # created | updated | revoked
     Column("created_ms", BigInteger, nullable=False),
 )
+
+# One row per billing-system sink (controlplane/exports): the last usage_events.seq the sink
+# acknowledged, and who may move it. `position` only moves forward, after the sink said yes.
+export_cursors = Table(
+    "export_cursors",
+    metadata,
+    Column("sink", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),  # stripe | lago | openmeter
+    Column("position", BigInteger, nullable=False),  # every event with seq <= position is delivered
+    Column("exported", BigInteger, nullable=False),  # events delivered, all time
+    Column("created_ms", BigInteger, nullable=False),
+    Column("last_success_ms", BigInteger, nullable=True),
+    Column("last_error", Text, nullable=False),  # empty after a success
+    Column("last_error_ms", BigInteger, nullable=True),
+    Column("failures", Integer, nullable=False),  # consecutive failed attempts
+    # A lease, so that of several control planes over one database one exports a sink at a time.
+    Column("owner", String(64), nullable=False),
+    Column("lease_until_ms", BigInteger, nullable=False),
+)
