@@ -14,7 +14,16 @@ from typing import Any, Protocol, TypeVar
 import grpc
 
 from spendgate.contract import enum_values
-from spendgate.v1 import admin_pb2, admin_pb2_grpc, keys_pb2, keys_pb2_grpc, usage_pb2, usage_pb2_grpc
+from spendgate.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    keys_pb2,
+    keys_pb2_grpc,
+    usage_pb2,
+    usage_pb2_grpc,
+    webhooks_pb2,
+    webhooks_pb2_grpc,
+)
 
 T = TypeVar("T")
 
@@ -54,6 +63,7 @@ class ControlPlaneClient:
         self.keys = keys_pb2_grpc.KeyServiceStub(self._channel)
         self.usage = usage_pb2_grpc.UsageServiceStub(self._channel)
         self.admin = admin_pb2_grpc.AdminServiceStub(self._channel)
+        self.webhooks = webhooks_pb2_grpc.WebhookServiceStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -170,6 +180,48 @@ class ControlPlaneClient:
     def list_prices(self, at_ms: int = 0, include_history: bool = False) -> usage_pb2.ListPricesResponse:
         request = usage_pb2.ListPricesRequest(at_ms=at_ms, include_history=include_history)
         return self._do(self.usage.ListPrices, request)
+
+    # webhooks (master key) ------------------------------------------------
+
+    def set_webhook_endpoint(
+        self, url: str, event_types: Sequence[str] = (), rotate_secret: bool = False
+    ) -> webhooks_pb2.SetWebhookEndpointResponse:
+        """Returns the endpoint and, when one was made, its signing secret (shown once)."""
+        request = webhooks_pb2.SetWebhookEndpointRequest(
+            url=url, event_types=list(event_types), rotate_secret=rotate_secret
+        )
+        return self._do(self.webhooks.SetWebhookEndpoint, request)
+
+    def get_webhook_endpoint(self) -> webhooks_pb2.WebhookEndpoint:
+        return self._do(self.webhooks.GetWebhookEndpoint, webhooks_pb2.GetWebhookEndpointRequest()).endpoint
+
+    def delete_webhook_endpoint(self) -> int:
+        request = webhooks_pb2.DeleteWebhookEndpointRequest()
+        return self._do(self.webhooks.DeleteWebhookEndpoint, request).dropped_deliveries
+
+    def set_key_thresholds(self, key_id: str, percents: Sequence[int]) -> list[int]:
+        request = webhooks_pb2.SetKeyThresholdsRequest(key_id=key_id, percents=list(percents))
+        return list(self._do(self.webhooks.SetKeyThresholds, request).percents)
+
+    def get_key_thresholds(self, key_id: str) -> list[int]:
+        request = webhooks_pb2.GetKeyThresholdsRequest(key_id=key_id)
+        return list(self._do(self.webhooks.GetKeyThresholds, request).percents)
+
+    def set_wallet_threshold(self, low_micros: int | None) -> int | None:
+        response = self._do(
+            self.webhooks.SetWalletThreshold, webhooks_pb2.SetWalletThresholdRequest(low_micros=low_micros)
+        )
+        return response.low_micros if response.HasField("low_micros") else None
+
+    def list_webhook_deliveries(
+        self, status: int = 0, page_size: int = 0, page_token: str = ""
+    ) -> webhooks_pb2.ListWebhookDeliveriesResponse:
+        request = webhooks_pb2.ListWebhookDeliveriesRequest(
+            status=status,  # type: ignore[arg-type]
+            page_size=page_size,
+            page_token=page_token,
+        )
+        return self._do(self.webhooks.ListWebhookDeliveries, request)
 
     # data plane (service token) -------------------------------------------
 

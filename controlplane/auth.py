@@ -36,6 +36,7 @@ class Role(enum.Enum):
 _KEYS = "/spendgate.v1.KeyService/"
 _USAGE = "/spendgate.v1.UsageService/"
 _ADMIN = "/spendgate.v1.AdminService/"
+_WEBHOOKS = "/spendgate.v1.WebhookService/"
 
 METHOD_ROLES: dict[str, Role] = {
     **{_KEYS + m: Role.MASTER for m in ("CreateKey", "GetKey", "ListKeys", "UpdateKey", "RevokeKey")},
@@ -45,6 +46,18 @@ METHOD_ROLES: dict[str, Role] = {
     _USAGE + "ListPrices": Role.ANY,
     _USAGE + "GetOwnKey": Role.ANY,  # any account key, for itself (the servicer checks it is a key)
     **{_ADMIN + m: Role.ADMIN for m in ("CreateAccount", "CreditWallet", "UpsertPrice")},
+    **{
+        _WEBHOOKS + m: Role.MASTER
+        for m in (
+            "SetWebhookEndpoint",
+            "GetWebhookEndpoint",
+            "DeleteWebhookEndpoint",
+            "SetKeyThresholds",
+            "GetKeyThresholds",
+            "SetWalletThreshold",
+            "ListWebhookDeliveries",
+        )
+    },
 }
 
 

@@ -31,15 +31,19 @@ granted only if it fits whole (and at most a quarter of what is left), so
 requests admitted against it — each only if its estimate fits what is left of
 the block — never overrun the cap. A Settle naming the grant moves its cost
 from the grant's amount to spent; a partial Release hands back the block's
-unused part; a full Release or expiry ends it."""
+unused part; a full Release or expiry ends it.
+
+A settle batch hands what it moved to the ledger's SpendObserver (alerts.Alerts: the
+threshold webhooks' outbox) last, inside the same transaction, so an event exists if and
+only if the spend that caused it committed. Reserve, the hot path, calls no observer."""
 
 from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, Row, select
 
@@ -175,11 +179,29 @@ def _check_request_id(request_id: str) -> None:
         raise InvalidArgument("request_id", f"must be 1 to {MAX_REQUEST_ID} characters")
 
 
+class SpendObserver(Protocol):
+    """Sees each settle batch's moves inside its transaction, after the account rows are
+    updated (and so locked): `keys_before` are the locked keys as the batch found them,
+    `key_spent` / `wallet_spent` what it added to their spend."""
+
+    def record(
+        self,
+        conn: Connection,
+        keys_before: Mapping[str, Key],
+        key_spent: Mapping[str, int],
+        wallet_spent: Mapping[str, int],
+        now_ms: int,
+    ) -> int: ...
+
+
 class Ledger:
-    def __init__(self, engine: Engine, clock: Clock, fee_bps: int) -> None:
+    def __init__(
+        self, engine: Engine, clock: Clock, fee_bps: int, observer: SpendObserver | None = None
+    ) -> None:
         self._engine = engine
         self._clock = clock
         self.fee_bps = fee_bps
+        self._observer = observer
 
     # helpers --------------------------------------------------------------
 
@@ -240,8 +262,9 @@ class Ledger:
 
     @staticmethod
     def _move_wallet(conn: Connection, account_id: str, reserved: int = 0, spent: int = 0) -> None:
-        """Always the last write of a transaction that has one: the account row
-        is shared by all of an account's keys, so its lock is held briefly."""
+        """Always the last write of a transaction that has one (but for the outbox rows of
+        a settle's alerts, which need the updated row): the account row is shared by all
+        of an account's keys, so its lock is held briefly."""
         conn.execute(
             accounts.update()
             .where(accounts.c.id == account_id)
@@ -548,6 +571,14 @@ class Ledger:
         # Last, in id order, so the shared account rows are locked only until the commit.
         for account_id, (reserved, spent) in sorted(wallet_moves.items()):
             self._move_wallet(conn, account_id, reserved=reserved, spent=spent)
+        if self._observer is not None and key_moves:
+            self._observer.record(
+                conn,
+                locked,
+                {k: spent for k, (_, spent) in key_moves.items()},
+                {a: spent for a, (_, spent) in wallet_moves.items()},
+                now,
+            )
         return out
 
     def release(self, request_id: str, amount_micros: int | None = None) -> bool:

@@ -1,6 +1,6 @@
 """The control plane process: storage, ledger, services, auth, reflection,
-health and the background threads (key change feed, lease sweeper), assembled
-in one place."""
+health and the background threads (key change feed, lease sweeper, webhook
+deliverer), assembled in one place."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from controlplane import catalog
+from controlplane.alerts import Alerts
 from controlplane.auth import Authenticator, AuthInterceptor, Tokens
+from controlplane.delivery import Deliverer, Policy
 from controlplane.exports import SinkConfig, runner_for
 from controlplane.keystore import KeyStore
 from controlplane.ledger import Ledger
@@ -28,9 +30,20 @@ from controlplane.reports import Reports
 from controlplane.services.admin import AdminService
 from controlplane.services.keys import KeyService
 from controlplane.services.usage import UsageService
+from controlplane.services.webhooks import WebhookService
 from controlplane.store import db
 from controlplane.watch import KeyChangeFeed
-from spendgate.v1 import admin_pb2, admin_pb2_grpc, keys_pb2, keys_pb2_grpc, usage_pb2, usage_pb2_grpc
+from controlplane.webhooks import WebhookStore
+from spendgate.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    keys_pb2,
+    keys_pb2_grpc,
+    usage_pb2,
+    usage_pb2_grpc,
+    webhooks_pb2,
+    webhooks_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +51,7 @@ SERVICE_NAMES = (
     keys_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
     usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+    webhooks_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
 )
 # A call's metadata the control plane accepts; larger is refused by gRPC itself (RESOURCE_EXHAUSTED).
 MAX_METADATA_BYTES = 64 * 1024
@@ -57,6 +71,12 @@ class Config:
     service_token: str = field(default_factory=lambda: os.environ.get("SPENDGATE_SERVICE_TOKEN", ""))
     # Billing-system sinks (controlplane/exports); None: those SPENDGATE_CONFIG / SPENDGATE_EXPORTS name.
     exports: list[SinkConfig] | None = None
+    # Webhook delivery (controlplane/delivery.py): the first retry's delay, doubled each time.
+    webhook_retry_base_ms: int = field(
+        default_factory=lambda: int(os.environ.get("SPENDGATE_WEBHOOK_RETRY_BASE_MS", "5000"))
+    )
+    webhook_max_attempts: int = Policy.max_attempts
+    webhook_poll_seconds: float = Policy.poll_seconds
 
 
 def token_from_file(path: Path) -> tuple[str, bool]:
@@ -88,7 +108,16 @@ class ControlPlane:
             log.info("catalog: %d price row(s) added", added)
 
         self.keystore = KeyStore(self.engine, clock)
-        self.ledger = Ledger(self.engine, clock, config.fee_bps)
+        self.ledger = Ledger(self.engine, clock, config.fee_bps, observer=Alerts())
+        self.deliverer = Deliverer(
+            self.engine,
+            clock,
+            Policy(
+                retry_base_ms=config.webhook_retry_base_ms,
+                max_attempts=config.webhook_max_attempts,
+                poll_seconds=config.webhook_poll_seconds,
+            ),
+        )
         self.feed = KeyChangeFeed(self.keystore, clock)
         self.exports = runner_for(self.engine, config.exports, os.environ, clock)
         self._stopping = threading.Event()
@@ -117,6 +146,9 @@ class ControlPlane:
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
             AdminService(self.engine, self.keystore, clock), self.server
         )
+        webhooks_pb2_grpc.add_WebhookServiceServicer_to_server(
+            WebhookService(WebhookStore(self.engine, clock)), self.server
+        )
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -144,6 +176,7 @@ class ControlPlane:
         self.feed.start()
         self._sweeper.start()
         self.exports.start()
+        self.deliverer.start()
         self.server.start()
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -163,6 +196,7 @@ class ControlPlane:
         self.server.stop(grace).wait()
         self._sweeper.join(timeout=5)
         self.exports.stop()
+        self.deliverer.stop()
         self.engine.dispose()
 
     def wait(self) -> None:

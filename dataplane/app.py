@@ -169,6 +169,13 @@ def create_app(settings: Settings | None = None, connect: Connect = connect_grpc
         rest_route("revoke", "/v1/keys/{key_id}", "DELETE"),
         rest_route("key_usage", "/v1/keys/{key_id}/usage", "GET"),
         rest_route("usage", "/v1/usage", "GET"),
+        rest_route("set_thresholds", "/v1/keys/{key_id}/thresholds", "PUT"),
+        rest_route("get_thresholds", "/v1/keys/{key_id}/thresholds", "GET"),
+        rest_route("set_webhook", "/v1/webhooks/endpoint", "PUT"),
+        rest_route("get_webhook", "/v1/webhooks/endpoint", "GET"),
+        rest_route("delete_webhook", "/v1/webhooks/endpoint", "DELETE"),
+        rest_route("set_wallet_threshold", "/v1/webhooks/wallet-threshold", "PUT"),
+        rest_route("webhook_deliveries", "/v1/webhooks/deliveries", "GET"),
         rest_route("own_key", "/v1/key", "GET"),
     ]
     return Edge(Router(routes, lifespan=lifespan))

@@ -1,7 +1,8 @@
 """The brief's REST API for keys and usage, translated to the control plane's
 gRPC. The caller's master key is passed through as the gRPC credential, so
 the control plane alone decides who may do what (a standard key gets 403,
-another account's key id 404)."""
+another account's key id 404). The webhook routes (endpoint, thresholds,
+deliveries) are answered the same way."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from dataplane.errors import (
 from dataplane.inbound import parse_json, read_raw
 from spendgate import shapes
 from spendgate.contract import enum_values, format_usd, parse_usd
-from spendgate.v1 import keys_pb2, keys_pb2_grpc, usage_pb2, usage_pb2_grpc
+from spendgate.v1 import keys_pb2, keys_pb2_grpc, usage_pb2, usage_pb2_grpc, webhooks_pb2, webhooks_pb2_grpc
 
 STATUS = {
     grpc.StatusCode.UNAUTHENTICATED: Unauthorized,
@@ -39,6 +40,7 @@ STATUS = {
 MAX_BODY_BYTES = 64 * 1024  # a key's name, cap, models and metadata: far less than this
 SCOPES = enum_values(keys_pb2.KeyScope)
 PERIODS = enum_values(keys_pb2.CapPeriod)
+DELIVERY_STATUSES = enum_values(webhooks_pb2.WebhookDeliveryStatus)
 # The protobuf fields the REST values travel in: a value outside its field's range is the
 # caller's mistake (400 naming the field), not an exception in the facade.
 INT32_MAX = 2**31 - 1
@@ -50,6 +52,7 @@ class KeysApi:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self._keys = keys_pb2_grpc.KeyServiceStub(channel)
         self._usage = usage_pb2_grpc.UsageServiceStub(channel)
+        self._webhooks = webhooks_pb2_grpc.WebhookServiceStub(channel)
 
     async def _call(self, request: Request, method: Any, message: Any) -> Any:
         secret = presented_key(request)
@@ -189,6 +192,89 @@ class KeysApi:
                 "next_page_token": page.next_page_token or None,
             }
         )
+
+    # webhooks -------------------------------------------------------------
+
+    async def set_webhook(self, request: Request) -> Response:
+        body = await self._json(request)
+        message = webhooks_pb2.SetWebhookEndpointRequest(
+            url=_str(body, "url", required=True),
+            event_types=_strings(body, "event_types"),
+            rotate_secret=_bool(body, "rotate_secret"),
+        )
+        done = await self._call(request, self._webhooks.SetWebhookEndpoint, message)
+        return JSONResponse({**shapes.webhook_endpoint_json(done.endpoint), "secret": done.secret or None})
+
+    async def get_webhook(self, request: Request) -> Response:
+        message = webhooks_pb2.GetWebhookEndpointRequest()
+        got = await self._call(request, self._webhooks.GetWebhookEndpoint, message)
+        return JSONResponse(shapes.webhook_endpoint_json(got.endpoint))
+
+    async def delete_webhook(self, request: Request) -> Response:
+        message = webhooks_pb2.DeleteWebhookEndpointRequest()
+        done = await self._call(request, self._webhooks.DeleteWebhookEndpoint, message)
+        return JSONResponse({"deleted": True, "dropped_deliveries": done.dropped_deliveries})
+
+    async def set_thresholds(self, request: Request) -> Response:
+        body = await self._json(request)
+        percents = body.get("percents")
+        if not isinstance(percents, list) or not all(_is_int(p) for p in percents):
+            raise BadRequest("percents: must be a list of whole percents", param="percents")
+        if any(not -INT32_MAX <= p <= INT32_MAX for p in percents):
+            raise BadRequest("percents: every threshold must be from 1 to 100", param="percents")
+        message = webhooks_pb2.SetKeyThresholdsRequest(
+            key_id=request.path_params["key_id"], percents=percents
+        )
+        done = await self._call(request, self._webhooks.SetKeyThresholds, message)
+        return JSONResponse({"key_id": done.key_id, "percents": list(done.percents)})
+
+    async def get_thresholds(self, request: Request) -> Response:
+        message = webhooks_pb2.GetKeyThresholdsRequest(key_id=request.path_params["key_id"])
+        got = await self._call(request, self._webhooks.GetKeyThresholds, message)
+        return JSONResponse({"key_id": got.key_id, "percents": list(got.percents)})
+
+    async def set_wallet_threshold(self, request: Request) -> Response:
+        body = await self._json(request)
+        if "low_usd" not in body:
+            raise BadRequest(
+                "low_usd: required (a USD amount, or null to turn wallet.low off)", param="low_usd"
+            )
+        message = webhooks_pb2.SetWalletThresholdRequest()
+        if body["low_usd"] is not None:
+            message.low_micros = _usd(body["low_usd"], "low_usd")
+        done = await self._call(request, self._webhooks.SetWalletThreshold, message)
+        low = done.low_micros if done.HasField("low_micros") else None
+        return JSONResponse({"low_micros": low, "low_usd": None if low is None else format_usd(low)})
+
+    async def webhook_deliveries(self, request: Request) -> Response:
+        params = request.query_params
+        status = params.get("status", "")
+        if status and status not in DELIVERY_STATUSES:
+            raise BadRequest(f"status: must be one of {sorted(DELIVERY_STATUSES)}", param="status")
+        message = webhooks_pb2.ListWebhookDeliveriesRequest(
+            page_size=_int(params.get("limit", "0"), "limit", INT32_MAX),
+            page_token=params.get("page_token", ""),
+        )
+        if status:
+            message.status = DELIVERY_STATUSES[status]
+        page = await self._call(request, self._webhooks.ListWebhookDeliveries, message)
+        return JSONResponse(
+            {
+                "data": [shapes.delivery_json(d) for d in page.deliveries],
+                "next_page_token": page.next_page_token or None,
+            }
+        )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _strings(body: dict[str, Any], field: str) -> list[str]:
+    value = body.get(field) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadRequest(f"{field}: must be a list of strings", param=field)
+    return value
 
 
 def _str(body: dict[str, Any], field: str, required: bool = False) -> str:

@@ -152,6 +152,61 @@ key_changes = Table(
     Column("created_ms", BigInteger, nullable=False),
 )
 
+# Threshold webhooks (see controlplane/alerts.py and controlplane/webhooks.py). One endpoint per account;
+# its secret is kept (not hashed): every delivery is signed with it.
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("account_id", String(40), ForeignKey("accounts.id"), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("secret", String(100), nullable=False),
+    Column("event_types", Text, nullable=False),  # JSON list; empty: every type
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+# A key without a row has the default thresholds (alerts.DEFAULT_PERCENTS).
+key_thresholds = Table(
+    "key_thresholds",
+    metadata,
+    Column("key_id", String(40), primary_key=True),
+    Column("account_id", String(40), nullable=False),
+    Column("percents", String(400), nullable=False),  # JSON list of integers 1..100, ascending
+)
+
+# An account without a row gets no wallet.low events.
+wallet_thresholds = Table(
+    "wallet_thresholds",
+    metadata,
+    Column("account_id", String(40), ForeignKey("accounts.id"), primary_key=True),
+    Column("low_micros", BigInteger, nullable=False),
+)
+
+# The outbox: an event is written in the transaction that commits the spend behind it, and
+# delivered from here. `event_id` is derived from what the event is about (alerts.event_id), so
+# the unique constraint is what makes an event fire once, whichever replica saw it first.
+webhook_outbox = Table(
+    "webhook_outbox",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("event_id", String(64), nullable=False),
+    Column("account_id", String(40), nullable=False),
+    Column("event_type", String(40), nullable=False),
+    Column("body", Text, nullable=False),  # the exact bytes every attempt sends
+    Column("created_ms", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | delivered | dead
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_ms", BigInteger, nullable=False),
+    Column("lease_until_ms", BigInteger, nullable=False),  # a deliverer holds the row until then
+    Column("lease_token", String(40), nullable=False),
+    Column("last_error", Text, nullable=False),
+    Column("last_status_code", Integer, nullable=False),  # 0: no HTTP answer
+    Column("delivered_ms", BigInteger, nullable=True),
+    UniqueConstraint("event_id", name="uq_webhook_outbox_event_id"),
+    Index("ix_webhook_outbox_status_next", "status", "next_attempt_ms"),
+    Index("ix_webhook_outbox_account_seq", "account_id", "seq"),
+)
+
 # One row per billing-system sink (controlplane/exports): the last usage_events.seq the sink
 # acknowledged, and who may move it. `position` only moves forward, after the sink said yes.
 export_cursors = Table(

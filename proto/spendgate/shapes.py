@@ -8,11 +8,12 @@ from typing import Any
 
 from spendgate.contract import OPTIONAL_RATES, enum_names, format_usd
 from spendgate.contract import RATES as RATE_NAMES
-from spendgate.v1 import keys_pb2, usage_pb2
+from spendgate.v1 import keys_pb2, usage_pb2, webhooks_pb2
 
 SCOPE_NAMES = enum_names(keys_pb2.KeyScope)
 PERIOD_NAMES = enum_names(keys_pb2.CapPeriod)
 STATUS_NAMES = enum_names(usage_pb2.EventStatus)
+DELIVERY_STATUS_NAMES = enum_names(webhooks_pb2.WebhookDeliveryStatus)
 
 
 def key_json(key: keys_pb2.Key) -> dict[str, Any]:
@@ -135,4 +136,32 @@ def rule_json(rule: usage_pb2.PriceRule) -> dict[str, Any]:
         "window": window,
         "service_tier": rule.service_tier or None,
         "rates": {name: getattr(rule.rates, name) for name in RATE_NAMES if rule.rates.HasField(name)},
+    }
+
+
+def webhook_endpoint_json(endpoint: webhooks_pb2.WebhookEndpoint) -> dict[str, Any]:
+    low = endpoint.wallet_low_micros if endpoint.HasField("wallet_low_micros") else None
+    return {
+        "url": endpoint.url,
+        "event_types": list(endpoint.event_types),
+        "secret_prefix": endpoint.secret_prefix,
+        "wallet_low_micros": low,
+        "wallet_low_usd": None if low is None else format_usd(low),
+        "created_ms": endpoint.created_ms,
+        "updated_ms": endpoint.updated_ms,
+    }
+
+
+def delivery_json(d: webhooks_pb2.WebhookDelivery) -> dict[str, Any]:
+    return {
+        "event_id": d.event_id,
+        "event_type": d.event_type,
+        "status": DELIVERY_STATUS_NAMES.get(d.status, "pending"),
+        "attempts": d.attempts,
+        "next_attempt_ms": d.next_attempt_ms or None,
+        "last_error": d.last_error or None,
+        "last_status_code": d.last_status_code or None,
+        "created_ms": d.created_ms,
+        "delivered_ms": d.delivered_ms or None,
+        "body": d.body,
     }

@@ -10,8 +10,9 @@ import pytest
 from clients.client import ControlPlaneClient
 from controlplane.auth import METHOD_ROLES, Role
 from controlplane.server import ControlPlane
-from spendgate.v1 import admin_pb2, keys_pb2, keys_pb2_grpc, usage_pb2, usage_pb2_grpc
+from spendgate.v1 import admin_pb2, keys_pb2, keys_pb2_grpc, usage_pb2, usage_pb2_grpc, webhooks_pb2
 from spendgate.v1 import admin_pb2_grpc as admin_grpc
+from spendgate.v1 import webhooks_pb2_grpc as webhooks_grpc
 
 DENIED = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
 
@@ -49,6 +50,13 @@ def requests_for(key_id: str, account_id: str) -> dict[str, object]:
                 provider="probe", model="m", input_micros_per_mtok=1, output_micros_per_mtok=1
             )
         ),
+        "SetWebhookEndpoint": webhooks_pb2.SetWebhookEndpointRequest(url="https://example.invalid/hook"),
+        "GetWebhookEndpoint": webhooks_pb2.GetWebhookEndpointRequest(),
+        "DeleteWebhookEndpoint": webhooks_pb2.DeleteWebhookEndpointRequest(),
+        "SetKeyThresholds": webhooks_pb2.SetKeyThresholdsRequest(key_id=key_id, percents=[1]),
+        "GetKeyThresholds": webhooks_pb2.GetKeyThresholdsRequest(key_id=key_id),
+        "SetWalletThreshold": webhooks_pb2.SetWalletThresholdRequest(low_micros=1),
+        "ListWebhookDeliveries": webhooks_pb2.ListWebhookDeliveriesRequest(),
     }
 
 
@@ -59,6 +67,7 @@ def call(channel: grpc.Channel, method: str, request: object, token: str | None)
         "KeyService": keys_pb2_grpc.KeyServiceStub,
         "UsageService": usage_pb2_grpc.UsageServiceStub,
         "AdminService": admin_grpc.AdminServiceStub,
+        "WebhookService": webhooks_grpc.WebhookServiceStub,
     }[service](channel)
     metadata = () if token is None else (("authorization", f"Bearer {token}"),)
     try:
@@ -117,7 +126,15 @@ def test_every_rpc_against_every_credential(
                 elif (
                     holder == "master"
                     and role is Role.MASTER
-                    and method.rsplit("/", 1)[-1] in ("GetKey", "UpdateKey", "RevokeKey", "ListUsageEvents")
+                    and method.rsplit("/", 1)[-1]
+                    in (
+                        "GetKey",
+                        "UpdateKey",
+                        "RevokeKey",
+                        "ListUsageEvents",
+                        "SetKeyThresholds",
+                        "GetKeyThresholds",
+                    )
                 ):
                     assert code == grpc.StatusCode.NOT_FOUND, (method, holder, code)  # Bob's key: invisible
                 else:
@@ -127,6 +144,7 @@ def test_every_rpc_against_every_credential(
     assert untouched.name == "bob_user" and not untouched.revoked
     assert bobs_key.id not in [k.id for k in alice.iter_keys(include_revoked=True)]
     assert all(k.key_id != bobs_key.id for k in alice.get_usage(0, 2**62).by_key)
+    assert bob.get_key_thresholds(bobs_key.id) == [50, 80, 100]
 
 
 @pytest.mark.parametrize("header", ["Bearer", "bearer ", "Token x", "Basic dXNlcjpwYXNz"])

@@ -6,6 +6,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import select, text
 
 from controlplane.store import db
@@ -63,7 +64,8 @@ def test_an_old_database_is_upgraded_in_place_and_keeps_its_data(db_url: str) ->
         assert (event["web_searches"], event["service_tier"], event["price_rules"]) == (0, "", "")
         assert price["rules"] == "[]" and price["cache_write_1h_micros_per_mtok"] is None
         version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
-    assert version == "0003"
+    assert version == ScriptDirectory.from_config(config).get_current_head()
+    assert version >= "0004"  # past the webhooks' outbox
     engine.dispose()
 
 
