@@ -6,6 +6,7 @@
     spendgate usage --from DATE --to DATE                        (SPENDGATE_MASTER_KEY)
     spendgate settlements list|replay [--spool-dir DIR]          (service token)
     spendgate catalog list|show|diff|apply                       (admin token or master key)
+    spendgate export status|run [--once]                         (the database: --data-dir / --db)
 
 Environment: SPENDGATE_CONTROLPLANE (host:port, default 127.0.0.1:50051),
 SPENDGATE_ADMIN_TOKEN (else read from $SPENDGATE_DATA_DIR/admin-token),
@@ -27,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from clients import catalog_cli
+from clients import catalog_cli, export_cli
 from clients.client import PERIODS, SCOPES, ControlPlaneClient, SpendgateRpcError
 from dataplane.settlement import refusal_from_pb
 from dataplane.spool import DeadLetter, DeadLetters
@@ -610,6 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.set_defaults(func=func)
 
     catalog_cli.register(sub, json_flag, _reader_client, _admin_client, _emit)
+    export_cli.register(sub, json_flag, _emit, DEFAULT_DATA_DIR)
     prices = json_flag(sub.add_parser("prices", help="the pricing catalog (see also `catalog list`)"))
     prices.add_argument("--history", action="store_true", help="every effective-dated row")
     prices.set_defaults(func=cmd_prices)
@@ -626,7 +628,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         return int(args.func(args))
-    except UsageError as exc:
+    except (UsageError, export_cli.ExportUsageError, export_cli.ExportConfigError) as exc:
         print(f"spendgate: {exc}", file=sys.stderr)
         return 2
     except SpendgateRpcError as exc:

@@ -18,7 +18,7 @@ ALLOWED = {
     "clients": {"spendgate"},
 }
 # The command line is where everything is put together: it runs both planes and the fake provider.
-COMPOSITION_ROOTS = {"clients/cli.py", "clients/catalog_cli.py"}
+COMPOSITION_ROOTS = {"clients/cli.py", "clients/catalog_cli.py", "clients/export_cli.py"}
 FIRST_PARTY = set(ALLOWED) | {"tests", "bench"}
 
 
