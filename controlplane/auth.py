@@ -31,6 +31,7 @@ class Role(enum.Enum):
     MASTER = "master"
     STANDARD = "standard"
     ANY = "any"  # a requirement only: any valid credential
+    KEY = "key"  # a requirement only: any account key, master or standard
 
 
 _KEYS = "/spendgate.v1.KeyService/"
@@ -44,7 +45,7 @@ METHOD_ROLES: dict[str, Role] = {
     **{_USAGE + m: Role.SERVICE for m in ("Reserve", "Grant", "Settle", "SettleBatch", "Release")},
     **{_USAGE + m: Role.MASTER for m in ("GetUsage", "ListUsageEvents")},
     _USAGE + "ListPrices": Role.ANY,
-    _USAGE + "GetOwnKey": Role.ANY,  # any account key, for itself (the servicer checks it is a key)
+    _USAGE + "GetOwnKey": Role.KEY,  # for itself
     **{_ADMIN + m: Role.ADMIN for m in ("CreateAccount", "CreditWallet", "UpsertPrice")},
     **{
         _WEBHOOKS + m: Role.MASTER
@@ -107,6 +108,8 @@ class Authenticator:
 
     @staticmethod
     def allows(principal: Principal, needed: Role) -> bool:
+        if needed is Role.KEY:
+            return principal.role in (Role.MASTER, Role.STANDARD)
         if needed is Role.ANY or principal.role is Role.ADMIN:
             # The operator may do anything a data plane may, and read prices.
             return needed is not Role.MASTER

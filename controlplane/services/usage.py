@@ -6,7 +6,7 @@ import grpc
 from sqlalchemy import Engine
 
 from controlplane import auth, catalog, periods
-from controlplane.errors import InvalidArgument, NotFound, PermissionDenied
+from controlplane.errors import InvalidArgument, NotFound
 from controlplane.keystore import KeyStore
 from controlplane.ledger import Ledger, Settled, Settlement, SettleRefusal
 from controlplane.periods import CapPeriod
@@ -145,9 +145,7 @@ class UsageService(usage_pb2_grpc.UsageServiceServicer):
     def GetOwnKey(
         self, request: usage_pb2.GetOwnKeyRequest, context: grpc.ServicerContext
     ) -> usage_pb2.GetOwnKeyResponse:
-        principal = auth.current()
-        if not principal.key_id or not principal.account_id:
-            raise PermissionDenied("only an account's key can ask for itself")
+        principal = auth.current()  # an account key (Role.KEY)
         key = self._keys.get_key(principal.account_id, principal.key_id)
         now = self._clock()
         day, month = periods.bounds(CapPeriod.DAILY, now)[0], periods.bounds(CapPeriod.MONTHLY, now)[0]

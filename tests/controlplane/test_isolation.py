@@ -43,6 +43,7 @@ def requests_for(key_id: str, account_id: str) -> dict[str, object]:
         "GetUsage": usage_pb2.GetUsageRequest(from_ms=0, to_ms=1),
         "ListUsageEvents": usage_pb2.ListUsageEventsRequest(key_id=key_id),
         "ListPrices": usage_pb2.ListPricesRequest(),
+        "GetOwnKey": usage_pb2.GetOwnKeyRequest(),
         "CreateAccount": admin_pb2.CreateAccountRequest(name="probe"),
         "CreditWallet": admin_pb2.CreditWalletRequest(account_id=account_id, amount_micros=1),
         "UpsertPrice": admin_pb2.UpsertPriceRequest(
@@ -84,8 +85,8 @@ def expected_allowed(role: Role, holder: str) -> bool:
     return {
         "admin": role in (Role.ADMIN, Role.SERVICE, Role.ANY),
         "service": role in (Role.SERVICE, Role.ANY),
-        "master": role in (Role.MASTER, Role.ANY),
-        "standard": role is Role.ANY,
+        "master": role in (Role.MASTER, Role.ANY, Role.KEY),
+        "standard": role in (Role.ANY, Role.KEY),
         "none": False,
         "bogus": False,
         "revoked": False,
