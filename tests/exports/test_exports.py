@@ -15,6 +15,7 @@ from controlplane.exports import ExportRunner, SinkConfig, SinkExporter
 from controlplane.exports.runner import Policy, Step
 from controlplane.exports.to_lago import cents
 from controlplane.keystore import KeySpec
+from controlplane.server import ControlPlane
 from controlplane.store.schema import keys, usage_events
 from tests.exports.conftest import MAPPED, Events
 from tests.exports.fakes import FakeSink, running, sink_options
@@ -137,3 +138,20 @@ def test_a_second_exporter_waits_for_the_lease(events: Events) -> None:
         assert two.step() is Step.NOT_OURS
         assert one.run_until_caught_up() is Step.IDLE
         assert fake.received == events.request_ids
+
+
+def test_the_control_plane_exports_in_the_background(
+    make_plane: Callable[..., ControlPlane], db_url: str
+) -> None:
+    with running("stripe") as fake:
+        options = sink_options("stripe", fake.url) | {"poll_seconds": 0.05, "lag_seconds": 0}
+        plane = make_plane(db_url, exports=[SinkConfig("billing", "stripe", options)])
+        account, _m, _s = plane.keystore.create_account("acme", 100_000_000)
+        key, _ = plane.keystore.create_key(account.id, KeySpec("u", metadata=tuple(MAPPED.items())))
+        events = Events(plane, key.id, account.id, [])
+        ids = events.settle(3)
+        wait_for(lambda: fake.ids() == sorted(ids))
+        more = events.settle(2)
+        wait_for(lambda: len(fake.stored) == 5)
+        assert fake.received == ids + more
+        wait_for(lambda: events.cursors.status()[0].behind == 0)
