@@ -11,13 +11,14 @@ bills what it can show the provider did, flagged `estimated`:
 | characters, audio time or images   | those units                       | them, as reported (flag kept)            |
 | tokens                             | output reported                   | as reported; input estimated if missing  |
 | tokens, a JSON body cut mid-way    | no output count                   | input + the reservation's output bound   |
-| tokens, a model that may reason    | no output count                   | input + the reservation's output bound   |
+| tokens, may reason, cut off        | no output count                   | input + the reservation's output bound   |
 | tokens                             | no output count, text delivered   | input + ceil(delivered bytes / 4) output |
 | tokens                             | input only, nothing delivered     | the input, output 0                      |
 | tokens                             | nothing reported or delivered     | nothing                                  |
 
 A JSON body is sent only once the whole answer has been generated, so one that
-broke off was paid for in full. A reasoning model's thinking is output no stream
+broke off was paid for in full. (A whole answer without usage, such as an error
+inside an HTTP 200, is billed from what it delivered, as any other.) A reasoning model's thinking is output no stream
 shows (reasoning.py), so its delivered text bounds nothing: the reservation's
 output bound, which is what it was allowed to think and say, is billed instead.
 The input estimate is ceil(request bytes / 4) tokens: a typical tokenizer's
@@ -84,7 +85,7 @@ def bill(usage: Usage | None, http_status: int, fallback: Callable[[], Fallback]
     assumed = None if reported else fallback()
     if assumed is not None:
         output = -(-usage.delivered_text_bytes // 4)
-        if assumed.hidden_reasoning or not (assumed.stream or usage.complete):
+        if not usage.complete and (assumed.hidden_reasoning or not assumed.stream):
             output = max(output, assumed.output_tokens)
         if output == 0 and usage.input_tokens is None:
             return NOTHING  # nothing came back

@@ -84,6 +84,14 @@ def test_what_is_billed(usage: Usage | None, status: int, units: dict[str, int],
         (Usage(input_tokens=10), REASONING, billed(input_tokens=10, output_tokens=BOUND), True),
         (Usage(), REASONING, billed(input_tokens=EST, output_tokens=BOUND), True),
         (Usage(delivered_text_bytes=4_000), REASONING, billed(input_tokens=EST, output_tokens=1_000), True),
+        # a whole answer without usage (an error inside a 200): what it delivered, reasoning or not
+        (Usage(complete=True), REASONING, billed(), False),
+        (
+            Usage(complete=True, delivered_text_bytes=8),
+            REASONING,
+            billed(input_tokens=EST, output_tokens=2),
+            True,
+        ),
         # ... and its own counts, when it sent them, as ever
         (
             Usage(input_tokens=10, output_tokens=40, reasoning_tokens=30),
