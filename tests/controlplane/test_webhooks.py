@@ -12,10 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from clients.client import ControlPlaneClient, SpendgateRpcError
+from controlplane import alerts
 from controlplane.delivery import Policy, sign
 from controlplane.server import ControlPlane
+from controlplane.store.schema import webhook_outbox
 from spendgate.v1 import webhooks_pb2
 from tests.conftest import FakeClock
 from tests.controlplane.test_usage_rpc import settle_request
@@ -92,7 +95,8 @@ def test_crossing_50_80_100_fires_each_once(
     spend(service, key.id, 600)  # 90 %
     spend(service, key.id, 3_000)  # 150 %: past the cap
     spend(service, key.id, 300)
-    got = receiver.wait_delivered(3)
+    # Events are not ordered (a claimed batch is POSTed concurrently): sorted by threshold.
+    got = sorted(receiver.wait_delivered(3), key=lambda a: int(a.event["data"]["threshold_percent"]))
     time.sleep(0.5)  # and nothing more comes
     assert len(receiver.attempts) == 3 and all(a.valid for a in receiver.attempts)
     events = [a.event for a in got]
@@ -244,7 +248,8 @@ def test_a_daily_cap_resets_and_its_thresholds_rearm(
     got = receiver.wait_delivered(3)
     time.sleep(0.3)
     assert len(receiver.attempts) == 3
-    reset, again = got[1].event, got[2].event
+    later = {a.event["type"]: a.event for a in got[1:]}  # not ordered
+    reset, again = later["key.period_reset"], later["key.threshold_crossed"]
     assert reset["type"] == "key.period_reset"
     assert reset["data"]["period_start_ms"] == key.period_reset_ms
     assert reset["data"]["period_reset_ms"] == key.period_reset_ms + 86_400_000
@@ -382,3 +387,35 @@ def test_bodies_are_standard_webhooks_shaped(
     assert set(body) == {"id", "type", "timestamp", "data"} and body["timestamp"].endswith("Z")
     assert got.webhook_id == body["id"] and body["id"].startswith("evt_")
     assert abs(int(got.timestamp) - time.time()) < 60
+
+
+def test_a_wallet_already_below_its_amount_fires_nothing(
+    new_account: Callable[..., ControlPlaneClient], service: ControlPlaneClient, receiver: Receiver
+) -> None:
+    """wallet.low is a crossing: an amount set above the balance waits for the next top-up."""
+    poor = new_account("poor", credit_micros=10_000)
+    key, _ = poor.create_key("u")
+    configure(poor, receiver, "wallet.low")
+    spend(service, key.id, 6_000)  # balance 3_580
+    poor.set_wallet_threshold(5_000)
+    spend(service, key.id, 300)
+    time.sleep(0.5)
+    assert receiver.attempts == [] and deliveries(poor) == []
+
+
+def test_the_outbox_refuses_a_second_row_for_one_event(plane: ControlPlane) -> None:
+    """The unique constraint is the last word on "once", whatever code path inserts."""
+    alert = alerts.Alert(alerts.event_id("key_x", "threshold", 0, 100, 50), "acct_x", alerts.CAP_REACHED, ())
+    with plane.engine.begin() as conn:
+        assert alerts.insert(conn, [alert, alert], 1) == 1
+        assert alerts.insert(conn, [alert], 2) == 0
+    row: dict[str, object] = {
+        "event_id": alert.event_id,
+        "account_id": "acct_x",
+        "event_type": "x",
+        "body": "{}",
+    }
+    row |= {"created_ms": 1, "status": "pending", "attempts": 0, "next_attempt_ms": 0}
+    row |= {"lease_until_ms": 0, "lease_token": "", "last_error": "", "last_status_code": 0}
+    with pytest.raises(IntegrityError), plane.engine.begin() as conn:
+        conn.execute(webhook_outbox.insert().values(**row))

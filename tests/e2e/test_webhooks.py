@@ -4,8 +4,11 @@ loopback that verifies each signature the way the README tells users to."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -13,6 +16,18 @@ import pytest
 
 from tests.e2e.conftest import Account, Running
 from tests.receiver import Receiver, running_receiver
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_verify() -> Callable[..., bool]:
+    """The verification snippet of the README's Webhooks section, as a user would paste it."""
+    section = README.read_text().split("## Webhooks\n", 1)[1].split("\n## ", 1)[0]
+    (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)
+    verify: Callable[..., bool] = namespace["verify"]
+    return verify
 
 
 @pytest.fixture
@@ -56,11 +71,20 @@ def test_real_traffic_crossing_50_80_100_fires_each_once(
             sent += 1
             account.events(str(key["id"]), sent)  # settled, so each crossing is its own batch
     assert 10 <= sent <= 11
-    got = receiver.wait_delivered(3)
+    got = sorted(receiver.wait_delivered(3), key=lambda a: int(a.event["data"]["threshold_percent"]))
     time.sleep(1.0)  # the deliverer polls every 0.5 s: nothing else comes
     assert len(receiver.attempts) == 3
+    verify = readme_verify()
     for attempt in got:
         assert attempt.valid and abs(int(attempt.timestamp) - time.time()) < 300
+        headers = {
+            "webhook-id": attempt.webhook_id,
+            "webhook-timestamp": attempt.timestamp,
+            "webhook-signature": attempt.signature,
+        }
+        assert verify(receiver.secret, headers, attempt.body)
+        assert not verify(receiver.secret, headers, attempt.body + b" ")
+        assert not verify(receiver.secret, {**headers, "webhook-timestamp": "1"}, attempt.body)
     assert [(a.event["type"], a.event["data"]["threshold_percent"]) for a in got] == [
         ("key.threshold_crossed", 50),
         ("key.threshold_crossed", 80),
