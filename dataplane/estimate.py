@@ -78,7 +78,7 @@ def _count(value: object, least: int = 0) -> int | None:
     return value if type(value) is int and value >= least else None
 
 
-def _gemini_configs(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+def gemini_configs(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     # The Gemini API reads both spellings (proto JSON); a client may even send both.
     configs = (body.get("generationConfig"), body.get("generation_config"))
     return [config for config in configs if isinstance(config, Mapping)]
@@ -89,7 +89,7 @@ def _requested_limit(body: Mapping[str, Any]) -> int | None:
     they honour (DeepSeek and other OpenAI-compatible ones read `max_tokens` even beside
     `max_completion_tokens`), so only the largest bounds them all."""
     fields = [body.get(name) for name in OUTPUT_LIMIT_FIELDS]
-    for config in _gemini_configs(body):
+    for config in gemini_configs(body):
         fields += [config.get("maxOutputTokens"), config.get("max_output_tokens")]
     limits = [value for value in map(_count, fields) if value is not None]
     return max(limits) if limits else None
@@ -106,7 +106,7 @@ def choices(body: Mapping[str, Any]) -> int:
     """How many answers the output limit applies to: OpenAI's `n`, legacy completions'
     `best_of` (generated and billed, of which `n` are returned), Gemini's candidateCount."""
     fields = [body.get("n"), body.get("best_of")]
-    for config in _gemini_configs(body):
+    for config in gemini_configs(body):
         fields += [config.get("candidateCount"), config.get("candidate_count")]
     return max([1, *(value for value in map(_count, fields) if value is not None)])
 
@@ -283,8 +283,13 @@ def input_tokens_bound(view: RequestView, price: ModelPrice, limits: Limits) -> 
     return bound + (limits.max_referenced_input_tokens if unseen.reference is not None else 0)
 
 
+def output_tokens_bound(body: Mapping[str, Any], price: ModelPrice) -> int:
+    """The output the request may be billed for: its limit times the answers it asks for."""
+    return output_limit(body, price) * choices(body)
+
+
 def _per_million(body_bytes: int, body: Mapping[str, Any], price: ModelPrice) -> int:
-    output = output_limit(body, price) * choices(body)
+    output = output_tokens_bound(body, price)
     return body_bytes * _input_rate(price) + output * price.output_micros_per_mtok
 
 

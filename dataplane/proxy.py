@@ -122,7 +122,7 @@ class Prepared:
         body = self.view.body
         return Fallback(
             input_tokens=-(-self.view.raw_len // 4),
-            output_tokens=min(estimate.output_limit(body, self.price) * estimate.choices(body), MAX_UNITS),
+            output_tokens=min(estimate.output_tokens_bound(body, self.price), MAX_UNITS),
             stream=self.stream,
             hidden_reasoning=may_reason(body, self.price.model),
         )

@@ -16,6 +16,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from dataplane.estimate import gemini_configs
+
 # Models that reason without being asked (names as the providers and the catalog spell them).
 REASONS_BY_DEFAULT = re.compile(
     r"""(?:^|/)(?:
@@ -78,9 +80,7 @@ def _switched_off(body: Mapping[str, Any]) -> bool:
 
 def _gemini_budgets(body: Mapping[str, Any]) -> list[object]:
     budgets: list[object] = []
-    for config in (body.get("generationConfig"), body.get("generation_config")):
-        if not isinstance(config, Mapping):
-            continue
+    for config in gemini_configs(body):
         for thinking in (config.get("thinkingConfig"), config.get("thinking_config")):
             if isinstance(thinking, Mapping):
                 budgets += [
