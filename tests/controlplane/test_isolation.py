@@ -46,6 +46,7 @@ def requests_for(key_id: str, account_id: str) -> dict[str, object]:
         "GetOwnKey": usage_pb2.GetOwnKeyRequest(),
         "CreateAccount": admin_pb2.CreateAccountRequest(name="probe"),
         "CreditWallet": admin_pb2.CreditWalletRequest(account_id=account_id, amount_micros=1),
+        "ApplyCatalog": admin_pb2.ApplyCatalogRequest(),
         "UpsertPrice": admin_pb2.UpsertPriceRequest(
             price=usage_pb2.Price(
                 provider="probe", model="m", input_micros_per_mtok=1, output_micros_per_mtok=1
@@ -111,6 +112,13 @@ def test_every_rpc_against_every_credential(
         "bogus": "sg_live_" + "A" * 43,
         "revoked": revoked,
     }
+    every_rpc = {
+        f"/{service.full_name}/{method.name}"
+        for module in (keys_pb2, usage_pb2, admin_pb2, webhooks_pb2)
+        for service in module.DESCRIPTOR.services_by_name.values()
+        for method in service.methods
+    }
+    assert every_rpc == set(METHOD_ROLES)  # no RPC left out of the role table
     assert set(requests_for("", "")) == {m.rsplit("/", 1)[-1] for m in METHOD_ROLES}
     with grpc.insecure_channel(plane.address) as channel:
         for method, role in METHOD_ROLES.items():
