@@ -58,7 +58,14 @@ keys = Table(
     Column("spent_micros", BigInteger, nullable=False),
     Column("reserved_micros", BigInteger, nullable=False),
     Column("period_start_ms", BigInteger, nullable=False),
+    # Key lifecycle (controlplane/lifecycle.py): refused from expires_ms on; a rotation keeps the
+    # replaced secret's digest, which authenticates the same key until old_secret_expires_ms.
+    Column("expires_ms", BigInteger, nullable=True),
+    Column("old_secret_sha256", LargeBinary(32), nullable=True),
+    Column("old_secret_expires_ms", BigInteger, nullable=True),
+    Column("rotated_ms", BigInteger, nullable=True),
     Index("ix_keys_account_seq", "account_id", "seq"),
+    Index("ix_keys_old_secret_sha256", "old_secret_sha256", unique=True),
 )
 
 reservations = Table(
