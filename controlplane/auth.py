@@ -40,7 +40,10 @@ _ADMIN = "/spendgate.v1.AdminService/"
 _WEBHOOKS = "/spendgate.v1.WebhookService/"
 
 METHOD_ROLES: dict[str, Role] = {
-    **{_KEYS + m: Role.MASTER for m in ("CreateKey", "GetKey", "ListKeys", "UpdateKey", "RevokeKey")},
+    **{
+        _KEYS + m: Role.MASTER
+        for m in ("CreateKey", "GetKey", "ListKeys", "UpdateKey", "RotateKey", "RevokeKey")
+    },
     **{_KEYS + m: Role.SERVICE for m in ("LookupKey", "WatchKeys")},
     **{_USAGE + m: Role.SERVICE for m in ("Reserve", "Grant", "Settle", "SettleBatch", "Release")},
     **{_USAGE + m: Role.MASTER for m in ("GetUsage", "ListUsageEvents")},

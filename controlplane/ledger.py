@@ -66,6 +66,7 @@ class Refusal(enum.Enum):
     KEY_CAP = "key_cap"
     WALLET = "wallet"
     KEY_REVOKED = "key_revoked"
+    KEY_EXPIRED = "key_expired"
 
 
 class SettleRefusal(enum.Enum):

@@ -27,6 +27,7 @@ class KeyChangeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     KEY_CHANGE_KIND_UPDATED: _ClassVar[KeyChangeKind]
     KEY_CHANGE_KIND_REVOKED: _ClassVar[KeyChangeKind]
     KEY_CHANGE_KIND_SYNC: _ClassVar[KeyChangeKind]
+    KEY_CHANGE_KIND_ROTATED: _ClassVar[KeyChangeKind]
 KEY_SCOPE_UNSPECIFIED: KeyScope
 KEY_SCOPE_STANDARD: KeyScope
 KEY_SCOPE_MASTER: KeyScope
@@ -39,9 +40,10 @@ KEY_CHANGE_KIND_CREATED: KeyChangeKind
 KEY_CHANGE_KIND_UPDATED: KeyChangeKind
 KEY_CHANGE_KIND_REVOKED: KeyChangeKind
 KEY_CHANGE_KIND_SYNC: KeyChangeKind
+KEY_CHANGE_KIND_ROTATED: KeyChangeKind
 
 class Key(_message.Message):
-    __slots__ = ("id", "account_id", "name", "scope", "cap_micros", "cap_period", "strict", "allowed_models", "metadata", "revoked", "created_ms", "revoked_ms", "spent_micros", "reserved_micros", "remaining_micros", "period_start_ms", "period_reset_ms", "secret_prefix")
+    __slots__ = ("id", "account_id", "name", "scope", "cap_micros", "cap_period", "strict", "allowed_models", "metadata", "revoked", "created_ms", "revoked_ms", "spent_micros", "reserved_micros", "remaining_micros", "period_start_ms", "period_reset_ms", "secret_prefix", "expires_ms", "expired", "rotated_ms", "previous_secret_expires_ms")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +69,10 @@ class Key(_message.Message):
     PERIOD_START_MS_FIELD_NUMBER: _ClassVar[int]
     PERIOD_RESET_MS_FIELD_NUMBER: _ClassVar[int]
     SECRET_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRED_FIELD_NUMBER: _ClassVar[int]
+    ROTATED_MS_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_SECRET_EXPIRES_MS_FIELD_NUMBER: _ClassVar[int]
     id: str
     account_id: str
     name: str
@@ -85,7 +91,24 @@ class Key(_message.Message):
     period_start_ms: int
     period_reset_ms: int
     secret_prefix: str
-    def __init__(self, id: _Optional[str] = ..., account_id: _Optional[str] = ..., name: _Optional[str] = ..., scope: _Optional[_Union[KeyScope, str]] = ..., cap_micros: _Optional[int] = ..., cap_period: _Optional[_Union[CapPeriod, str]] = ..., strict: _Optional[bool] = ..., allowed_models: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., revoked: _Optional[bool] = ..., created_ms: _Optional[int] = ..., revoked_ms: _Optional[int] = ..., spent_micros: _Optional[int] = ..., reserved_micros: _Optional[int] = ..., remaining_micros: _Optional[int] = ..., period_start_ms: _Optional[int] = ..., period_reset_ms: _Optional[int] = ..., secret_prefix: _Optional[str] = ...) -> None: ...
+    expires_ms: int
+    expired: bool
+    rotated_ms: int
+    previous_secret_expires_ms: int
+    def __init__(self, id: _Optional[str] = ..., account_id: _Optional[str] = ..., name: _Optional[str] = ..., scope: _Optional[_Union[KeyScope, str]] = ..., cap_micros: _Optional[int] = ..., cap_period: _Optional[_Union[CapPeriod, str]] = ..., strict: _Optional[bool] = ..., allowed_models: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., revoked: _Optional[bool] = ..., created_ms: _Optional[int] = ..., revoked_ms: _Optional[int] = ..., spent_micros: _Optional[int] = ..., reserved_micros: _Optional[int] = ..., remaining_micros: _Optional[int] = ..., period_start_ms: _Optional[int] = ..., period_reset_ms: _Optional[int] = ..., secret_prefix: _Optional[str] = ..., expires_ms: _Optional[int] = ..., expired: _Optional[bool] = ..., rotated_ms: _Optional[int] = ..., previous_secret_expires_ms: _Optional[int] = ...) -> None: ...
+
+class Metadata(_message.Message):
+    __slots__ = ("entries",)
+    class EntriesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.ScalarMap[str, str]
+    def __init__(self, entries: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ModelList(_message.Message):
     __slots__ = ("models",)
@@ -94,7 +117,7 @@ class ModelList(_message.Message):
     def __init__(self, models: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateKeyRequest(_message.Message):
-    __slots__ = ("name", "scope", "cap_micros", "cap_period", "strict", "allowed_models", "metadata")
+    __slots__ = ("name", "scope", "cap_micros", "cap_period", "strict", "allowed_models", "metadata", "expires_ms")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +132,7 @@ class CreateKeyRequest(_message.Message):
     STRICT_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_MODELS_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_MS_FIELD_NUMBER: _ClassVar[int]
     name: str
     scope: KeyScope
     cap_micros: int
@@ -116,7 +140,8 @@ class CreateKeyRequest(_message.Message):
     strict: bool
     allowed_models: _containers.RepeatedScalarFieldContainer[str]
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., scope: _Optional[_Union[KeyScope, str]] = ..., cap_micros: _Optional[int] = ..., cap_period: _Optional[_Union[CapPeriod, str]] = ..., strict: _Optional[bool] = ..., allowed_models: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    expires_ms: int
+    def __init__(self, name: _Optional[str] = ..., scope: _Optional[_Union[KeyScope, str]] = ..., cap_micros: _Optional[int] = ..., cap_period: _Optional[_Union[CapPeriod, str]] = ..., strict: _Optional[bool] = ..., allowed_models: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., expires_ms: _Optional[int] = ...) -> None: ...
 
 class CreateKeyResponse(_message.Message):
     __slots__ = ("key", "secret")
@@ -157,7 +182,7 @@ class ListKeysResponse(_message.Message):
     def __init__(self, keys: _Optional[_Iterable[_Union[Key, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class UpdateKeyRequest(_message.Message):
-    __slots__ = ("key_id", "name", "cap_micros", "remove_cap", "cap_period", "strict", "allowed_models")
+    __slots__ = ("key_id", "name", "cap_micros", "remove_cap", "cap_period", "strict", "allowed_models", "expires_ms", "remove_expiry", "metadata")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CAP_MICROS_FIELD_NUMBER: _ClassVar[int]
@@ -165,6 +190,9 @@ class UpdateKeyRequest(_message.Message):
     CAP_PERIOD_FIELD_NUMBER: _ClassVar[int]
     STRICT_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_MODELS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_MS_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_EXPIRY_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     name: str
     cap_micros: int
@@ -172,13 +200,32 @@ class UpdateKeyRequest(_message.Message):
     cap_period: CapPeriod
     strict: bool
     allowed_models: ModelList
-    def __init__(self, key_id: _Optional[str] = ..., name: _Optional[str] = ..., cap_micros: _Optional[int] = ..., remove_cap: _Optional[bool] = ..., cap_period: _Optional[_Union[CapPeriod, str]] = ..., strict: _Optional[bool] = ..., allowed_models: _Optional[_Union[ModelList, _Mapping]] = ...) -> None: ...
+    expires_ms: int
+    remove_expiry: bool
+    metadata: Metadata
+    def __init__(self, key_id: _Optional[str] = ..., name: _Optional[str] = ..., cap_micros: _Optional[int] = ..., remove_cap: _Optional[bool] = ..., cap_period: _Optional[_Union[CapPeriod, str]] = ..., strict: _Optional[bool] = ..., allowed_models: _Optional[_Union[ModelList, _Mapping]] = ..., expires_ms: _Optional[int] = ..., remove_expiry: _Optional[bool] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ...) -> None: ...
 
 class UpdateKeyResponse(_message.Message):
     __slots__ = ("key",)
     KEY_FIELD_NUMBER: _ClassVar[int]
     key: Key
     def __init__(self, key: _Optional[_Union[Key, _Mapping]] = ...) -> None: ...
+
+class RotateKeyRequest(_message.Message):
+    __slots__ = ("key_id", "grace_ms")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    GRACE_MS_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    grace_ms: int
+    def __init__(self, key_id: _Optional[str] = ..., grace_ms: _Optional[int] = ...) -> None: ...
+
+class RotateKeyResponse(_message.Message):
+    __slots__ = ("key", "secret")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    key: Key
+    secret: str
+    def __init__(self, key: _Optional[_Union[Key, _Mapping]] = ..., secret: _Optional[str] = ...) -> None: ...
 
 class RevokeKeyRequest(_message.Message):
     __slots__ = ("key_id",)
@@ -199,10 +246,12 @@ class LookupKeyRequest(_message.Message):
     def __init__(self, secret_sha256: _Optional[bytes] = ...) -> None: ...
 
 class LookupKeyResponse(_message.Message):
-    __slots__ = ("key",)
+    __slots__ = ("key", "secret_expires_ms")
     KEY_FIELD_NUMBER: _ClassVar[int]
+    SECRET_EXPIRES_MS_FIELD_NUMBER: _ClassVar[int]
     key: Key
-    def __init__(self, key: _Optional[_Union[Key, _Mapping]] = ...) -> None: ...
+    secret_expires_ms: int
+    def __init__(self, key: _Optional[_Union[Key, _Mapping]] = ..., secret_expires_ms: _Optional[int] = ...) -> None: ...
 
 class WatchKeysRequest(_message.Message):
     __slots__ = ("after_seq",)
@@ -211,13 +260,17 @@ class WatchKeysRequest(_message.Message):
     def __init__(self, after_seq: _Optional[int] = ...) -> None: ...
 
 class WatchKeysResponse(_message.Message):
-    __slots__ = ("seq", "kind", "key", "secret_sha256")
+    __slots__ = ("seq", "kind", "key", "secret_sha256", "previous_secret_sha256", "previous_secret_expires_ms")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     SECRET_SHA256_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_SECRET_SHA256_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_SECRET_EXPIRES_MS_FIELD_NUMBER: _ClassVar[int]
     seq: int
     kind: KeyChangeKind
     key: Key
     secret_sha256: bytes
-    def __init__(self, seq: _Optional[int] = ..., kind: _Optional[_Union[KeyChangeKind, str]] = ..., key: _Optional[_Union[Key, _Mapping]] = ..., secret_sha256: _Optional[bytes] = ...) -> None: ...
+    previous_secret_sha256: bytes
+    previous_secret_expires_ms: int
+    def __init__(self, seq: _Optional[int] = ..., kind: _Optional[_Union[KeyChangeKind, str]] = ..., key: _Optional[_Union[Key, _Mapping]] = ..., secret_sha256: _Optional[bytes] = ..., previous_secret_sha256: _Optional[bytes] = ..., previous_secret_expires_ms: _Optional[int] = ...) -> None: ...

@@ -56,6 +56,11 @@ class KeyServiceStub:
                 request_serializer=spendgate_dot_v1_dot_keys__pb2.UpdateKeyRequest.SerializeToString,
                 response_deserializer=spendgate_dot_v1_dot_keys__pb2.UpdateKeyResponse.FromString,
                 _registered_method=True)
+        self.RotateKey = channel.unary_unary(
+                '/spendgate.v1.KeyService/RotateKey',
+                request_serializer=spendgate_dot_v1_dot_keys__pb2.RotateKeyRequest.SerializeToString,
+                response_deserializer=spendgate_dot_v1_dot_keys__pb2.RotateKeyResponse.FromString,
+                _registered_method=True)
         self.RevokeKey = channel.unary_unary(
                 '/spendgate.v1.KeyService/RevokeKey',
                 request_serializer=spendgate_dot_v1_dot_keys__pb2.RevokeKeyRequest.SerializeToString,
@@ -100,7 +105,16 @@ class KeyServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateKey(self, request, context):
-        """UpdateKey renames a key, changes its cap or its allowed models.
+        """UpdateKey renames a key, changes its cap, its allowed models, its expiry or its metadata.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateKey(self, request, context):
+        """RotateKey gives a key a new secret, returned once, keeping its id, cap, spend, period
+        and metadata. The replaced secret keeps working for a grace period; a rotation while
+        one runs ends the grace of the secret before it (at most two secrets work at once).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -149,6 +163,11 @@ def add_KeyServiceServicer_to_server(servicer, server):
                     servicer.UpdateKey,
                     request_deserializer=spendgate_dot_v1_dot_keys__pb2.UpdateKeyRequest.FromString,
                     response_serializer=spendgate_dot_v1_dot_keys__pb2.UpdateKeyResponse.SerializeToString,
+            ),
+            'RotateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateKey,
+                    request_deserializer=spendgate_dot_v1_dot_keys__pb2.RotateKeyRequest.FromString,
+                    response_serializer=spendgate_dot_v1_dot_keys__pb2.RotateKeyResponse.SerializeToString,
             ),
             'RevokeKey': grpc.unary_unary_rpc_method_handler(
                     servicer.RevokeKey,
@@ -276,6 +295,33 @@ class KeyService:
             '/spendgate.v1.KeyService/UpdateKey',
             spendgate_dot_v1_dot_keys__pb2.UpdateKeyRequest.SerializeToString,
             spendgate_dot_v1_dot_keys__pb2.UpdateKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spendgate.v1.KeyService/RotateKey',
+            spendgate_dot_v1_dot_keys__pb2.RotateKeyRequest.SerializeToString,
+            spendgate_dot_v1_dot_keys__pb2.RotateKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,7 +42,12 @@ class KeyServiceStub:
     ListKeys: _grpc.UnaryUnaryMultiCallable[_keys_pb2.ListKeysRequest, _keys_pb2.ListKeysResponse]
     """ListKeys pages through the account's keys, oldest first."""
     UpdateKey: _grpc.UnaryUnaryMultiCallable[_keys_pb2.UpdateKeyRequest, _keys_pb2.UpdateKeyResponse]
-    """UpdateKey renames a key, changes its cap or its allowed models."""
+    """UpdateKey renames a key, changes its cap, its allowed models, its expiry or its metadata."""
+    RotateKey: _grpc.UnaryUnaryMultiCallable[_keys_pb2.RotateKeyRequest, _keys_pb2.RotateKeyResponse]
+    """RotateKey gives a key a new secret, returned once, keeping its id, cap, spend, period
+    and metadata. The replaced secret keeps working for a grace period; a rotation while
+    one runs ends the grace of the secret before it (at most two secrets work at once).
+    """
     RevokeKey: _grpc.UnaryUnaryMultiCallable[_keys_pb2.RevokeKeyRequest, _keys_pb2.RevokeKeyResponse]
     """RevokeKey revokes a key for good."""
     LookupKey: _grpc.UnaryUnaryMultiCallable[_keys_pb2.LookupKeyRequest, _keys_pb2.LookupKeyResponse]
@@ -64,7 +69,12 @@ class KeyServiceAsyncStub(KeyServiceStub):
     ListKeys: _aio.UnaryUnaryMultiCallable[_keys_pb2.ListKeysRequest, _keys_pb2.ListKeysResponse]  # type: ignore[assignment]
     """ListKeys pages through the account's keys, oldest first."""
     UpdateKey: _aio.UnaryUnaryMultiCallable[_keys_pb2.UpdateKeyRequest, _keys_pb2.UpdateKeyResponse]  # type: ignore[assignment]
-    """UpdateKey renames a key, changes its cap or its allowed models."""
+    """UpdateKey renames a key, changes its cap, its allowed models, its expiry or its metadata."""
+    RotateKey: _aio.UnaryUnaryMultiCallable[_keys_pb2.RotateKeyRequest, _keys_pb2.RotateKeyResponse]  # type: ignore[assignment]
+    """RotateKey gives a key a new secret, returned once, keeping its id, cap, spend, period
+    and metadata. The replaced secret keeps working for a grace period; a rotation while
+    one runs ends the grace of the secret before it (at most two secrets work at once).
+    """
     RevokeKey: _aio.UnaryUnaryMultiCallable[_keys_pb2.RevokeKeyRequest, _keys_pb2.RevokeKeyResponse]  # type: ignore[assignment]
     """RevokeKey revokes a key for good."""
     LookupKey: _aio.UnaryUnaryMultiCallable[_keys_pb2.LookupKeyRequest, _keys_pb2.LookupKeyResponse]  # type: ignore[assignment]
@@ -107,7 +117,18 @@ class KeyServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _keys_pb2.UpdateKeyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_keys_pb2.UpdateKeyResponse, _abc.Awaitable[_keys_pb2.UpdateKeyResponse]]:
-        """UpdateKey renames a key, changes its cap or its allowed models."""
+        """UpdateKey renames a key, changes its cap, its allowed models, its expiry or its metadata."""
+
+    @_abc_1.abstractmethod
+    def RotateKey(
+        self,
+        request: _keys_pb2.RotateKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keys_pb2.RotateKeyResponse, _abc.Awaitable[_keys_pb2.RotateKeyResponse]]:
+        """RotateKey gives a key a new secret, returned once, keeping its id, cap, spend, period
+        and metadata. The replaced secret keeps working for a grace period; a rotation while
+        one runs ends the grace of the secret before it (at most two secrets work at once).
+        """
 
     @_abc_1.abstractmethod
     def RevokeKey(

@@ -14,6 +14,7 @@ class RefusalReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REFUSAL_REASON_KEY_CAP: _ClassVar[RefusalReason]
     REFUSAL_REASON_WALLET: _ClassVar[RefusalReason]
     REFUSAL_REASON_KEY_REVOKED: _ClassVar[RefusalReason]
+    REFUSAL_REASON_KEY_EXPIRED: _ClassVar[RefusalReason]
 
 class EventStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -35,6 +36,7 @@ REFUSAL_REASON_UNSPECIFIED: RefusalReason
 REFUSAL_REASON_KEY_CAP: RefusalReason
 REFUSAL_REASON_WALLET: RefusalReason
 REFUSAL_REASON_KEY_REVOKED: RefusalReason
+REFUSAL_REASON_KEY_EXPIRED: RefusalReason
 EVENT_STATUS_UNSPECIFIED: EventStatus
 EVENT_STATUS_OK: EventStatus
 EVENT_STATUS_UPSTREAM_ERROR: EventStatus
@@ -258,12 +260,14 @@ class ReleaseResponse(_message.Message):
     def __init__(self, released: _Optional[bool] = ...) -> None: ...
 
 class GetUsageRequest(_message.Message):
-    __slots__ = ("from_ms", "to_ms")
+    __slots__ = ("from_ms", "to_ms", "group_by")
     FROM_MS_FIELD_NUMBER: _ClassVar[int]
     TO_MS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
     from_ms: int
     to_ms: int
-    def __init__(self, from_ms: _Optional[int] = ..., to_ms: _Optional[int] = ...) -> None: ...
+    group_by: str
+    def __init__(self, from_ms: _Optional[int] = ..., to_ms: _Optional[int] = ..., group_by: _Optional[str] = ...) -> None: ...
 
 class ModelUsage(_message.Message):
     __slots__ = ("provider", "model", "requests", "input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "cost_micros", "fee_micros", "avg_latency_ms", "characters", "audio_ms", "images")
@@ -296,7 +300,14 @@ class ModelUsage(_message.Message):
     def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., cost_micros: _Optional[int] = ..., fee_micros: _Optional[int] = ..., avg_latency_ms: _Optional[int] = ..., characters: _Optional[int] = ..., audio_ms: _Optional[int] = ..., images: _Optional[int] = ...) -> None: ...
 
 class KeyUsage(_message.Message):
-    __slots__ = ("key_id", "name", "requests", "input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "cost_micros", "fee_micros", "by_model", "characters", "audio_ms", "images")
+    __slots__ = ("key_id", "name", "requests", "input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "cost_micros", "fee_micros", "by_model", "characters", "audio_ms", "images", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
@@ -310,6 +321,7 @@ class KeyUsage(_message.Message):
     CHARACTERS_FIELD_NUMBER: _ClassVar[int]
     AUDIO_MS_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     name: str
     requests: int
@@ -323,13 +335,46 @@ class KeyUsage(_message.Message):
     characters: int
     audio_ms: int
     images: int
-    def __init__(self, key_id: _Optional[str] = ..., name: _Optional[str] = ..., requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., cost_micros: _Optional[int] = ..., fee_micros: _Optional[int] = ..., by_model: _Optional[_Iterable[_Union[ModelUsage, _Mapping]]] = ..., characters: _Optional[int] = ..., audio_ms: _Optional[int] = ..., images: _Optional[int] = ...) -> None: ...
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, key_id: _Optional[str] = ..., name: _Optional[str] = ..., requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., cost_micros: _Optional[int] = ..., fee_micros: _Optional[int] = ..., by_model: _Optional[_Iterable[_Union[ModelUsage, _Mapping]]] = ..., characters: _Optional[int] = ..., audio_ms: _Optional[int] = ..., images: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class GroupUsage(_message.Message):
+    __slots__ = ("value", "key_ids", "requests", "input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "cost_micros", "fee_micros", "characters", "audio_ms", "images")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    KEY_IDS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_WRITE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_MICROS_FIELD_NUMBER: _ClassVar[int]
+    FEE_MICROS_FIELD_NUMBER: _ClassVar[int]
+    CHARACTERS_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_MS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    value: str
+    key_ids: _containers.RepeatedScalarFieldContainer[str]
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    cache_write_tokens: int
+    cost_micros: int
+    fee_micros: int
+    characters: int
+    audio_ms: int
+    images: int
+    def __init__(self, value: _Optional[str] = ..., key_ids: _Optional[_Iterable[str]] = ..., requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., cost_micros: _Optional[int] = ..., fee_micros: _Optional[int] = ..., characters: _Optional[int] = ..., audio_ms: _Optional[int] = ..., images: _Optional[int] = ...) -> None: ...
 
 class GetUsageResponse(_message.Message):
-    __slots__ = ("by_key",)
+    __slots__ = ("by_key", "group_by", "groups")
     BY_KEY_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
     by_key: _containers.RepeatedCompositeFieldContainer[KeyUsage]
-    def __init__(self, by_key: _Optional[_Iterable[_Union[KeyUsage, _Mapping]]] = ...) -> None: ...
+    group_by: str
+    groups: _containers.RepeatedCompositeFieldContainer[GroupUsage]
+    def __init__(self, by_key: _Optional[_Iterable[_Union[KeyUsage, _Mapping]]] = ..., group_by: _Optional[str] = ..., groups: _Optional[_Iterable[_Union[GroupUsage, _Mapping]]] = ...) -> None: ...
 
 class ListUsageEventsRequest(_message.Message):
     __slots__ = ("key_id", "page_size", "page_token")
