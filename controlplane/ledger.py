@@ -67,6 +67,7 @@ class Refusal(enum.Enum):
     WALLET = "wallet"
     KEY_REVOKED = "key_revoked"
     KEY_EXPIRED = "key_expired"
+    RATE_LIMIT = "rate_limit"
 
 
 class SettleRefusal(enum.Enum):

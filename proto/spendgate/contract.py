@@ -160,3 +160,24 @@ def format_usd(micros: int) -> str:
     whole, frac = divmod(abs(micros), MICROS_PER_USD)
     text = f"{whole}.{frac:06d}".rstrip("0").rstrip(".")
     return sign + text
+
+
+# --- tokens per minute -------------------------------------------------------------------
+
+# The usage a settled request counts against its key's tokens-per-minute limit: every kind
+# of input and output token (reasoning is part of output_tokens; characters, audio seconds
+# and images are not tokens). Field names are the same on `Units` and the proto's Units.
+TOKEN_UNITS = (
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "image_input_tokens",
+    "audio_input_tokens",
+    "output_tokens",
+    "audio_output_tokens",
+)
+
+
+def token_count(units: object) -> int:
+    return sum(int(getattr(units, name)) for name in TOKEN_UNITS)

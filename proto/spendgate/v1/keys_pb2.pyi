@@ -43,7 +43,7 @@ KEY_CHANGE_KIND_SYNC: KeyChangeKind
 KEY_CHANGE_KIND_ROTATED: KeyChangeKind
 
 class Key(_message.Message):
-    __slots__ = ("id", "account_id", "name", "scope", "cap_micros", "cap_period", "strict", "allowed_models", "metadata", "revoked", "created_ms", "revoked_ms", "spent_micros", "reserved_micros", "remaining_micros", "period_start_ms", "period_reset_ms", "secret_prefix", "expires_ms", "expired", "rotated_ms", "previous_secret_expires_ms")
+    __slots__ = ("id", "account_id", "name", "scope", "cap_micros", "cap_period", "strict", "allowed_models", "metadata", "revoked", "created_ms", "revoked_ms", "spent_micros", "reserved_micros", "remaining_micros", "period_start_ms", "period_reset_ms", "secret_prefix", "expires_ms", "expired", "rotated_ms", "previous_secret_expires_ms", "rate_limits")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +73,7 @@ class Key(_message.Message):
     EXPIRED_FIELD_NUMBER: _ClassVar[int]
     ROTATED_MS_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_SECRET_EXPIRES_MS_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMITS_FIELD_NUMBER: _ClassVar[int]
     id: str
     account_id: str
     name: str
@@ -95,7 +96,18 @@ class Key(_message.Message):
     expired: bool
     rotated_ms: int
     previous_secret_expires_ms: int
-    def __init__(self, id: _Optional[str] = ..., account_id: _Optional[str] = ..., name: _Optional[str] = ..., scope: _Optional[_Union[KeyScope, str]] = ..., cap_micros: _Optional[int] = ..., cap_period: _Optional[_Union[CapPeriod, str]] = ..., strict: _Optional[bool] = ..., allowed_models: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., revoked: _Optional[bool] = ..., created_ms: _Optional[int] = ..., revoked_ms: _Optional[int] = ..., spent_micros: _Optional[int] = ..., reserved_micros: _Optional[int] = ..., remaining_micros: _Optional[int] = ..., period_start_ms: _Optional[int] = ..., period_reset_ms: _Optional[int] = ..., secret_prefix: _Optional[str] = ..., expires_ms: _Optional[int] = ..., expired: _Optional[bool] = ..., rotated_ms: _Optional[int] = ..., previous_secret_expires_ms: _Optional[int] = ...) -> None: ...
+    rate_limits: RateLimits
+    def __init__(self, id: _Optional[str] = ..., account_id: _Optional[str] = ..., name: _Optional[str] = ..., scope: _Optional[_Union[KeyScope, str]] = ..., cap_micros: _Optional[int] = ..., cap_period: _Optional[_Union[CapPeriod, str]] = ..., strict: _Optional[bool] = ..., allowed_models: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., revoked: _Optional[bool] = ..., created_ms: _Optional[int] = ..., revoked_ms: _Optional[int] = ..., spent_micros: _Optional[int] = ..., reserved_micros: _Optional[int] = ..., remaining_micros: _Optional[int] = ..., period_start_ms: _Optional[int] = ..., period_reset_ms: _Optional[int] = ..., secret_prefix: _Optional[str] = ..., expires_ms: _Optional[int] = ..., expired: _Optional[bool] = ..., rotated_ms: _Optional[int] = ..., previous_secret_expires_ms: _Optional[int] = ..., rate_limits: _Optional[_Union[RateLimits, _Mapping]] = ...) -> None: ...
+
+class RateLimits(_message.Message):
+    __slots__ = ("rpm_limit", "tpm_limit", "max_parallel_requests")
+    RPM_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    TPM_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    MAX_PARALLEL_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    rpm_limit: int
+    tpm_limit: int
+    max_parallel_requests: int
+    def __init__(self, rpm_limit: _Optional[int] = ..., tpm_limit: _Optional[int] = ..., max_parallel_requests: _Optional[int] = ...) -> None: ...
 
 class Metadata(_message.Message):
     __slots__ = ("entries",)
@@ -117,7 +129,7 @@ class ModelList(_message.Message):
     def __init__(self, models: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateKeyRequest(_message.Message):
-    __slots__ = ("name", "scope", "cap_micros", "cap_period", "strict", "allowed_models", "metadata", "expires_ms")
+    __slots__ = ("name", "scope", "cap_micros", "cap_period", "strict", "allowed_models", "metadata", "expires_ms", "rate_limits")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -133,6 +145,7 @@ class CreateKeyRequest(_message.Message):
     ALLOWED_MODELS_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_MS_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMITS_FIELD_NUMBER: _ClassVar[int]
     name: str
     scope: KeyScope
     cap_micros: int
@@ -141,7 +154,8 @@ class CreateKeyRequest(_message.Message):
     allowed_models: _containers.RepeatedScalarFieldContainer[str]
     metadata: _containers.ScalarMap[str, str]
     expires_ms: int
-    def __init__(self, name: _Optional[str] = ..., scope: _Optional[_Union[KeyScope, str]] = ..., cap_micros: _Optional[int] = ..., cap_period: _Optional[_Union[CapPeriod, str]] = ..., strict: _Optional[bool] = ..., allowed_models: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., expires_ms: _Optional[int] = ...) -> None: ...
+    rate_limits: RateLimits
+    def __init__(self, name: _Optional[str] = ..., scope: _Optional[_Union[KeyScope, str]] = ..., cap_micros: _Optional[int] = ..., cap_period: _Optional[_Union[CapPeriod, str]] = ..., strict: _Optional[bool] = ..., allowed_models: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., expires_ms: _Optional[int] = ..., rate_limits: _Optional[_Union[RateLimits, _Mapping]] = ...) -> None: ...
 
 class CreateKeyResponse(_message.Message):
     __slots__ = ("key", "secret")
@@ -182,7 +196,7 @@ class ListKeysResponse(_message.Message):
     def __init__(self, keys: _Optional[_Iterable[_Union[Key, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class UpdateKeyRequest(_message.Message):
-    __slots__ = ("key_id", "name", "cap_micros", "remove_cap", "cap_period", "strict", "allowed_models", "expires_ms", "remove_expiry", "metadata")
+    __slots__ = ("key_id", "name", "cap_micros", "remove_cap", "cap_period", "strict", "allowed_models", "expires_ms", "remove_expiry", "metadata", "rate_limits")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CAP_MICROS_FIELD_NUMBER: _ClassVar[int]
@@ -193,6 +207,7 @@ class UpdateKeyRequest(_message.Message):
     EXPIRES_MS_FIELD_NUMBER: _ClassVar[int]
     REMOVE_EXPIRY_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMITS_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     name: str
     cap_micros: int
@@ -203,7 +218,8 @@ class UpdateKeyRequest(_message.Message):
     expires_ms: int
     remove_expiry: bool
     metadata: Metadata
-    def __init__(self, key_id: _Optional[str] = ..., name: _Optional[str] = ..., cap_micros: _Optional[int] = ..., remove_cap: _Optional[bool] = ..., cap_period: _Optional[_Union[CapPeriod, str]] = ..., strict: _Optional[bool] = ..., allowed_models: _Optional[_Union[ModelList, _Mapping]] = ..., expires_ms: _Optional[int] = ..., remove_expiry: _Optional[bool] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ...) -> None: ...
+    rate_limits: RateLimits
+    def __init__(self, key_id: _Optional[str] = ..., name: _Optional[str] = ..., cap_micros: _Optional[int] = ..., remove_cap: _Optional[bool] = ..., cap_period: _Optional[_Union[CapPeriod, str]] = ..., strict: _Optional[bool] = ..., allowed_models: _Optional[_Union[ModelList, _Mapping]] = ..., expires_ms: _Optional[int] = ..., remove_expiry: _Optional[bool] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ..., rate_limits: _Optional[_Union[RateLimits, _Mapping]] = ...) -> None: ...
 
 class UpdateKeyResponse(_message.Message):
     __slots__ = ("key",)

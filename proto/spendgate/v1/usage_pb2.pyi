@@ -15,6 +15,14 @@ class RefusalReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REFUSAL_REASON_WALLET: _ClassVar[RefusalReason]
     REFUSAL_REASON_KEY_REVOKED: _ClassVar[RefusalReason]
     REFUSAL_REASON_KEY_EXPIRED: _ClassVar[RefusalReason]
+    REFUSAL_REASON_RATE_LIMIT: _ClassVar[RefusalReason]
+
+class RateLimitDimension(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RATE_LIMIT_DIMENSION_UNSPECIFIED: _ClassVar[RateLimitDimension]
+    RATE_LIMIT_DIMENSION_REQUESTS: _ClassVar[RateLimitDimension]
+    RATE_LIMIT_DIMENSION_TOKENS: _ClassVar[RateLimitDimension]
+    RATE_LIMIT_DIMENSION_PARALLEL: _ClassVar[RateLimitDimension]
 
 class EventStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -37,6 +45,11 @@ REFUSAL_REASON_KEY_CAP: RefusalReason
 REFUSAL_REASON_WALLET: RefusalReason
 REFUSAL_REASON_KEY_REVOKED: RefusalReason
 REFUSAL_REASON_KEY_EXPIRED: RefusalReason
+REFUSAL_REASON_RATE_LIMIT: RefusalReason
+RATE_LIMIT_DIMENSION_UNSPECIFIED: RateLimitDimension
+RATE_LIMIT_DIMENSION_REQUESTS: RateLimitDimension
+RATE_LIMIT_DIMENSION_TOKENS: RateLimitDimension
+RATE_LIMIT_DIMENSION_PARALLEL: RateLimitDimension
 EVENT_STATUS_UNSPECIFIED: EventStatus
 EVENT_STATUS_OK: EventStatus
 EVENT_STATUS_UPSTREAM_ERROR: EventStatus
@@ -81,24 +94,56 @@ class Units(_message.Message):
     file_searches: int
     def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., audio_input_tokens: _Optional[int] = ..., audio_output_tokens: _Optional[int] = ..., characters: _Optional[int] = ..., audio_ms: _Optional[int] = ..., images: _Optional[int] = ..., cache_write_1h_tokens: _Optional[int] = ..., image_input_tokens: _Optional[int] = ..., web_searches: _Optional[int] = ..., file_searches: _Optional[int] = ...) -> None: ...
 
+class RateLimitStatus(_message.Message):
+    __slots__ = ("limits", "requests_remaining", "requests_reset_ms", "tokens_remaining", "tokens_reset_ms", "in_flight", "refused", "retry_after_ms")
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_REMAINING_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_RESET_MS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_REMAINING_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_RESET_MS_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    limits: _keys_pb2.RateLimits
+    requests_remaining: int
+    requests_reset_ms: int
+    tokens_remaining: int
+    tokens_reset_ms: int
+    in_flight: int
+    refused: RateLimitDimension
+    retry_after_ms: int
+    def __init__(self, limits: _Optional[_Union[_keys_pb2.RateLimits, _Mapping]] = ..., requests_remaining: _Optional[int] = ..., requests_reset_ms: _Optional[int] = ..., tokens_remaining: _Optional[int] = ..., tokens_reset_ms: _Optional[int] = ..., in_flight: _Optional[int] = ..., refused: _Optional[_Union[RateLimitDimension, str]] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...
+
+class RateSlice(_message.Message):
+    __slots__ = ("requests", "tokens", "slots")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    requests: int
+    tokens: int
+    slots: int
+    def __init__(self, requests: _Optional[int] = ..., tokens: _Optional[int] = ..., slots: _Optional[int] = ...) -> None: ...
+
 class ReserveRequest(_message.Message):
-    __slots__ = ("key_id", "request_id", "amount_micros", "ttl_ms", "return_grant_id", "return_micros")
+    __slots__ = ("key_id", "request_id", "amount_micros", "ttl_ms", "return_grant_id", "return_micros", "tokens")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_MICROS_FIELD_NUMBER: _ClassVar[int]
     TTL_MS_FIELD_NUMBER: _ClassVar[int]
     RETURN_GRANT_ID_FIELD_NUMBER: _ClassVar[int]
     RETURN_MICROS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     request_id: str
     amount_micros: int
     ttl_ms: int
     return_grant_id: str
     return_micros: int
-    def __init__(self, key_id: _Optional[str] = ..., request_id: _Optional[str] = ..., amount_micros: _Optional[int] = ..., ttl_ms: _Optional[int] = ..., return_grant_id: _Optional[str] = ..., return_micros: _Optional[int] = ...) -> None: ...
+    tokens: int
+    def __init__(self, key_id: _Optional[str] = ..., request_id: _Optional[str] = ..., amount_micros: _Optional[int] = ..., ttl_ms: _Optional[int] = ..., return_grant_id: _Optional[str] = ..., return_micros: _Optional[int] = ..., tokens: _Optional[int] = ...) -> None: ...
 
 class ReserveResponse(_message.Message):
-    __slots__ = ("granted", "reason", "cap_micros", "spent_micros", "reserved_micros", "remaining_micros", "wallet_remaining_micros", "period_reset_ms", "expires_ms")
+    __slots__ = ("granted", "reason", "cap_micros", "spent_micros", "reserved_micros", "remaining_micros", "wallet_remaining_micros", "period_reset_ms", "expires_ms", "rate")
     GRANTED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     CAP_MICROS_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +153,7 @@ class ReserveResponse(_message.Message):
     WALLET_REMAINING_MICROS_FIELD_NUMBER: _ClassVar[int]
     PERIOD_RESET_MS_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_MS_FIELD_NUMBER: _ClassVar[int]
+    RATE_FIELD_NUMBER: _ClassVar[int]
     granted: bool
     reason: RefusalReason
     cap_micros: int
@@ -117,31 +163,40 @@ class ReserveResponse(_message.Message):
     wallet_remaining_micros: int
     period_reset_ms: int
     expires_ms: int
-    def __init__(self, granted: _Optional[bool] = ..., reason: _Optional[_Union[RefusalReason, str]] = ..., cap_micros: _Optional[int] = ..., spent_micros: _Optional[int] = ..., reserved_micros: _Optional[int] = ..., remaining_micros: _Optional[int] = ..., wallet_remaining_micros: _Optional[int] = ..., period_reset_ms: _Optional[int] = ..., expires_ms: _Optional[int] = ...) -> None: ...
+    rate: RateLimitStatus
+    def __init__(self, granted: _Optional[bool] = ..., reason: _Optional[_Union[RefusalReason, str]] = ..., cap_micros: _Optional[int] = ..., spent_micros: _Optional[int] = ..., reserved_micros: _Optional[int] = ..., remaining_micros: _Optional[int] = ..., wallet_remaining_micros: _Optional[int] = ..., period_reset_ms: _Optional[int] = ..., expires_ms: _Optional[int] = ..., rate: _Optional[_Union[RateLimitStatus, _Mapping]] = ...) -> None: ...
 
 class GrantRequest(_message.Message):
-    __slots__ = ("key_id", "grant_id", "want_micros", "min_micros", "ttl_ms")
+    __slots__ = ("key_id", "grant_id", "want_micros", "min_micros", "ttl_ms", "want_slice", "min_slice")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     GRANT_ID_FIELD_NUMBER: _ClassVar[int]
     WANT_MICROS_FIELD_NUMBER: _ClassVar[int]
     MIN_MICROS_FIELD_NUMBER: _ClassVar[int]
     TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    WANT_SLICE_FIELD_NUMBER: _ClassVar[int]
+    MIN_SLICE_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     grant_id: str
     want_micros: int
     min_micros: int
     ttl_ms: int
-    def __init__(self, key_id: _Optional[str] = ..., grant_id: _Optional[str] = ..., want_micros: _Optional[int] = ..., min_micros: _Optional[int] = ..., ttl_ms: _Optional[int] = ...) -> None: ...
+    want_slice: RateSlice
+    min_slice: RateSlice
+    def __init__(self, key_id: _Optional[str] = ..., grant_id: _Optional[str] = ..., want_micros: _Optional[int] = ..., min_micros: _Optional[int] = ..., ttl_ms: _Optional[int] = ..., want_slice: _Optional[_Union[RateSlice, _Mapping]] = ..., min_slice: _Optional[_Union[RateSlice, _Mapping]] = ...) -> None: ...
 
 class GrantResponse(_message.Message):
-    __slots__ = ("granted", "amount_micros", "expires_ms")
+    __slots__ = ("granted", "amount_micros", "expires_ms", "slice", "rate")
     GRANTED_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_MICROS_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_MS_FIELD_NUMBER: _ClassVar[int]
+    SLICE_FIELD_NUMBER: _ClassVar[int]
+    RATE_FIELD_NUMBER: _ClassVar[int]
     granted: bool
     amount_micros: int
     expires_ms: int
-    def __init__(self, granted: _Optional[bool] = ..., amount_micros: _Optional[int] = ..., expires_ms: _Optional[int] = ...) -> None: ...
+    slice: RateSlice
+    rate: RateLimitStatus
+    def __init__(self, granted: _Optional[bool] = ..., amount_micros: _Optional[int] = ..., expires_ms: _Optional[int] = ..., slice: _Optional[_Union[RateSlice, _Mapping]] = ..., rate: _Optional[_Union[RateLimitStatus, _Mapping]] = ...) -> None: ...
 
 class SettleRequest(_message.Message):
     __slots__ = ("request_id", "key_id", "provider", "model", "units", "started_ms", "latency_ms", "ttfb_ms", "status", "http_status", "estimated", "grant_id", "service_tier")
@@ -246,12 +301,14 @@ class SettleResponse(_message.Message):
     def __init__(self, event: _Optional[_Union[UsageEvent, _Mapping]] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
-    __slots__ = ("request_id", "amount_micros")
+    __slots__ = ("request_id", "amount_micros", "return_slice")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_MICROS_FIELD_NUMBER: _ClassVar[int]
+    RETURN_SLICE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     amount_micros: int
-    def __init__(self, request_id: _Optional[str] = ..., amount_micros: _Optional[int] = ...) -> None: ...
+    return_slice: RateSlice
+    def __init__(self, request_id: _Optional[str] = ..., amount_micros: _Optional[int] = ..., return_slice: _Optional[_Union[RateSlice, _Mapping]] = ...) -> None: ...
 
 class ReleaseResponse(_message.Message):
     __slots__ = ("released",)
