@@ -65,6 +65,10 @@ METHOD_ROLES: dict[str, Role] = {
 }
 
 
+# An expired key may still read its own state (when it expired, what it spent): nothing else.
+READABLE_WHEN_EXPIRED = frozenset({_USAGE + "GetOwnKey"})
+
+
 @dataclass(frozen=True)
 class Principal:
     role: Role
@@ -94,7 +98,7 @@ class Authenticator:
         self._tokens = tokens
         self._keystore = keystore
 
-    def principal(self, metadata: tuple[tuple[str, Any], ...] | None) -> Principal:
+    def principal(self, metadata: tuple[tuple[str, Any], ...] | None, method: str = "") -> Principal:
         header = next((v for k, v in metadata or () if k == "authorization"), None)
         if not isinstance(header, str) or not header.lower().startswith("bearer "):
             raise Unauthenticated("missing credentials: send 'authorization: Bearer <token or key>'")
@@ -103,9 +107,14 @@ class Authenticator:
             return Principal(Role.ADMIN)
         if secrets.same_token(presented, self._tokens.service):
             return Principal(Role.SERVICE)
-        key = self._keystore.lookup(secrets.digest(presented))
-        if key is None or key.revoked:
+        found = self._keystore.find(secrets.digest(presented))
+        if found is None or found.key.revoked:
             raise Unauthenticated("invalid credentials")
+        key, now = found.key, self._keystore.now()
+        refusal = found.refusal(now)
+        rotated_out = found.secret_expires_ms is not None and now >= found.secret_expires_ms
+        if refusal is not None and (rotated_out or method not in READABLE_WHEN_EXPIRED):
+            raise Unauthenticated(refusal)
         role = Role.MASTER if key.scope is Scope.MASTER else Role.STANDARD
         return Principal(role, account_id=key.account_id, key_id=key.id)
 
@@ -131,7 +140,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
         if needed is None:  # an RPC of ours the table does not name: closed, never open
             return _refuse(handler, PermissionDenied(f"{details.method} is not in the role table"))
         try:
-            principal = self._auth.principal(details.invocation_metadata)
+            principal = self._auth.principal(details.invocation_metadata, details.method)
             if not self._auth.allows(principal, needed):
                 raise PermissionDenied(f"this credential may not call {details.method.rsplit('/', 1)[-1]}")
         except SpendgateError as exc:

@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, func, or_, select
 
-from controlplane import secrets
+from controlplane import lifecycle, secrets
 from controlplane.errors import InvalidArgument, NotFound
+from controlplane.lifecycle import SecretMatch
 from controlplane.periods import CapPeriod, bounds
 from controlplane.records import Account, Clock, Key, Page, Scope
 from controlplane.store.schema import accounts, key_changes, keys
@@ -23,7 +24,6 @@ from controlplane.store.schema import accounts, key_changes, keys
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 MAX_NAME = 200
-MAX_METADATA_ENTRIES = 64
 INT64_MAX = 2**63 - 1  # the database's BIGINT and the protobuf int64 fields
 
 
@@ -36,6 +36,7 @@ class KeySpec:
     strict: bool = False
     allowed_models: tuple[str, ...] = ()
     metadata: tuple[tuple[str, str], ...] = ()
+    expires_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,9 @@ class KeyUpdate:
     cap_period: CapPeriod | None = None
     strict: bool | None = None
     allowed_models: tuple[str, ...] | None = None
+    expires_ms: int | None = None
+    remove_expiry: bool = False
+    metadata: tuple[tuple[str, str], ...] | None = None  # replaces the whole map
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,9 @@ class KeyStore:
         self._engine = engine
         self._clock = clock
 
+    def now(self) -> int:
+        return self._clock()
+
     # accounts -------------------------------------------------------------
 
     def create_account(self, name: str, credit_micros: int) -> tuple[Account, Key, str]:
@@ -156,6 +163,7 @@ class KeyStore:
     # keys -----------------------------------------------------------------
 
     def create_key(self, account_id: str, spec: KeySpec) -> tuple[Key, str]:
+        now = self._clock()
         spec = KeySpec(
             name=check_name(spec.name),
             scope=spec.scope,
@@ -163,13 +171,12 @@ class KeyStore:
             cap_period=spec.cap_period,
             strict=spec.strict,
             allowed_models=check_models(spec.allowed_models),
-            metadata=spec.metadata,
+            metadata=tuple(lifecycle.check_metadata(dict(spec.metadata)).items()),
+            expires_ms=lifecycle.check_expiry(spec.expires_ms, now),
         )
         check_cap(spec.cap_micros)
-        if len(spec.metadata) > MAX_METADATA_ENTRIES:
-            raise InvalidArgument("metadata", f"at most {MAX_METADATA_ENTRIES} entries")
         with self._engine.begin() as conn:
-            return self._insert_key(conn, account_id, spec, self._clock())
+            return self._insert_key(conn, account_id, spec, now)
 
     def _insert_key(self, conn: Connection, account_id: str, spec: KeySpec, now: int) -> tuple[Key, str]:
         secret = secrets.mint_secret()
@@ -192,6 +199,7 @@ class KeyStore:
                 spent_micros=0,
                 reserved_micros=0,
                 period_start_ms=bounds(spec.cap_period, now)[0],
+                expires_ms=spec.expires_ms,
             )
         )
         record_change(conn, key_id, "created", now)
@@ -241,7 +249,15 @@ class KeyStore:
             values["strict"] = update.strict
         if update.allowed_models is not None:
             values["allowed_models"] = json.dumps(list(check_models(update.allowed_models)))
+        if update.metadata is not None:
+            values["metadata"] = json.dumps(lifecycle.check_metadata(dict(update.metadata)))
         now = self._clock()
+        if update.remove_expiry and update.expires_ms is not None:
+            raise InvalidArgument("remove_expiry", "cannot be combined with expires_ms")
+        if update.expires_ms is not None:
+            values["expires_ms"] = lifecycle.check_expiry(update.expires_ms, now)
+        if update.remove_expiry:
+            values["expires_ms"] = None
         with self._engine.begin() as conn:
             current = self._key_for_update(conn, key_id, account_id)
             if current.revoked:
@@ -255,6 +271,32 @@ class KeyStore:
                 conn.execute(keys.update().where(keys.c.id == key_id).values(**values))
                 record_change(conn, key_id, "updated", now)
             return self._key(conn, key_id, account_id)
+
+    def rotate_key(self, account_id: str, key_id: str, grace_ms: int | None) -> tuple[Key, str]:
+        """A new secret for the same key; the current one keeps working for `grace_ms`
+        (see lifecycle.py). The secret before it, if still in its grace, stops now."""
+        grace = lifecycle.check_grace(grace_ms)
+        now = self._clock()
+        secret = secrets.mint_secret()
+        with self._engine.begin() as conn:
+            current = self._key_for_update(conn, key_id, account_id)
+            if current.revoked:
+                raise InvalidArgument("key_id", f"key {key_id} is revoked")
+            if current.expired(now):
+                raise InvalidArgument("key_id", f"key {key_id} has expired; give it a new expires_ms first")
+            conn.execute(
+                keys.update()
+                .where(keys.c.id == key_id)
+                .values(
+                    secret_sha256=secrets.digest(secret),
+                    secret_prefix=secret[: secrets.DISPLAY_CHARS],
+                    old_secret_sha256=current.secret_sha256 if grace else None,
+                    old_secret_expires_ms=now + grace if grace else None,
+                    rotated_ms=now,
+                )
+            )
+            record_change(conn, key_id, "rotated", now)
+            return self._key(conn, key_id, account_id), secret
 
     def revoke_key(self, account_id: str, key_id: str) -> Key:
         now = self._clock()
@@ -278,13 +320,26 @@ class KeyStore:
         return Key.from_row(row)
 
     def lookup(self, secret_sha256: bytes) -> Key | None:
-        """The key whose secret has this digest. The index finds the row; the
-        final comparison is constant-time."""
+        found = self.find(secret_sha256)
+        return None if found is None else found.key
+
+    def find(self, secret_sha256: bytes) -> SecretMatch | None:
+        """The key whose secret, or whose rotated-out secret, has this digest. The indexes
+        find the row; the final comparison is constant-time. Whether the secret may be used
+        now is the caller's decision (SecretMatch.refusal)."""
+        query = select(keys).where(
+            or_(keys.c.secret_sha256 == secret_sha256, keys.c.old_secret_sha256 == secret_sha256)
+        )
         with self._engine.connect() as conn:
-            row = conn.execute(select(keys).where(keys.c.secret_sha256 == secret_sha256)).mappings().first()
-        if row is None or not secrets.same_digest(bytes(row["secret_sha256"]), secret_sha256):
+            row = conn.execute(query).mappings().first()
+        if row is None:
             return None
-        return Key.from_row(row)
+        key = Key.from_row(row)
+        if secrets.same_digest(key.secret_sha256, secret_sha256):
+            return SecretMatch(key)
+        if key.old_secret_sha256 is not None and secrets.same_digest(key.old_secret_sha256, secret_sha256):
+            return SecretMatch(key, key.old_secret_expires_ms)
+        return None
 
     # change log -----------------------------------------------------------
 

@@ -132,11 +132,13 @@ class Granted:
     expires_ms: int
 
 
-def admit_key(key: Key, amount: int) -> Refusal | None:
+def admit_key(key: Key, amount: int, now_ms: int) -> Refusal | None:
     """The key's half of the admission rule, on the locked, swept row. The
     wallet's half is a conditional UPDATE (see Ledger._hold_wallet)."""
     if key.revoked:
         return Refusal.KEY_REVOKED
+    if key.expired(now_ms):
+        return Refusal.KEY_EXPIRED
     if key.cap_micros is not None:
         left = key.cap_micros - key.spent_micros - key.reserved_micros
         if left <= 0 or (key.strict and amount > left):
@@ -357,7 +359,7 @@ class Ledger:
                     )
                 if return_grant_id and return_micros:
                     key = self._hand_back(conn, key, return_grant_id, return_micros)
-                refusal = admit_key(key, amount_micros)
+                refusal = admit_key(key, amount_micros, now)
                 if refusal is not None:
                     return self._outcome(key, self._account(conn, key.account_id), refusal, 0, now)
                 expires = now + (ttl_ms or DEFAULT_TTL_MS)
@@ -402,7 +404,7 @@ class Ledger:
                     if existing.state != "active":
                         return refused
                     return Granted(True, existing.amount_micros, existing.expires_ms)
-                if key.revoked:
+                if key.revoked or key.expired(now):
                     return refused
                 wallet_left = self._account(conn, key.account_id).remaining_micros
                 amount = min(want_micros, wallet_left // GRANT_SHARE * 10_000 // (10_000 + self.fee_bps))

@@ -68,10 +68,23 @@ class Key:
     spent_micros: int = 0
     reserved_micros: int = 0
     period_start_ms: int = 0
+    expires_ms: int | None = None  # refused from then on
+    # The secret the last rotation replaced, and when it stops authenticating the key.
+    old_secret_sha256: bytes | None = None
+    old_secret_expires_ms: int | None = None
+    rotated_ms: int | None = None
 
     @property
     def revoked(self) -> bool:
         return self.revoked_ms is not None
+
+    def expired(self, now_ms: int) -> bool:
+        return self.expires_ms is not None and now_ms >= self.expires_ms
+
+    def previous_secret_expires_ms(self, now_ms: int) -> int | None:
+        """When the replaced secret stops working, while it still does."""
+        ends = self.old_secret_expires_ms
+        return ends if self.old_secret_sha256 is not None and ends is not None and ends > now_ms else None
 
     @property
     def remaining_micros(self) -> int | None:
@@ -101,6 +114,10 @@ class Key:
             spent_micros=row["spent_micros"],
             reserved_micros=row["reserved_micros"],
             period_start_ms=row["period_start_ms"],
+            expires_ms=row["expires_ms"],
+            old_secret_sha256=None if row["old_secret_sha256"] is None else bytes(row["old_secret_sha256"]),
+            old_secret_expires_ms=row["old_secret_expires_ms"],
+            rotated_ms=row["rotated_ms"],
         )
 
 

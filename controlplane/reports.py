@@ -1,8 +1,11 @@
-"""Read-only usage reports: per-key/per-model rollups and one key's events."""
+"""Read-only usage reports: per-key/per-model rollups, the same grouped by a metadata
+tag, and one key's events."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, case, func, select
 
@@ -47,6 +50,30 @@ class KeyRollup:
     name: str
     totals: Totals
     by_model: list[ModelRollup]
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GroupRollup:
+    """The keys that share one value of a metadata tag; value None: the keys without it."""
+
+    value: str | None
+    key_ids: tuple[str, ...]
+    totals: Totals
+
+
+def group_by_tag(rollups: list[KeyRollup], tag: str) -> list[GroupRollup]:
+    """Per-key rollups summed per value of `tag` (the keys' metadata as it is now): most
+    cost first, then by value; the keys without the tag last. Integer sums, nothing lost:
+    the groups add up to the keys."""
+    groups: dict[str | None, tuple[list[str], Totals]] = {}
+    for rollup in rollups:
+        value = rollup.metadata.get(tag)
+        key_ids, totals = groups.get(value, ([], Totals()))
+        key_ids.append(rollup.key_id)
+        groups[value] = (key_ids, totals + rollup.totals)
+    ordered = sorted(groups.items(), key=lambda g: (g[0] is None, -g[1][1].cost_micros, g[0] or ""))
+    return [GroupRollup(value, tuple(key_ids), totals) for value, (key_ids, totals) in ordered]
 
 
 class Reports:
@@ -64,6 +91,7 @@ class Reports:
             select(
                 e.key_id,
                 keys.c.name,
+                keys.c.metadata,
                 e.provider,
                 e.model,
                 func.count().label("requests"),
@@ -82,17 +110,19 @@ class Reports:
             )
             .join(keys, keys.c.id == e.key_id)
             .where(e.account_id == account_id, e.ts_ms >= from_ms, e.ts_ms < to_ms)
-            .group_by(e.key_id, keys.c.name, e.provider, e.model)
+            .group_by(e.key_id, keys.c.name, keys.c.metadata, e.provider, e.model)
             .order_by(e.key_id, e.provider, e.model)
         )
         rollups: dict[str, KeyRollup] = {}
         with self._engine.connect() as conn:
             for row in conn.execute(query):
                 totals = Totals(*(int(getattr(row, f)) for f in Totals.__dataclass_fields__))
-                entry = rollups.get(row.key_id) or KeyRollup(row.key_id, row.name, Totals(), [])
+                entry = rollups.get(row.key_id) or KeyRollup(
+                    row.key_id, row.name, Totals(), [], json.loads(row.metadata)
+                )
                 entry.by_model.append(ModelRollup(row.provider, row.model, totals))
                 rollups[row.key_id] = KeyRollup(
-                    entry.key_id, entry.name, entry.totals + totals, entry.by_model
+                    entry.key_id, entry.name, entry.totals + totals, entry.by_model, entry.metadata
                 )
         return list(rollups.values())
 

@@ -78,6 +78,11 @@ def key_to_pb(key: Key, now_ms: int) -> keys_pb2.Key:
         msg.cap_micros = key.cap_micros
     if key.remaining_micros is not None:
         msg.remaining_micros = key.remaining_micros
+    if key.expires_ms is not None:
+        msg.expires_ms = key.expires_ms
+        msg.expired = key.expired(now_ms)
+    msg.rotated_ms = key.rotated_ms or 0
+    msg.previous_secret_expires_ms = key.previous_secret_expires_ms(now_ms) or 0
     return msg
 
 

@@ -19,6 +19,7 @@ KINDS = {
     "created": keys_pb2.KEY_CHANGE_KIND_CREATED,
     "updated": keys_pb2.KEY_CHANGE_KIND_UPDATED,
     "revoked": keys_pb2.KEY_CHANGE_KIND_REVOKED,
+    "rotated": keys_pb2.KEY_CHANGE_KIND_ROTATED,
 }
 WATCH_HEARTBEAT_SECONDS = 1.0
 
@@ -43,6 +44,7 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
             strict=request.strict,
             allowed_models=tuple(request.allowed_models),
             metadata=tuple(sorted(request.metadata.items())),
+            expires_ms=request.expires_ms if request.HasField("expires_ms") else None,
         )
         key, secret = self._keys.create_key(auth.current_account(), spec)
         return keys_pb2.CreateKeyResponse(key=self._pb(key), secret=secret)
@@ -76,9 +78,21 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
             allowed_models=(
                 tuple(request.allowed_models.models) if request.HasField("allowed_models") else None
             ),
+            expires_ms=request.expires_ms if request.HasField("expires_ms") else None,
+            remove_expiry=request.remove_expiry,
+            metadata=tuple(sorted(request.metadata.entries.items()))
+            if request.HasField("metadata")
+            else None,
         )
         key = self._keys.update_key(auth.current_account(), request.key_id, update)
         return keys_pb2.UpdateKeyResponse(key=self._pb(key))
+
+    def RotateKey(
+        self, request: keys_pb2.RotateKeyRequest, context: grpc.ServicerContext
+    ) -> keys_pb2.RotateKeyResponse:
+        grace = request.grace_ms if request.HasField("grace_ms") else None
+        key, secret = self._keys.rotate_key(auth.current_account(), request.key_id, grace)
+        return keys_pb2.RotateKeyResponse(key=self._pb(key), secret=secret)
 
     def RevokeKey(
         self, request: keys_pb2.RevokeKeyRequest, context: grpc.ServicerContext
@@ -92,10 +106,13 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
     ) -> keys_pb2.LookupKeyResponse:
         if len(request.secret_sha256) != 32:
             raise InvalidArgument("secret_sha256", "must be the 32-byte SHA-256 digest of the secret")
-        key = self._keys.lookup(request.secret_sha256)
-        if key is None:
+        found = self._keys.find(request.secret_sha256)
+        if found is None:
             raise NotFound("no key has this secret")
-        return keys_pb2.LookupKeyResponse(key=self._pb(key))
+        reply = keys_pb2.LookupKeyResponse(key=self._pb(found.key))
+        if found.secret_expires_ms is not None:
+            reply.secret_expires_ms = found.secret_expires_ms
+        return reply
 
     def WatchKeys(
         self, request: keys_pb2.WatchKeysRequest, context: grpc.ServicerContext
@@ -129,9 +146,14 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
             self._feed.unsubscribe(subscription)
 
     def _change(self, change: KeyChange) -> keys_pb2.WatchKeysResponse:
+        now = self._clock()
+        key = change.key
+        previous_ends = key.previous_secret_expires_ms(now)
         return keys_pb2.WatchKeysResponse(
             seq=change.seq,
             kind=KINDS[change.kind],
-            key=self._pb(change.key),
-            secret_sha256=change.key.secret_sha256,
+            key=convert.key_to_pb(key, now),
+            secret_sha256=key.secret_sha256,
+            previous_secret_sha256=key.old_secret_sha256 if previous_ends else b"",
+            previous_secret_expires_ms=previous_ends or 0,
         )

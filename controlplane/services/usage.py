@@ -5,13 +5,13 @@ from __future__ import annotations
 import grpc
 from sqlalchemy import Engine
 
-from controlplane import auth, catalog, periods
+from controlplane import auth, catalog, lifecycle, periods
 from controlplane.errors import InvalidArgument, NotFound
 from controlplane.keystore import KeyStore
 from controlplane.ledger import Ledger, Settled, Settlement, SettleRefusal
 from controlplane.periods import CapPeriod
 from controlplane.records import Clock
-from controlplane.reports import Reports, Totals
+from controlplane.reports import Reports, Totals, group_by_tag
 from controlplane.services import convert
 from spendgate.v1 import usage_pb2, usage_pb2_grpc
 
@@ -110,12 +110,19 @@ class UsageService(usage_pb2_grpc.UsageServiceServicer):
     def GetUsage(
         self, request: usage_pb2.GetUsageRequest, context: grpc.ServicerContext
     ) -> usage_pb2.GetUsageResponse:
+        tag = lifecycle.group_by_metadata(request.group_by)
         rollups = self._reports.usage(auth.current_account(), request.from_ms, request.to_ms)
+        groups = [] if tag is None else group_by_tag(rollups, tag)
         return usage_pb2.GetUsageResponse(
+            group_by=request.group_by,
+            groups=[
+                usage_pb2.GroupUsage(value=g.value, key_ids=g.key_ids, **_totals(g.totals)) for g in groups
+            ],
             by_key=[
                 usage_pb2.KeyUsage(
                     key_id=r.key_id,
                     name=r.name,
+                    metadata=dict(r.metadata),
                     **_totals(r.totals),
                     by_model=[
                         usage_pb2.ModelUsage(
@@ -128,7 +135,7 @@ class UsageService(usage_pb2_grpc.UsageServiceServicer):
                     ],
                 )
                 for r in rollups
-            ]
+            ],
         )
 
     def ListUsageEvents(

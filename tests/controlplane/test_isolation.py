@@ -24,6 +24,7 @@ def requests_for(key_id: str, account_id: str) -> dict[str, object]:
         "GetKey": keys_pb2.GetKeyRequest(key_id=key_id),
         "ListKeys": keys_pb2.ListKeysRequest(),
         "UpdateKey": keys_pb2.UpdateKeyRequest(key_id=key_id, name="hijacked"),
+        "RotateKey": keys_pb2.RotateKeyRequest(key_id=key_id),
         "RevokeKey": keys_pb2.RevokeKeyRequest(key_id=key_id),
         "LookupKey": keys_pb2.LookupKeyRequest(secret_sha256=b"\0" * 32),
         "WatchKeys": keys_pb2.WatchKeysRequest(),
