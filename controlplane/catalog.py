@@ -228,11 +228,15 @@ def insert(conn: Connection, price: Price, now_ms: int, origin: str = "api") -> 
         raise InvalidArgument(
             "price.effective_from_ms", f"{price.qualified_name} already has a row effective at that time"
         )
-    values = {f.name: getattr(price, f.name) for f in fields(Price)}
+    conn.execute(prices.insert().values(**_values(price, origin)))
+    return price
+
+
+def _values(price: Price, origin: str) -> dict[str, object]:
+    values: dict[str, object] = {f.name: getattr(price, f.name) for f in fields(Price)}
     values["rules"] = rules_to_json(price.rules)
     values["origin"] = origin
-    conn.execute(prices.insert().values(**values))
-    return price
+    return values
 
 
 def sync(engine: Engine, catalog: list[Price], now_ms: int) -> int:
@@ -241,40 +245,68 @@ def sync(engine: Engine, catalog: list[Price], now_ms: int) -> int:
     now, so past events keep the price they were charged; a row announced for a
     later day is stored for that day. Compared with the newest row from a catalog
     file, and never over a price set through the API: an operator's UpsertPrice
-    stays in force across restarts and upgrades until the operator replaces it."""
-    added = 0
+    stays in force across restarts and upgrades until the operator replaces it.
+
+    The table is read once and the new rows written in one statement: a start
+    compares a thousand-odd models, two queries each would cost a second."""
     with engine.begin() as conn:
+        stored = _Stored(conn)
+        added: list[tuple[Price, str]] = []
         for price in catalog:
-            if (
-                _origin_in_force(conn, price.provider, price.model, max(now_ms, price.effective_from_ms))
-                == "api"
-            ):
+            if stored.in_force(price.provider, price.model, max(now_ms, price.effective_from_ms)) == "api":
                 continue
             if price.effective_from_ms > now_ms:
-                announced = lookup(
-                    conn, price.provider, price.model, price.effective_from_ms, origin="catalog"
-                )
+                announced = stored.catalog_row(price.provider, price.model, price.effective_from_ms)
                 if announced is not None and announced.effective_from_ms == price.effective_from_ms:
                     if same_price(announced, price):
                         continue
                     _delete(conn, announced)  # not in force yet: the newer announcement replaces it
-                insert(conn, price, now_ms, origin="catalog")
+                    stored.remove(announced)
+                    added = [(p, o) for p, o in added if p is not announced]
+                row = price
             else:
-                current = lookup(conn, price.provider, price.model, now_ms, origin="catalog")
+                current = stored.catalog_row(price.provider, price.model, now_ms)
                 if current is not None and same_price(current, price):
                     continue
-                insert(conn, replace(price, effective_from_ms=0), now_ms, origin="catalog")
-            added += 1
-    return added
+                row = replace(price, effective_from_ms=now_ms)
+            validate(row)
+            stored.add(row, "catalog")
+            added.append((row, "catalog"))
+        if added:
+            conn.execute(prices.insert(), [_values(p, origin) for p, origin in added])
+    return len(added)
 
 
-def _origin_in_force(conn: Connection, provider: str, model: str, at_ms: int) -> str | None:
-    return conn.execute(
-        select(prices.c.origin)
-        .where(prices.c.provider == provider, prices.c.model == model, prices.c.effective_from_ms <= at_ms)
-        .order_by(prices.c.effective_from_ms.desc())
-        .limit(1)
-    ).scalar()
+class _Stored:
+    """The prices table in memory, newest row first per model, for one sync."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._rows: dict[tuple[str, str], list[tuple[Price, str]]] = {}
+        for row in conn.execute(select(prices).order_by(prices.c.effective_from_ms.desc())):
+            self._rows.setdefault((row.provider, row.model), []).append((_row_to_price(row), row.origin))
+
+    def in_force(self, provider: str, model: str, at_ms: int) -> str | None:
+        """The origin of the row in force at ``at_ms``."""
+        return next(
+            (o for p, o in self._rows.get((provider, model), []) if p.effective_from_ms <= at_ms), None
+        )
+
+    def catalog_row(self, provider: str, model: str, at_ms: int) -> Price | None:
+        rows = self._rows.get((provider, model), [])
+        return next((p for p, o in rows if o == "catalog" and p.effective_from_ms <= at_ms), None)
+
+    def add(self, price: Price, origin: str) -> None:
+        rows = self._rows.setdefault((price.provider, price.model), [])
+        if any(p.effective_from_ms == price.effective_from_ms for p, _ in rows):
+            raise InvalidArgument(
+                "price.effective_from_ms", f"{price.qualified_name} already has a row effective at that time"
+            )
+        rows.append((price, origin))
+        rows.sort(key=lambda row: row[0].effective_from_ms, reverse=True)
+
+    def remove(self, price: Price) -> None:
+        rows = self._rows[price.provider, price.model]
+        rows[:] = [(p, o) for p, o in rows if p is not price]
 
 
 def _delete(conn: Connection, price: Price) -> None:

@@ -7,6 +7,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -43,8 +44,21 @@ def _pg_available() -> str | None:
 _PG_PROBLEM = _pg_available()
 
 
+def _drop_database(name: str) -> None:
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def _dropper() -> Iterator[ThreadPoolExecutor]:
+    """Drops finished tests' databases in the background (a drop takes up to a
+    second); the session waits for the last ones."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg-drop") as pool:
+        yield pool
+
+
 @pytest.fixture
-def pg_database() -> Iterator[str]:
+def pg_database(_dropper: ThreadPoolExecutor) -> Iterator[str]:
     """A fresh, empty PostgreSQL database; dropped afterwards."""
     if _PG_PROBLEM:
         if os.environ.get("CI"):
@@ -56,8 +70,7 @@ def pg_database() -> Iterator[str]:
     try:
         yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
     finally:
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _dropper.submit(_drop_database, name)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
