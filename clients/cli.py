@@ -2,8 +2,8 @@
 
     spendgate controlplane --db URL --grpc-port G [--catalog FILE]
     spendgate accounts create NAME --credit-usd X [--json]      (admin token)
-    spendgate keys mint|list|get|update|revoke …                (SPENDGATE_MASTER_KEY)
-    spendgate usage --from DATE --to DATE                        (SPENDGATE_MASTER_KEY)
+    spendgate keys mint|list|get|update|rotate|revoke …         (SPENDGATE_MASTER_KEY)
+    spendgate usage --from DATE --to DATE [--group-by metadata.K] (SPENDGATE_MASTER_KEY)
     spendgate settlements list|replay [--spool-dir DIR]          (service token)
     spendgate catalog list|show|diff|apply                       (admin token or master key)
     spendgate export status|run [--once]                         (the database: --data-dir / --db)
@@ -30,6 +30,7 @@ from typing import Any
 
 from clients import catalog_cli, export_cli
 from clients.client import PERIODS, SCOPES, ControlPlaneClient, SpendgateRpcError
+from dataplane import logs
 from dataplane.settlement import refusal_from_pb
 from dataplane.spool import DeadLetter, DeadLetters
 from fakeupstream import server as mock_upstream
@@ -102,6 +103,12 @@ def _emit(args: argparse.Namespace, data: Any, table: list[list[str]] | None = N
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
+def _state(key: dict[str, Any]) -> str:
+    if key["revoked"]:
+        return "revoked"
+    return "expired" if key["expired"] else "active"
+
+
 def _money(micros: int | None) -> str:
     return "-" if micros is None else "$" + format_usd(micros)
 
@@ -120,7 +127,7 @@ def _key_table(keys: Sequence[Any]) -> list[list[str]]:
                 _money(j["spent_micros"]),
                 _money(j["reserved_micros"]),
                 _money(j["remaining_micros"]),
-                "revoked" if j["revoked"] else "active",
+                _state(j),
             ]
         )
     return rows
@@ -139,10 +146,11 @@ def cmd_controlplane(args: argparse.Namespace) -> int:
         grpc_port=args.grpc_port,
         catalog_file=Path(args.catalog) if args.catalog else None,
         fee_bps=args.fee_bps,
+        metrics_port=args.metrics_port,
     )
     plane = ControlPlane(config)
     plane.start()
-    print(f"spendgate control plane: gRPC on {plane.address}", flush=True)
+    print(f"spendgate control plane: gRPC on {plane.address}{_metrics_url(plane)}", flush=True)
     if not config.admin_token:
         print(f"admin token: {plane.admin_token_file}", flush=True)
     print(
@@ -166,7 +174,11 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
             "a standalone data plane needs --spool-dir DIR (or SPENDGATE_SPOOL_DIR): where its "
             "settlements wait, on disk, while the control plane is out of reach"
         )
-    env = {"SPENDGATE_CONTROLPLANE": args.controlplane, "SPENDGATE_SPOOL_DIR": args.spool_dir}
+    env = {
+        "SPENDGATE_CONTROLPLANE": args.controlplane,
+        "SPENDGATE_SPOOL_DIR": args.spool_dir,
+        **_workers_env(args),
+    }
     _check_http_port(args.host, args.http_port)
     print(f"spendgate data plane: http://{args.host}:{args.http_port} ({args.workers} worker(s))", flush=True)
     return serve(args.host, args.http_port, args.workers, env)
@@ -186,11 +198,15 @@ def cmd_up(args: argparse.Namespace) -> int:
             grpc_port=args.grpc_port,
             catalog_file=Path(args.catalog) if args.catalog else None,
             fee_bps=args.fee_bps,
+            metrics_port=args.metrics_port,
         )
     )
     plane.start()
     base = f"http://{args.host}:{args.http_port}"
-    print(f"spendgate is up: HTTP {base} ({args.workers} worker(s)), gRPC {plane.address}", flush=True)
+    print(
+        f"spendgate is up: HTTP {base} ({args.workers} worker(s)), gRPC {plane.address}{_metrics_url(plane)}",
+        flush=True,
+    )
     if not plane.config.admin_token:
         print(f"admin token: {plane.admin_token_file}", flush=True)
     if not _has_accounts(plane):  # the first start: say how to make one, runnable as printed
@@ -203,12 +219,28 @@ def cmd_up(args: argparse.Namespace) -> int:
         "SPENDGATE_CONTROLPLANE": plane.address,
         "SPENDGATE_SERVICE_TOKEN": plane.tokens.service,
         "SPENDGATE_SPOOL_DIR": str(data_dir / "spool"),
+        **_workers_env(args),
     }
     try:
         return serve(args.host, args.http_port, args.workers, env)
     finally:
         plane.stop()
         print("spendgate stopped", flush=True)
+
+
+def _workers_env(args: argparse.Namespace) -> dict[str, str]:
+    """What the data-plane workers are told of logging and metrics (logs.py, serve.py)."""
+    return {
+        "SPENDGATE_LOG_FORMAT": args.log_format,
+        "SPENDGATE_ACCESS_LOG": "on" if args.access_log else "off",
+        "PROMETHEUS_MULTIPROC_DIR": args.metrics_dir,
+    }
+
+
+def _metrics_url(plane: Any) -> str:
+    if plane.metrics_port is None:
+        return ""
+    return f", metrics http://{plane.config.host}:{plane.metrics_port}/metrics"
 
 
 def _has_accounts(plane: Any) -> bool:
@@ -370,6 +402,7 @@ def cmd_keys_mint(args: argparse.Namespace) -> int:
             strict=args.strict,
             allowed_models=args.model,
             metadata=_meta(args.meta),
+            expires_ms=args.expires_at,
         )
     data = {**shapes.key_json(key), "secret": secret}
     if args.json:
@@ -399,6 +432,10 @@ def cmd_keys_update(args: argparse.Namespace) -> int:
         raise UsageError("--cap-usd and --no-cap cannot be combined")
     if args.model and args.any_model:
         raise UsageError("--model and --any-model cannot be combined")
+    if args.expires_at is not None and args.no_expiry:
+        raise UsageError("--expires-at and --no-expiry cannot be combined")
+    if args.meta and args.clear_meta:
+        raise UsageError("--meta and --clear-meta cannot be combined")
     with _master_client() as client:
         key = client.update_key(
             args.key_id,
@@ -408,8 +445,28 @@ def cmd_keys_update(args: argparse.Namespace) -> int:
             cap_period=args.period,
             strict=args.strict,
             allowed_models=args.model or ([] if args.any_model else None),
+            expires_ms=args.expires_at,
+            remove_expiry=args.no_expiry,
+            metadata=_meta(args.meta) if args.meta or args.clear_meta else None,
         )
     _emit(args, shapes.key_json(key), _key_table([key]))
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    if args.grace_seconds is not None and args.grace_seconds < 0:
+        raise UsageError("--grace-seconds must not be negative")
+    grace_ms = None if args.grace_seconds is None else args.grace_seconds * 1000
+    with _master_client() as client:
+        key, secret = client.rotate_key(args.key_id, grace_ms)
+    data = {**shapes.key_json(key), "secret": secret}
+    if args.json:
+        _emit(args, data)
+    else:
+        _emit(args, data, _key_table([key]))
+        ends = key.previous_secret_expires_ms
+        old = f"until {datetime.fromtimestamp(ends / 1000, UTC).isoformat()}" if ends else "no longer"
+        print(f"secret: {secret}\nThe new secret is shown once. The old secret works {old}.")
     return 0
 
 
@@ -422,7 +479,16 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 def cmd_usage(args: argparse.Namespace) -> int:
     with _master_client() as client:
-        usage = client.get_usage(args.from_ms, args.to_ms)
+        usage = client.get_usage(args.from_ms, args.to_ms, args.group_by or "")
+    if usage.group_by:
+        groups = [[usage.group_by.upper(), "KEYS", "REQUESTS", "INPUT", "OUTPUT", "COST", "FEE"]]
+        for g in usage.groups:
+            value = g.value if g.HasField("value") else "(none)"
+            cost, fee = _money(g.cost_micros), _money(g.fee_micros)
+            counts = [str(len(g.key_ids)), str(g.requests), str(g.input_tokens), str(g.output_tokens)]
+            groups.append([value, *counts, cost, fee])
+        _emit(args, shapes.usage_json(usage), groups)
+        return 0
     rows = [["KEY", "NAME", "MODEL", "REQUESTS", "INPUT", "OUTPUT", "COST", "FEE"]]
     for k in usage.by_key:
         for m in k.by_model:
@@ -465,6 +531,27 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print JSON for scripts")
         return p
 
+    def serving_flags(p: argparse.ArgumentParser, control_plane: bool = True, workers: bool = True) -> None:
+        p.add_argument(
+            "--log-format",
+            choices=logs.FORMATS,
+            help="text (default) or json: one object a line (or SPENDGATE_LOG_FORMAT)",
+        )
+        if workers:
+            p.add_argument(
+                "--access-log",
+                action="store_true",
+                help="a line per request, with its request id (or SPENDGATE_ACCESS_LOG=on)",
+            )
+        if control_plane:
+            p.add_argument(
+                "--metrics-port",
+                type=int,
+                default=os.environ.get("SPENDGATE_METRICS_PORT") or None,  # (argparse applies `type`)
+                help="serve the control plane's /metrics over HTTP on this port "
+                "(default: $SPENDGATE_METRICS_PORT, else not served)",
+            )
+
     cp = sub.add_parser("controlplane", help="run the control plane (gRPC)")
     cp.add_argument(
         "--data-dir",
@@ -478,6 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument(
         "--fee-bps", type=int, default=700, help="operator fee in basis points (default 700 = 7%%)"
     )
+    serving_flags(cp, workers=False)
     cp.set_defaults(func=cmd_controlplane)
 
     dp = sub.add_parser("dataplane", help="run data-plane workers (HTTP) against a control plane")
@@ -495,6 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="required (or SPENDGATE_SPOOL_DIR): where workers keep undelivered settlements "
         "(durable; replayed on restart); a directory of its own, not the working directory",
     )
+    serving_flags(dp, control_plane=False)
     dp.set_defaults(func=cmd_dataplane)
 
     up = sub.add_parser("up", help="the embedded default: control plane + data-plane workers")
@@ -521,6 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=700,
         help="operator fee on cost, basis points (default %(default)s = 7 %%)",
     )
+    serving_flags(up)
     up.set_defaults(func=cmd_up)
 
     mock = sub.add_parser(
@@ -556,6 +646,9 @@ def build_parser() -> argparse.ArgumentParser:
     mint.add_argument("--strict", action="store_true", help="admit only requests whose whole estimate fits")
     mint.add_argument("--model", action="append", default=[], help="allowed model (repeat); default: all")
     mint.add_argument("--meta", action="append", default=[], help="metadata key=value (repeat)")
+    mint.add_argument(
+        "--expires-at", type=_time_ms, help="when the key stops working: ISO date-time (UTC) or epoch ms"
+    )
     mint.set_defaults(func=cmd_keys_mint)
     lst = json_flag(keys.add_parser("list", help="your keys: caps, spend, what is held, state"))
     lst.add_argument("--all", action="store_true", help="include revoked keys")
@@ -577,7 +670,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     upd.add_argument("--model", action="append", default=[], help="allowed model (repeat): replaces the list")
     upd.add_argument("--any-model", action="store_true", help="allow every catalog model")
+    upd.add_argument("--expires-at", type=_time_ms, help="a new expiry: ISO date-time (UTC) or epoch ms")
+    upd.add_argument("--no-expiry", action="store_true", help="the key no longer expires")
+    upd.add_argument(
+        "--meta", action="append", default=[], help="metadata key=value (repeat): replaces it all"
+    )
+    upd.add_argument("--clear-meta", action="store_true", help="remove all metadata")
     upd.set_defaults(func=cmd_keys_update)
+    rot = json_flag(
+        keys.add_parser("rotate", help="a new secret for the same key (id, cap, spend kept); shown once")
+    )
+    rot.add_argument("key_id", help="the key's id (key_…)")
+    rot.add_argument(
+        "--grace-seconds",
+        type=int,
+        help="how long the old secret keeps working (default 86400 = 24 h; 0: stops now; at most 30 days)",
+    )
+    rot.set_defaults(func=cmd_keys_rotate)
     rev = json_flag(keys.add_parser("revoke", help="revoke a key for good: refused from the next request"))
     rev.add_argument("key_id", help="the key's id (key_…)")
     rev.set_defaults(func=cmd_keys_revoke)
@@ -588,6 +697,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     usage.add_argument(
         "--to", dest="to_ms", type=_time_ms, required=True, help="epoch ms or ISO date, exclusive"
+    )
+    usage.add_argument(
+        "--group-by", help="metadata.<key>: totals per value of that key tag (e.g. metadata.user_id)"
     )
     usage.set_defaults(func=cmd_usage)
 
@@ -621,9 +733,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     serving = args.command in ("controlplane", "dataplane", "up", "mock-upstream")
-    logging.basicConfig(
-        level=logging.INFO if serving else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    # Only the data-plane workers keep their metrics in files; prometheus-client decides when it is
+    # first imported, so this process (the control plane's) must not see the variable (serve.py).
+    args.metrics_dir = os.environ.pop("PROMETHEUS_MULTIPROC_DIR", "") if serving else ""
+    try:
+        args.log_format = getattr(args, "log_format", None) or logs.log_format(os.environ)
+    except ValueError as exc:
+        print(f"spendgate: {exc}", file=sys.stderr)
+        return 2
+    args.access_log = getattr(args, "access_log", False) or logs.access_log(os.environ)
+    logs.configure(
+        args.log_format,
+        logging.INFO if serving else logging.WARNING,
+        text_format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
@@ -637,7 +759,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise
-        print(f"spendgate: {exc.strerror}; pick another with --grpc-port / --http-port", file=sys.stderr)
+        print(
+            f"spendgate: {exc.strerror}; pick another with --grpc-port / --http-port / --metrics-port",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -106,6 +106,7 @@ class ControlPlaneClient:
         strict: bool = False,
         allowed_models: Sequence[str] = (),
         metadata: Mapping[str, str] | None = None,
+        expires_ms: int | None = None,
     ) -> tuple[keys_pb2.Key, str]:
         request = keys_pb2.CreateKeyRequest(
             name=name,
@@ -117,6 +118,8 @@ class ControlPlaneClient:
         )
         if cap_micros is not None:
             request.cap_micros = cap_micros
+        if expires_ms is not None:
+            request.expires_ms = expires_ms
         response = self._do(self.keys.CreateKey, request)
         return response.key, response.secret
 
@@ -149,8 +152,13 @@ class ControlPlaneClient:
         cap_period: str | None = None,
         strict: bool | None = None,
         allowed_models: Sequence[str] | None = None,
+        expires_ms: int | None = None,
+        remove_expiry: bool = False,
+        metadata: Mapping[str, str] | None = None,
     ) -> keys_pb2.Key:
+        """Changes what is given; `metadata` replaces the whole map ({} clears it)."""
         request = keys_pb2.UpdateKeyRequest(key_id=key_id, remove_cap=remove_cap)
+        request.remove_expiry = remove_expiry
         if name is not None:
             request.name = name
         if cap_micros is not None:
@@ -161,15 +169,29 @@ class ControlPlaneClient:
             request.strict = strict
         if allowed_models is not None:
             request.allowed_models.CopyFrom(keys_pb2.ModelList(models=list(allowed_models)))
+        if expires_ms is not None:
+            request.expires_ms = expires_ms
+        if metadata is not None:
+            request.metadata.CopyFrom(keys_pb2.Metadata(entries=dict(metadata)))
         return self._do(self.keys.UpdateKey, request).key
+
+    def rotate_key(self, key_id: str, grace_ms: int | None = None) -> tuple[keys_pb2.Key, str]:
+        """A new secret for the key (shown once); the old one works for grace_ms (None: 24 h)."""
+        request = keys_pb2.RotateKeyRequest(key_id=key_id)
+        if grace_ms is not None:
+            request.grace_ms = grace_ms
+        response = self._do(self.keys.RotateKey, request)
+        return response.key, response.secret
 
     def revoke_key(self, key_id: str) -> keys_pb2.Key:
         return self._do(self.keys.RevokeKey, keys_pb2.RevokeKeyRequest(key_id=key_id)).key
 
     # usage ----------------------------------------------------------------
 
-    def get_usage(self, from_ms: int, to_ms: int) -> usage_pb2.GetUsageResponse:
-        return self._do(self.usage.GetUsage, usage_pb2.GetUsageRequest(from_ms=from_ms, to_ms=to_ms))
+    def get_usage(self, from_ms: int, to_ms: int, group_by: str = "") -> usage_pb2.GetUsageResponse:
+        """group_by "metadata.<key>" also totals usage per value of that key's tag."""
+        request = usage_pb2.GetUsageRequest(from_ms=from_ms, to_ms=to_ms, group_by=group_by)
+        return self._do(self.usage.GetUsage, request)
 
     def list_usage_events(
         self, key_id: str, page_size: int = 0, page_token: str = ""

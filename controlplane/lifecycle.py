@@ -16,12 +16,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from controlplane.errors import InvalidArgument
 from controlplane.records import Key
+from spendgate.times import MAX_MS
+from spendgate.times import iso_utc as iso
 
-INT64_MAX = 2**63 - 1
 MAX_METADATA_ENTRIES = 64
 MAX_METADATA_KEY = 64
 MAX_METADATA_VALUE = 512
@@ -55,12 +55,6 @@ class SecretMatch:
         return None
 
 
-def iso(ms: int) -> str:
-    """Epoch milliseconds as ISO-8601 UTC (`2027-01-31T23:59:59.500Z`)."""
-    text = datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
-    return text.replace("+00:00", "Z").replace(".000Z", "Z")
-
-
 def check_metadata(metadata: Mapping[str, str], field: str = "metadata") -> dict[str, str]:
     if len(metadata) > MAX_METADATA_ENTRIES:
         raise InvalidArgument(field, f"at most {MAX_METADATA_ENTRIES} entries")
@@ -80,8 +74,8 @@ def check_expiry(expires_ms: int | None, now_ms: int, field: str = "expires_ms")
         return None
     if expires_ms <= now_ms:
         raise InvalidArgument(field, f"must be in the future (it is {iso(now_ms)} now)")
-    if expires_ms > INT64_MAX:
-        raise InvalidArgument(field, "is too far in the future")
+    if expires_ms > MAX_MS:
+        raise InvalidArgument(field, f"must be at most {MAX_MS} ({iso(MAX_MS)})")
     return expires_ms
 
 

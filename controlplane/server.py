@@ -1,6 +1,6 @@
 """The control plane process: storage, ledger, services, auth, reflection,
-health and the background threads (key change feed, lease sweeper, webhook
-deliverer), assembled in one place."""
+health, metrics (an HTTP port of its own) and the background threads (key
+change feed, lease sweeper, webhook deliverer), assembled in one place."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from controlplane.delivery import Deliverer, Policy
 from controlplane.exports import SinkConfig, runner_for
 from controlplane.keystore import KeyStore
 from controlplane.ledger import Ledger
+from controlplane.metrics import ControlPlaneMetrics
 from controlplane.money import DEFAULT_FEE_BPS
 from controlplane.records import Clock, system_clock
 from controlplane.reports import Reports
@@ -77,6 +78,8 @@ class Config:
     )
     webhook_max_attempts: int = Policy.max_attempts
     webhook_poll_seconds: float = Policy.poll_seconds
+    # GET /metrics over HTTP on this port (0 picks a free one); None: not served.
+    metrics_port: int | None = None
 
 
 def token_from_file(path: Path) -> tuple[str, bool]:
@@ -122,10 +125,16 @@ class ControlPlane:
         self.exports = runner_for(self.engine, config.exports, os.environ, clock)
         self._stopping = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep, name="lease-sweeper", daemon=True)
+        self.metrics = ControlPlaneMetrics(self.engine)
+        self.metrics_port: int | None = None
 
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
-            interceptors=[AuthInterceptor(Authenticator(self.tokens, self.keystore))],
+            # Metrics first: a call the auth interceptor refuses is counted too.
+            interceptors=[
+                self.metrics.interceptor,
+                AuthInterceptor(Authenticator(self.tokens, self.keystore)),
+            ],
             # gRPC's default SO_REUSEPORT lets a second server bind the same port and take
             # half the calls (with other tokens): a port in use must fail the start instead.
             # gRPC refuses metadata over 8 KiB at random and over 16 KiB always (RESOURCE_EXHAUSTED,
@@ -173,6 +182,9 @@ class ControlPlane:
         return f"{self.config.host}:{self.port}"
 
     def start(self) -> None:
+        if self.config.metrics_port is not None:  # first: a port in use fails the start, as gRPC's does
+            self.metrics_port = self.metrics.serve(self.config.host, self.config.metrics_port)
+            log.info("control plane metrics on http://%s:%d/metrics", self.config.host, self.metrics_port)
         self.feed.start()
         self._sweeper.start()
         self.exports.start()
@@ -197,6 +209,7 @@ class ControlPlane:
         self._sweeper.join(timeout=5)
         self.exports.stop()
         self.deliverer.stop()
+        self.metrics.stop()
         self.engine.dispose()
 
     def wait(self) -> None:

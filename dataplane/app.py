@@ -1,13 +1,17 @@
 """The data-plane ASGI app: the routes, behind one middleware (edge.py: a request id on
-every request, each error in the shape of the provider whose route was called), and a
-lifespan that holds the worker's parts (`Worker`, built by `connect_grpc` or given by a test)."""
+every request, its metrics and access line, each error in the shape of the provider whose
+route was called), and a lifespan that holds the worker's parts (`Worker`, built by
+`connect_grpc` or given by a test) and samples its queues for /metrics (metrics.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
+import hmac
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -20,14 +24,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from dataplane import pricing, proxy, requestid, rest
+from dataplane import logs, pricing, proxy, rest
 from dataplane.auth import authenticate
 from dataplane.budget import GrpcBudget
 from dataplane.config import Settings
 from dataplane.edge import Edge
-from dataplane.errors import NotFound
+from dataplane.errors import NotFound, Unauthorized
 from dataplane.forward import make_upstream
 from dataplane.keycache import KeyCache
+from dataplane.metrics import Backlog, Metrics
 from dataplane.spool import DeadLetters, Spool
 from spendgate.v1 import keys_pb2_grpc, usage_pb2_grpc
 
@@ -43,6 +48,7 @@ class Worker:
     gateway: proxy.Gateway
     keys_api: rest.KeysApi | None = None  # the REST facade's control-plane client
     healthy: Callable[[], Awaitable[bool]] = field(default=lambda: _true())
+    backlog: Callable[[], Backlog] | None = None  # its settlement queue and spool, for /metrics
 
 
 async def _true() -> bool:
@@ -53,7 +59,7 @@ Connect = Callable[[Settings], AbstractAsyncContextManager[Worker]]
 
 
 @contextlib.asynccontextmanager
-async def connect_grpc(settings: Settings) -> AsyncIterator[Worker]:
+async def connect_grpc(settings: Settings, metrics: Metrics | None = None) -> AsyncIterator[Worker]:
     """The worker's control-plane channel, key cache, budget, catalog and upstream client,
     with the loops that keep them fresh; all closed on the way out."""
     channel = grpc.aio.insecure_channel(
@@ -64,7 +70,14 @@ async def connect_grpc(settings: Settings) -> AsyncIterator[Worker]:
     metadata = (("authorization", f"Bearer {settings.service_token}"),)
     usage_stub = usage_pb2_grpc.UsageServiceStub(channel)
     spool = Spool(settings.spool_dir) if settings.spool_dir else None
-    budget = GrpcBudget(usage_stub, metadata, settings.reservation_ttl_ms, spool, settings.grants)
+    budget = GrpcBudget(
+        usage_stub,
+        metadata,
+        settings.reservation_ttl_ms,
+        spool,
+        settings.grants,
+        on_reserve=metrics.reserved if metrics is not None else None,
+    )
     keys = KeyCache(
         keys_pb2_grpc.KeyServiceStub(channel),
         metadata,
@@ -90,7 +103,12 @@ async def connect_grpc(settings: Settings) -> AsyncIterator[Worker]:
         asyncio.create_task(_load_catalog(catalog, usage_stub, metadata)),
     ]
     try:
-        yield Worker(proxy.Gateway(settings, keys, budget, catalog, upstream), rest.KeysApi(channel), healthy)
+        yield Worker(
+            proxy.Gateway(settings, keys, budget, catalog, upstream),
+            rest.KeysApi(channel),
+            healthy,
+            lambda: Backlog(budget.pending, spool.backlog if spool is not None else 0),
+        )
     finally:
         await budget.stop()
         for task in tasks:
@@ -100,22 +118,28 @@ async def connect_grpc(settings: Settings) -> AsyncIterator[Worker]:
         await channel.close()
 
 
-def create_app(settings: Settings | None = None, connect: Connect = connect_grpc) -> Edge:
+def create_app(settings: Settings | None = None, connect: Connect | None = None) -> Edge:
     settings = settings or Settings.from_env()
-    if not logging.getLogger().handlers:
-        handler = logging.StreamHandler()
-        handler.addFilter(requestid.RequestIdFilter())
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
-        )
-        logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    # In a worker process (serve.py) no one configured logging yet: the parent's choice is in the env.
+    logs.configure(logs.log_format(os.environ), logging.WARNING, logs.access_log(os.environ))
+    metrics = Metrics()
+    connect = connect or functools.partial(connect_grpc, metrics=metrics)
     state: dict[str, Worker] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: object) -> AsyncIterator[None]:
         async with connect(settings) as worker:
             state["worker"] = worker
-            yield
+            sampler = None
+            if worker.backlog is not None:
+                sampler = asyncio.create_task(metrics.sample_forever(worker.backlog, settings.spool_dir))
+            try:
+                yield
+            finally:
+                if sampler is not None:
+                    sampler.cancel()
+                    await asyncio.gather(sampler, return_exceptions=True)
+                metrics.close()
 
     def inference(route: proxy.Route) -> Route:
         async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
@@ -148,6 +172,14 @@ def create_app(settings: Settings | None = None, connect: Connect = connect_grpc
             body["dead_letters"] = len(DeadLetters(settings.spool_dir).read())
         return JSONResponse(body, status_code=200 if ok else 503)
 
+    async def scrape(request: Request) -> Response:
+        token = settings.metrics_token
+        given = request.headers.get("authorization", "")
+        if token and not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise Unauthorized("GET /metrics needs 'Authorization: Bearer <SPENDGATE_METRICS_TOKEN>'.")
+        body, content_type = await asyncio.to_thread(metrics.exposition, request.headers.get("accept", ""))
+        return Response(body, headers={"content-type": content_type})
+
     def rest_route(name: str, path: str, method: str) -> Route:
         async def endpoint(request: Request) -> Response:
             api = state["worker"].keys_api
@@ -162,11 +194,13 @@ def create_app(settings: Settings | None = None, connect: Connect = connect_grpc
         *(inference(r) for r in proxy.ROUTES),
         Route("/v1/models", models, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", scrape, methods=["GET"]),
         rest_route("create", "/v1/keys", "POST"),
         rest_route("list", "/v1/keys", "GET"),
         rest_route("get", "/v1/keys/{key_id}", "GET"),
         rest_route("update", "/v1/keys/{key_id}", "PATCH"),
         rest_route("revoke", "/v1/keys/{key_id}", "DELETE"),
+        rest_route("rotate", "/v1/keys/{key_id}/rotate", "POST"),
         rest_route("key_usage", "/v1/keys/{key_id}/usage", "GET"),
         rest_route("usage", "/v1/usage", "GET"),
         rest_route("set_thresholds", "/v1/keys/{key_id}/thresholds", "PUT"),
@@ -178,7 +212,7 @@ def create_app(settings: Settings | None = None, connect: Connect = connect_grpc
         rest_route("webhook_deliveries", "/v1/webhooks/deliveries", "GET"),
         rest_route("own_key", "/v1/key", "GET"),
     ]
-    return Edge(Router(routes, lifespan=lifespan))
+    return Edge(Router(routes, lifespan=lifespan), metrics)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 from starlette.requests import Request
@@ -43,7 +45,11 @@ def presented_key(request: Request) -> str | None:
     return request.query_params.get("key") or None
 
 
-async def authenticate(request: Request, keys: Keys) -> KeyState:
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def authenticate(request: Request, keys: Keys, now_ms: Callable[[], int] = wall_clock_ms) -> KeyState:
     secret = presented_key(request)
     if secret is None:
         raise Unauthorized("No API key provided. Send your spendgate key as the SDK's API key.")
@@ -52,6 +58,7 @@ async def authenticate(request: Request, keys: Keys) -> KeyState:
     state = await keys.get(digest(secret))
     if state is None:
         raise Unauthorized("Incorrect API key provided.")
-    if state.revoked:
-        raise Unauthorized("This API key has been revoked.")
+    refusal = state.refusal(now_ms())  # revoked, expired, or a rotated-out secret past its grace
+    if refusal is not None:
+        raise Unauthorized(refusal)
     return state

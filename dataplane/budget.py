@@ -26,7 +26,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -129,8 +129,10 @@ class GrpcBudget:
         ttl_ms: int,
         spool: Spool | None = None,
         grants: bool = True,
+        on_reserve: Callable[[float], None] | None = None,  # each Reserve RPC's seconds (metrics.py)
     ) -> None:
         self._stub = stub
+        self._on_reserve = on_reserve
         self._metadata = metadata
         self._ttl_ms = ttl_ms
         self._spool = spool
@@ -256,6 +258,7 @@ class GrpcBudget:
             return_micros=unused,
         )
         self._reserving += 1
+        sent = time.perf_counter()
         try:
             r = await self._stub.Reserve(request, metadata=self._metadata, timeout=5)
         except grpc.aio.AioRpcError as exc:
@@ -263,6 +266,8 @@ class GrpcBudget:
             raise ControlPlaneUnavailable("the gateway cannot reach its control plane; try again") from exc
         finally:
             self._reserving -= 1
+            if self._on_reserve is not None:
+                self._on_reserve(time.perf_counter() - sent)
         if r.granted:
             self._own[request_id] = key_id
         return Decision(

@@ -122,6 +122,8 @@ class Settings:
     # Deepgram `callback=` requests are free to the user (the gateway never sees the transcript):
     # refused unless this is on.
     deepgram_callbacks: bool = False
+    # If set, GET /metrics asks for `Authorization: Bearer <it>` (docs/observability.md).
+    metrics_token: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -163,6 +165,7 @@ class Settings:
             reservation_ttl_ms=int(env.get("SPENDGATE_RESERVATION_TTL_MS", 10 * 60 * 1000)),
             grants=_flag(env.get("SPENDGATE_GRANTS", "on")),
             deepgram_callbacks=_flag(env.get("SPENDGATE_DEEPGRAM_CALLBACKS", "off")),
+            metrics_token=env.get("SPENDGATE_METRICS_TOKEN", ""),
         )
 
 

@@ -1,7 +1,8 @@
 """The one ASGI middleware every request passes through, in front of the router.
 
 It gives the request its id (requestid.py) and the response its
-`x-spendgate-request-id` header, and turns whatever the route raised into an
+`x-spendgate-request-id` header, counts the answer (metrics.py) and writes its
+access line (logs.py), and turns whatever the route raised into an
 answer in the shape of the provider whose route was called (families.family_of):
 a GatewayError as itself, Starlette's 404 / 405 as NotFound / MethodNotAllowed,
 a client that left mid-upload as 499, anything else as a logged 500. Once a
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
@@ -23,8 +25,9 @@ from starlette.responses import Response
 from starlette.routing import Router
 from starlette.types import Message, Receive, Scope, Send
 
-from dataplane import requestid
+from dataplane import logs, requestid
 from dataplane.errors import GatewayError, MethodNotAllowed, NotFound, TooLarge
+from dataplane.metrics import Metrics
 from dataplane.providers.families import error_response, family_of
 
 log = logging.getLogger(__name__)
@@ -33,8 +36,9 @@ LINGER_SECONDS = 5.0
 
 
 class Edge:
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, metrics: Metrics | None = None) -> None:
         self.router = router
+        self.metrics = metrics or Metrics()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -44,7 +48,9 @@ class Edge:
         rid = requestid.of(scope)
         header = (requestid.HEADER, rid.encode())
         token = requestid.current.set(rid)
+        began = time.perf_counter()
         started = False
+        status = 0
         unread = True  # the request body has not been read to its end
 
         async def receive_noted() -> Message:
@@ -54,9 +60,10 @@ class Edge:
             return message
 
         async def send_with_id(message: Message) -> None:
-            nonlocal started
+            nonlocal started, status
             if not started and message["type"] == "http.response.start":
                 started = True
+                status = message["status"]
                 message = {**message, "headers": [*message.get("headers", ()), header]}
             await send(message)
 
@@ -71,6 +78,9 @@ class Edge:
             else:
                 await response(scope, receive, send_with_id)
         finally:
+            self.metrics.finished(scope, status)
+            if logs.ACCESS.isEnabledFor(logging.INFO):
+                logs.access(scope, status, time.perf_counter() - began)
             requestid.current.reset(token)
 
 

@@ -4,7 +4,13 @@ A miss asks the control plane (LookupKey); unknown secrets are remembered
 briefly so a flood of bad keys does not become a flood of lookups. The
 WatchKeys stream pushes revocations and cap changes into the cache as they
 happen; entries also expire after a TTL, the fallback if the stream is down.
-The stream resumes from the last sequence number it saw after a reconnect."""
+The stream resumes from the last sequence number it saw after a reconnect.
+
+Expiry needs no push: a state carries the key's `expires_ms` (and, for a secret a
+rotation replaced, when that secret stops), and every request compares them with
+the clock (KeyState.refusal), so a key stops at its instant on every worker. A
+change names the key's current and previous secret; any other secret cached for
+the key is dropped, so a second rotation ends the oldest secret at once."""
 
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ from dataclasses import dataclass
 import grpc
 
 from dataplane.errors import ControlPlaneUnavailable
+from spendgate.times import iso_utc
 from spendgate.v1 import keys_pb2, keys_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -35,9 +42,24 @@ class KeyState:
     allowed_models: frozenset[str]
     cap_micros: int | None
     strict: bool = False  # admit only requests whose whole estimate fits
+    expires_ms: int | None = None  # the key's expiry
+    secret_expires_ms: int | None = None  # set for a secret a rotation replaced: when it stops
+
+    def refusal(self, now_ms: int) -> str | None:
+        """Why this key (by this secret) may not be used at `now_ms`, for the caller; None if it may."""
+        if self.revoked:
+            return "This API key has been revoked."
+        if self.secret_expires_ms is not None and now_ms >= self.secret_expires_ms:
+            return (
+                "This API key was rotated: this secret stopped working at "
+                f"{iso_utc(self.secret_expires_ms)}. Use the key's new secret."
+            )
+        if self.expires_ms is not None and now_ms >= self.expires_ms:
+            return f"This API key expired at {iso_utc(self.expires_ms)}."
+        return None
 
     @classmethod
-    def from_pb(cls, key: keys_pb2.Key) -> KeyState:
+    def from_pb(cls, key: keys_pb2.Key, secret_expires_ms: int | None = None) -> KeyState:
         return cls(
             id=key.id,
             account_id=key.account_id,
@@ -47,6 +69,8 @@ class KeyState:
             allowed_models=frozenset(key.allowed_models),
             cap_micros=key.cap_micros if key.HasField("cap_micros") else None,
             strict=key.strict,
+            expires_ms=key.expires_ms if key.HasField("expires_ms") else None,
+            secret_expires_ms=secret_expires_ms,
         )
 
 
@@ -70,6 +94,7 @@ class KeyCache:
         self._on_change = on_change
         self._entries: dict[bytes, tuple[KeyState | None, float]] = {}
         self._inflight: dict[bytes, asyncio.Future[KeyState | None]] = {}
+        self._digests: dict[str, set[bytes]] = {}  # key id -> the digests cached for it
         self._after_seq = 0
         self.watching = asyncio.Event()
 
@@ -104,8 +129,10 @@ class KeyCache:
                 return None
             log.warning("LookupKey failed: %s %s", exc.code().name, exc.details())
             raise ControlPlaneUnavailable("the gateway cannot reach its control plane; try again") from exc
-        state = KeyState.from_pb(response.key)
+        secret_expires = response.secret_expires_ms if response.HasField("secret_expires_ms") else None
+        state = KeyState.from_pb(response.key, secret_expires)
         self._entries[secret_sha256] = (state, self._clock() + self._ttl)
+        self._digests.setdefault(state.id, set()).add(secret_sha256)
         return state
 
     def apply(self, change: keys_pb2.WatchKeysResponse) -> None:
@@ -115,8 +142,20 @@ class KeyCache:
             return
         self._after_seq = max(self._after_seq, change.seq)
         self._on_change(change.key.id)
-        if change.secret_sha256 in self._entries:
-            self._entries[change.secret_sha256] = (KeyState.from_pb(change.key), self._clock() + self._ttl)
+        live: dict[bytes, int | None] = {change.secret_sha256: None}
+        if change.previous_secret_sha256:
+            live[change.previous_secret_sha256] = change.previous_secret_expires_ms
+        cached = self._digests.pop(change.key.id, set())
+        for gone in cached - live.keys():  # a secret rotated out of its grace
+            self._entries.pop(gone, None)
+        kept = set()
+        for secret_sha256, secret_expires in live.items():
+            if secret_sha256 in self._entries:
+                state = KeyState.from_pb(change.key, secret_expires)
+                self._entries[secret_sha256] = (state, self._clock() + self._ttl)
+                kept.add(secret_sha256)
+        if kept:
+            self._digests[change.key.id] = kept
 
     async def watch(self) -> None:
         """Follow WatchKeys forever, reconnecting with backoff."""

@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -93,6 +94,8 @@ def check_allowed(key: KeyState, price: ModelPrice) -> None:
 def refusal_message(decision: Decision) -> str:
     if decision.reason == "key_revoked":
         return "This API key has been revoked."
+    if decision.reason == "key_expired":
+        return "This API key has expired."
     if decision.reason == "wallet":
         return "The account's prepaid balance is used up; top up the wallet to continue."
     resets = (
@@ -259,17 +262,20 @@ async def _admit_and_forward(request: Request, route: Route, gateway: Gateway, l
     content_type = request.headers.get("content-type", "")
     view = read_body(route.body_kind, raw, content_type, dict(params), dict(request.path_params))
     prepared = prepare(raw, view, route, key, gateway.catalog)
+    request.scope[requestid.ROUTED] = (prepared.price.provider, prepared.price.model, key.id)
     if route.check is not None:
         route.check(view, gateway.settings)
     if route.metered:
         decision = await lease.reserve(key.id, upper_bound(route, prepared, gateway.settings))
         if not decision.granted:
-            if decision.reason == "key_revoked":
+            request.scope[requestid.REFUSAL] = decision.reason
+            if decision.reason in ("key_revoked", "key_expired"):
                 raise Unauthorized(refusal_message(decision))
             raise OverCap(refusal_message(decision))
 
     upstream = gateway.settings.upstreams[prepared.price.provider]
     started = now_ms()
+    sent = time.perf_counter()
     try:
         response = await gateway.upstream.send(
             "POST",
@@ -277,6 +283,7 @@ async def _admit_and_forward(request: Request, route: Route, gateway: Gateway, l
             upstream_headers(request.headers.items(), upstream.auth_headers()),
             prepared.body,
         )
+        request.scope[requestid.UPSTREAM_SECONDS] = time.perf_counter() - sent
     except GatewayError:
         raise
     except Exception as exc:  # whatever failed, the client gets an answer (the lease releases)

@@ -14,6 +14,12 @@ from starlette.types import Scope
 HEADER = b"x-spendgate-request-id"
 SCOPE_KEY = "spendgate.request_id"
 
+# What proxy.py learns of the request on the way, left in its scope for its metrics
+# (metrics.py) and access line (logs.py) at its end.
+ROUTED = "spendgate.routed"  # (provider, model, key id), once the model was resolved
+REFUSAL = "spendgate.refusal"  # the ledger's reason for refusing the reservation (key_cap, wallet, ...)
+UPSTREAM_SECONDS = "spendgate.upstream_seconds"  # the upstream's time to response headers
+
 current: contextvars.ContextVar[str] = contextvars.ContextVar("spendgate_request_id", default="-")
 
 

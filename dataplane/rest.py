@@ -27,6 +27,7 @@ from dataplane.errors import (
 from dataplane.inbound import parse_json, read_raw
 from spendgate import shapes
 from spendgate.contract import enum_values, format_usd, parse_usd
+from spendgate.times import parse_iso_ms
 from spendgate.v1 import keys_pb2, keys_pb2_grpc, usage_pb2, usage_pb2_grpc, webhooks_pb2, webhooks_pb2_grpc
 
 STATUS = {
@@ -86,6 +87,9 @@ class KeysApi:
         message.strict = _bool(body, "strict")
         message.allowed_models.extend(_models(body))
         message.metadata.update(_metadata(body))
+        _, expires = _expiry(body)
+        if expires is not None:
+            message.expires_ms = expires
         created = await self._call(request, self._keys.CreateKey, message)
         return JSONResponse({**shapes.key_json(created.key), "secret": created.secret}, status_code=201)
 
@@ -121,7 +125,28 @@ class KeysApi:
             message.strict = _bool(body, "strict")
         if "allowed_models" in body:
             message.allowed_models.CopyFrom(keys_pb2.ModelList(models=_models(body)))
+        if "metadata" in body:  # replaces the whole map; null or {} clears it
+            message.metadata.CopyFrom(keys_pb2.Metadata(entries=_metadata(body)))
+        named, expires = _expiry(body)
+        if expires is not None:
+            message.expires_ms = expires
+        elif named:  # null: the key no longer expires
+            message.remove_expiry = True
         return JSONResponse(shapes.key_json((await self._call(request, self._keys.UpdateKey, message)).key))
+
+    async def rotate(self, request: Request) -> Response:
+        """POST /v1/keys/{id}/rotate: a new secret (shown once) for the same key; the old one
+        keeps working for `grace_ms` (default 24 h, 0: stops at once)."""
+        raw = await read_raw(request, MAX_BODY_BYTES)
+        body = parse_json(raw, parse_float=Decimal) if raw.strip() else {}
+        message = keys_pb2.RotateKeyRequest(key_id=request.path_params["key_id"])
+        if body.get("grace_ms") is not None:
+            grace = body["grace_ms"]
+            if not _is_int(grace) or not 0 <= grace <= INT64_MAX:
+                raise BadRequest("grace_ms: must be a whole number of milliseconds", param="grace_ms")
+            message.grace_ms = grace
+        rotated = await self._call(request, self._keys.RotateKey, message)
+        return JSONResponse({**shapes.key_json(rotated.key), "secret": rotated.secret}, status_code=201)
 
     async def revoke(self, request: Request) -> Response:
         message = keys_pb2.RevokeKeyRequest(key_id=request.path_params["key_id"])
@@ -152,7 +177,7 @@ class KeysApi:
             "period_usage_micros": key["spent_micros"],  # what the cap counts, this period
             "reserved_micros": key["reserved_micros"],
             "period_reset_ms": key["period_reset_ms"],
-            "expires_at": None,
+            **shapes.expiry_json(reply.key),
             "is_free_tier": False,
         }
         return _usd_numbers(doc)
@@ -162,6 +187,7 @@ class KeysApi:
         message = usage_pb2.GetUsageRequest(
             from_ms=_int(params.get("from_ms", ""), "from_ms", INT64_MAX),
             to_ms=_int(params.get("to_ms", ""), "to_ms", INT64_MAX),
+            group_by=params.get("group_by", ""),  # metadata.<key>: checked by the control plane
         )
         return JSONResponse(shapes.usage_json(await self._call(request, self._usage.GetUsage, message)))
 
@@ -326,6 +352,26 @@ def _models(body: dict[str, Any]) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
         raise BadRequest("allowed_models: must be a list of model names", param="allowed_models")
     return value
+
+
+def _expiry(body: dict[str, Any]) -> tuple[bool, int | None]:
+    """Whether the body names an expiry, and which: `expires_at` (ISO-8601 with its offset,
+    `2027-01-31T23:59:59Z`) or `expires_at_ms` (epoch ms); null for none."""
+    if "expires_at" in body and "expires_at_ms" in body:
+        raise BadRequest("expires_at: give expires_at or expires_at_ms, not both", param="expires_at")
+    if body.get("expires_at_ms") is not None:
+        value = body["expires_at_ms"]
+        if not _is_int(value) or not 0 < value <= INT64_MAX:
+            raise BadRequest("expires_at_ms: must be epoch milliseconds", param="expires_at_ms")
+        return True, value
+    if body.get("expires_at") is not None:
+        if not isinstance(body["expires_at"], str):
+            raise BadRequest("expires_at: must be an ISO-8601 date-time string", param="expires_at")
+        try:
+            return True, parse_iso_ms(body["expires_at"])
+        except ValueError as exc:
+            raise BadRequest(f"expires_at: {exc}", param="expires_at") from None
+    return "expires_at" in body or "expires_at_ms" in body, None
 
 
 def _metadata(body: dict[str, Any]) -> dict[str, str]:

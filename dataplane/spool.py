@@ -102,6 +102,11 @@ class Spool:
         self._unsynced = self._unsynced or not sync
         self._pending.update(i for _, i in records)
 
+    @property
+    def backlog(self) -> int:
+        """Records written and not yet done (the spool backlog gauge, metrics.py)."""
+        return len(self._pending)
+
     def sync(self) -> None:
         """fsync what was written since the last time (safe to call from another thread)."""
         if self._unsynced:

@@ -8,6 +8,7 @@ from typing import Any
 
 from spendgate.contract import OPTIONAL_RATES, enum_names, format_usd
 from spendgate.contract import RATES as RATE_NAMES
+from spendgate.times import iso_utc
 from spendgate.v1 import keys_pb2, usage_pb2, webhooks_pb2
 
 SCOPE_NAMES = enum_names(keys_pb2.KeyScope)
@@ -39,10 +40,25 @@ def key_json(key: keys_pb2.Key) -> dict[str, Any]:
         "created_ms": key.created_ms,
         "revoked_ms": key.revoked_ms or None,
         "secret_prefix": key.secret_prefix,
+        **expiry_json(key),
+        "rotated_ms": key.rotated_ms or None,
+        # While the secret the last rotation replaced still works: when it stops.
+        "previous_secret_expires_ms": key.previous_secret_expires_ms or None,
     }
 
 
-def _totals(row: usage_pb2.KeyUsage | usage_pb2.ModelUsage) -> dict[str, int]:
+def expiry_json(key: keys_pb2.Key) -> dict[str, Any]:
+    """`expires_at` as OpenRouter gives it (ISO-8601 UTC, null: never), the same in ms, and
+    whether it has passed."""
+    expires = key.expires_ms if key.HasField("expires_ms") else None
+    return {
+        "expires_at": None if expires is None else iso_utc(expires),
+        "expires_at_ms": expires,
+        "expired": key.expired,
+    }
+
+
+def _totals(row: usage_pb2.KeyUsage | usage_pb2.ModelUsage | usage_pb2.GroupUsage) -> dict[str, int]:
     return {
         "requests": row.requests,
         "input_tokens": row.input_tokens,
@@ -58,11 +74,26 @@ def _totals(row: usage_pb2.KeyUsage | usage_pb2.ModelUsage) -> dict[str, int]:
 
 
 def usage_json(usage: usage_pb2.GetUsageResponse) -> dict[str, Any]:
+    grouped: dict[str, Any] = {}
+    if usage.group_by:
+        grouped = {
+            "group_by": usage.group_by,
+            "groups": [
+                {
+                    "value": g.value if g.HasField("value") else None,
+                    "key_ids": list(g.key_ids),
+                    **_totals(g),
+                }
+                for g in usage.groups
+            ],
+        }
     return {
+        **grouped,
         "by_key": [
             {
                 "key_id": k.key_id,
                 "name": k.name,
+                "metadata": dict(k.metadata),
                 **_totals(k),
                 "by_model": [
                     {
@@ -75,7 +106,7 @@ def usage_json(usage: usage_pb2.GetUsageResponse) -> dict[str, Any]:
                 ],
             }
             for k in usage.by_key
-        ]
+        ],
     }
 
 

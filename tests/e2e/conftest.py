@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
@@ -47,7 +48,13 @@ class Running:
         return (self.data_dir / "service-token").read_text().strip()
 
 
-def start_up(data_dir: Path, env: dict[str, str], workers: int = 2, extra: tuple[str, ...] = ()) -> Running:
+def start_up(
+    data_dir: Path,
+    env: dict[str, str],
+    workers: int = 2,
+    extra: tuple[str, ...] = (),
+    log: IO[str] | None = None,  # where its output goes (read as it runs), else a pipe read by stop_up
+) -> Running:
     http_port, grpc_port = free_port(), free_port()
     proc = subprocess.Popen(
         [
@@ -64,7 +71,7 @@ def start_up(data_dir: Path, env: dict[str, str], workers: int = 2, extra: tuple
             *extra,
         ],
         env={**os.environ, "SPENDGATE_ADMIN_TOKEN": "", "SPENDGATE_SERVICE_TOKEN": "", **env},
-        stdout=subprocess.PIPE,
+        stdout=log or subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
