@@ -36,7 +36,7 @@ from dataplane.spool import DeadLetters
 
 # A refusal's reason by its status; a 402's or a revoked key's 401 comes from the ledger (REFUSAL).
 REFUSED = {401: "unauthorized", 402: "key_cap", 403: "forbidden", 429: "rate_limit"}
-REASONS = ("unauthorized", "key_revoked", "key_cap", "wallet", "forbidden", "rate_limit")
+REASONS = ("unauthorized", "key_revoked", "key_expired", "key_cap", "wallet", "forbidden", "rate_limit")
 RESERVE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 SAMPLE_SECONDS = 1.0  # how often a worker writes its queue gauges
@@ -62,8 +62,8 @@ class Metrics:
         )
         self.refusals = Counter(
             "spendgate_refusals",
-            "Requests refused: 401 unauthorized / key_revoked, 402 key_cap / wallet, 403 forbidden, "
-            "429 rate_limit.",
+            "Requests refused: 401 unauthorized / key_revoked / key_expired, 402 key_cap / wallet, "
+            "403 forbidden, 429 rate_limit.",
             ("reason",),
             registry=registry,
         )
