@@ -106,6 +106,7 @@ class ControlPlaneClient:
         strict: bool = False,
         allowed_models: Sequence[str] = (),
         metadata: Mapping[str, str] | None = None,
+        rate_limits: keys_pb2.RateLimits | None = None,
         expires_ms: int | None = None,
     ) -> tuple[keys_pb2.Key, str]:
         request = keys_pb2.CreateKeyRequest(
@@ -115,6 +116,7 @@ class ControlPlaneClient:
             strict=strict,
             allowed_models=list(allowed_models),
             metadata=dict(metadata or {}),
+            rate_limits=rate_limits,
         )
         if cap_micros is not None:
             request.cap_micros = cap_micros
@@ -152,12 +154,13 @@ class ControlPlaneClient:
         cap_period: str | None = None,
         strict: bool | None = None,
         allowed_models: Sequence[str] | None = None,
+        rate_limits: keys_pb2.RateLimits | None = None,
         expires_ms: int | None = None,
         remove_expiry: bool = False,
         metadata: Mapping[str, str] | None = None,
     ) -> keys_pb2.Key:
         """Changes what is given; `metadata` replaces the whole map ({} clears it)."""
-        request = keys_pb2.UpdateKeyRequest(key_id=key_id, remove_cap=remove_cap)
+        request = keys_pb2.UpdateKeyRequest(key_id=key_id, remove_cap=remove_cap, rate_limits=rate_limits)
         request.remove_expiry = remove_expiry
         if name is not None:
             request.name = name
@@ -263,6 +266,7 @@ class ControlPlaneClient:
         ttl_ms: int = 0,
         return_grant_id: str = "",
         return_micros: int = 0,
+        tokens: int = 0,
     ) -> usage_pb2.ReserveResponse:
         request = usage_pb2.ReserveRequest(
             key_id=key_id,
@@ -271,14 +275,28 @@ class ControlPlaneClient:
             ttl_ms=ttl_ms,
             return_grant_id=return_grant_id,
             return_micros=return_micros,
+            tokens=tokens,
         )
         return self._do(self.usage.Reserve, request)
 
     def grant(
-        self, key_id: str, grant_id: str, want_micros: int, min_micros: int, ttl_ms: int = 0
+        self,
+        key_id: str,
+        grant_id: str,
+        want_micros: int,
+        min_micros: int,
+        ttl_ms: int = 0,
+        want_slice: usage_pb2.RateSlice | None = None,
+        min_slice: usage_pb2.RateSlice | None = None,
     ) -> usage_pb2.GrantResponse:
         request = usage_pb2.GrantRequest(
-            key_id=key_id, grant_id=grant_id, want_micros=want_micros, min_micros=min_micros, ttl_ms=ttl_ms
+            key_id=key_id,
+            grant_id=grant_id,
+            want_micros=want_micros,
+            min_micros=min_micros,
+            ttl_ms=ttl_ms,
+            want_slice=want_slice,
+            min_slice=min_slice,
         )
         return self._do(self.usage.Grant, request)
 
@@ -293,6 +311,13 @@ class ControlPlaneClient:
         )
         return self._do(self.usage.SettleBatch, request)
 
-    def release(self, request_id: str, amount_micros: int | None = None) -> bool:
-        request = usage_pb2.ReleaseRequest(request_id=request_id, amount_micros=amount_micros)
+    def release(
+        self,
+        request_id: str,
+        amount_micros: int | None = None,
+        return_slice: usage_pb2.RateSlice | None = None,
+    ) -> bool:
+        request = usage_pb2.ReleaseRequest(
+            request_id=request_id, amount_micros=amount_micros, return_slice=return_slice
+        )
         return self._do(self.usage.Release, request).released

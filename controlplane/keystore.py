@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, or_, select
 
-from controlplane import lifecycle, secrets
+from controlplane import lifecycle, ratelimits, secrets
 from controlplane.errors import InvalidArgument, NotFound
 from controlplane.lifecycle import SecretMatch
 from controlplane.periods import CapPeriod, bounds
@@ -37,6 +37,7 @@ class KeySpec:
     allowed_models: tuple[str, ...] = ()
     metadata: tuple[tuple[str, str], ...] = ()
     expires_ms: int | None = None
+    limits: ratelimits.Limits = ratelimits.NO_LIMITS
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class KeyUpdate:
     expires_ms: int | None = None
     remove_expiry: bool = False
     metadata: tuple[tuple[str, str], ...] | None = None  # replaces the whole map
+    limits: ratelimits.Limits = ratelimits.NO_LIMITS  # those set change; 0 removes one
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,7 @@ class KeyStore:
             allowed_models=check_models(spec.allowed_models),
             metadata=tuple(lifecycle.check_metadata(dict(spec.metadata)).items()),
             expires_ms=lifecycle.check_expiry(spec.expires_ms, now),
+            limits=ratelimits.check(spec.limits),
         )
         check_cap(spec.cap_micros)
         with self._engine.begin() as conn:
@@ -200,6 +203,9 @@ class KeyStore:
                 reserved_micros=0,
                 period_start_ms=bounds(spec.cap_period, now)[0],
                 expires_ms=spec.expires_ms,
+                rpm_limit=spec.limits.rpm,
+                tpm_limit=spec.limits.tpm,
+                max_parallel_requests=spec.limits.parallel,
             )
         )
         record_change(conn, key_id, "created", now)
@@ -262,6 +268,11 @@ class KeyStore:
             current = self._key_for_update(conn, key_id, account_id)
             if current.revoked:
                 raise InvalidArgument("key_id", f"key {key_id} is revoked")
+            if update.limits != ratelimits.NO_LIMITS:
+                limits = ratelimits.updated(current.limits, ratelimits.check(update.limits, removing=True))
+                values.update(
+                    rpm_limit=limits.rpm, tpm_limit=limits.tpm, max_parallel_requests=limits.parallel
+                )
             if update.cap_period is not None and update.cap_period is not current.cap_period:
                 # A new period starts now: spend so far belonged to the old one.
                 values["cap_period"] = update.cap_period.value

@@ -47,12 +47,14 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, Row, select
 
-from controlplane import catalog
+from controlplane import catalog, ratelimits
 from controlplane.errors import InvalidArgument, NotFound
 from controlplane.money import Price, Units, Unpriced, fee_micros, priced
 from controlplane.periods import bounds
+from controlplane.ratelimits import NOTHING, Ask
 from controlplane.records import Account, Clock, EventStatus, Key, UsageEvent
 from controlplane.store.schema import accounts, keys, reservations, usage_events
+from spendgate.contract import token_count
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,7 @@ class Reservation:
     wallet_remaining_micros: int
     period_reset_ms: int
     expires_ms: int
+    rate: ratelimits.Status | None = None  # for a rate-limited key
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,8 @@ class Granted:
     granted: bool
     amount_micros: int
     expires_ms: int
+    slice: Ask = NOTHING  # of the key's rate limits
+    rate: ratelimits.Status | None = None
 
 
 def admit_key(key: Key, amount: int, now_ms: int) -> Refusal | None:
@@ -231,7 +236,10 @@ class Ledger:
         period if one began; returns the fresh row."""
         stale = conn.execute(
             select(
-                reservations.c.request_id, reservations.c.amount_micros, reservations.c.wallet_micros
+                reservations.c.request_id,
+                reservations.c.amount_micros,
+                reservations.c.wallet_micros,
+                reservations.c.slots,
             ).where(
                 reservations.c.key_id == key.id,
                 reservations.c.state == "active",
@@ -245,6 +253,7 @@ class Ledger:
                 .values(state="expired")
             )
             self._move_key(conn, key.id, reserved=-sum(r.amount_micros for r in stale))
+            self._give_rate(conn, key, now, slots=sum(r.slots for r in stale))  # a dead worker's slots
             self._move_wallet(conn, key.account_id, reserved=-sum(r.wallet_micros for r in stale))
             log.info("expired %d reservation(s) of key %s", len(stale), key.id)
         start = bounds(key.cap_period, now)[0]
@@ -263,6 +272,15 @@ class Ledger:
                 reserved_micros=keys.c.reserved_micros + reserved, spent_micros=keys.c.spent_micros + spent
             )
         )
+
+    @staticmethod
+    def _give_rate(
+        conn: Connection, key: Key, now: int, requests: int = 0, tokens: int = 0, slots: int = 0
+    ) -> None:
+        """What an ended reservation held of its key's rate limits goes back (ratelimits.py)."""
+        if key.limits.any and (requests or tokens or slots):
+            bucket = ratelimits.load(conn, key.id, key.limits, now)
+            ratelimits.save(conn, key.id, ratelimits.give(bucket, key.limits, requests, tokens, slots))
 
     @staticmethod
     def _move_wallet(conn: Connection, account_id: str, reserved: int = 0, spent: int = 0) -> None:
@@ -307,6 +325,7 @@ class Ledger:
         now: int,
         expires: int,
         strict: bool,
+        rate: Ask = NOTHING,
     ) -> None:
         """Record an active reservation and hold it on the key, then on the
         wallet (raises _WalletRefused, which rolls the transaction back)."""
@@ -320,6 +339,9 @@ class Ledger:
                 state="active",
                 created_ms=now,
                 expires_ms=expires,
+                requests=rate.requests,
+                tokens=rate.tokens,
+                slots=rate.slots,
             )
         )
         self._move_key(conn, key.id, reserved=amount)
@@ -337,13 +359,17 @@ class Ledger:
         ttl_ms: int = 0,
         return_grant_id: str = "",
         return_micros: int = 0,
+        tokens: int = 0,
     ) -> Reservation:
         """Hold amount_micros for request_id, or refuse. With return_grant_id,
         first hand back return_micros of that grant (the caller's unused part),
-        in the same transaction."""
+        in the same transaction. A rate-limited key's request also takes one
+        request, `tokens` (its estimate) and a slot in flight, or is refused."""
         _check_request_id(request_id)
         if amount_micros < 0:
             raise InvalidArgument("amount_micros", "must not be negative")
+        if tokens < 0:
+            raise InvalidArgument("tokens", "must not be negative")
         if return_micros < 0:
             raise InvalidArgument("return_micros", "must not be negative")
         _check_ttl(ttl_ms)
@@ -353,26 +379,45 @@ class Ledger:
             with self._engine.begin() as conn:
                 key = self._sweep_and_roll(conn, self._lock_key(conn, key_id), now)
                 existing = self._existing(conn, request_id, key_id, "request_id")
+                bucket = ratelimits.load(conn, key.id, key.limits, now) if key.limits.any else None
                 if existing is not None:
-                    return self._outcome(
-                        key, self._account(conn, key.account_id), None, existing.expires_ms, now
-                    )
+                    rate = None if bucket is None else ratelimits.status(bucket, key.limits)
+                    account = self._account(conn, key.account_id)
+                    return self._outcome(key, account, None, existing.expires_ms, now, rate)
                 if return_grant_id and return_micros:
                     key = self._hand_back(conn, key, return_grant_id, return_micros)
                 refusal = admit_key(key, amount_micros, now)
                 if refusal is not None:
                     return self._outcome(key, self._account(conn, key.account_id), refusal, 0, now)
+                ask, rate = Ask(), None
+                if bucket is not None:  # the money admits it: now the rate limits
+                    ask = Ask(1, tokens, 1)
+                    limited = ratelimits.refusal(bucket, key.limits, ask)
+                    if limited is not None:
+                        rate = ratelimits.status(bucket, key.limits, limited)
+                        account = self._account(conn, key.account_id)
+                        return self._outcome(key, account, Refusal.RATE_LIMIT, 0, now, rate)
+                    bucket = ratelimits.take(bucket, ask)
+                    ratelimits.save(conn, key.id, bucket)
+                    rate = ratelimits.status(bucket, key.limits)
                 expires = now + (ttl_ms or DEFAULT_TTL_MS)
-                self._hold(conn, key, request_id, amount_micros, wallet_amount, now, expires, key.strict)
+                self._hold(conn, key, request_id, amount_micros, wallet_amount, now, expires, key.strict, ask)
                 held = replace(key, reserved_micros=key.reserved_micros + amount_micros)
-                return self._outcome(held, self._account(conn, key.account_id), None, expires, now)
+                return self._outcome(held, self._account(conn, key.account_id), None, expires, now, rate)
         except _WalletRefused as refused:  # rolled back: nothing was held
             with self._engine.connect() as conn:
                 account = self._account(conn, refused.key.account_id)
             return self._outcome(refused.key, account, Refusal.WALLET, 0, now)
 
     @staticmethod
-    def _outcome(key: Key, account: Account, refusal: Refusal | None, expires: int, now: int) -> Reservation:
+    def _outcome(
+        key: Key,
+        account: Account,
+        refusal: Refusal | None,
+        expires: int,
+        now: int,
+        rate: ratelimits.Status | None = None,
+    ) -> Reservation:
         return Reservation(
             granted=refusal is None,
             refusal=refusal,
@@ -380,14 +425,23 @@ class Ledger:
             wallet_remaining_micros=max(0, account.remaining_micros),
             period_reset_ms=key.period_reset_ms(now),
             expires_ms=expires,
+            rate=rate,
         )
 
     def grant(
-        self, key_id: str, grant_id: str, want_micros: int, min_micros: int, ttl_ms: int = 0
+        self,
+        key_id: str,
+        grant_id: str,
+        want_micros: int,
+        min_micros: int,
+        ttl_ms: int = 0,
+        want_slice: Ask = NOTHING,
+        min_slice: Ask = NOTHING,
     ) -> Granted:
         """Hold a block of between min_micros and want_micros for a worker:
         at most 1/GRANT_SHARE of what the key and the wallet have left, and
-        only if it fits whole. Idempotent by grant_id."""
+        only if it fits whole; for a rate-limited key, with a slice of its limits
+        (ratelimits.slice_of), or nothing. Idempotent by grant_id."""
         _check_request_id(grant_id)
         if min_micros <= 0:
             raise InvalidArgument("min_micros", "must be positive")
@@ -403,7 +457,8 @@ class Ledger:
                 if existing is not None:
                     if existing.state != "active":
                         return refused
-                    return Granted(True, existing.amount_micros, existing.expires_ms)
+                    again = Ask(existing.requests, existing.tokens, existing.slots)
+                    return Granted(True, existing.amount_micros, existing.expires_ms, again)
                 if key.revoked or key.expired(now):
                     return refused
                 wallet_left = self._account(conn, key.account_id).remaining_micros
@@ -414,10 +469,20 @@ class Ledger:
                     )
                 if amount < min_micros:
                     return refused
+                share, rate = Ask(), None
+                if key.limits.any:
+                    bucket = ratelimits.load(conn, key.id, key.limits, now)
+                    cut = ratelimits.slice_of(bucket, key.limits, want_slice, min_slice)
+                    if cut is None:
+                        return refused
+                    share = cut
+                    bucket = ratelimits.take(bucket, share)
+                    ratelimits.save(conn, key.id, bucket)
+                    rate = ratelimits.status(bucket, key.limits)
                 wallet_amount = amount + fee_micros(amount, self.fee_bps)
                 expires = now + (ttl_ms or DEFAULT_TTL_MS)
-                self._hold(conn, key, grant_id, amount, wallet_amount, now, expires, strict=True)
-                return Granted(True, amount, expires)
+                self._hold(conn, key, grant_id, amount, wallet_amount, now, expires, True, share)
+                return Granted(True, amount, expires, share, rate)
         except _WalletRefused:
             return refused
 
@@ -563,6 +628,16 @@ class Ledger:
             conn.execute(
                 reservations.update().where(reservations.c.request_id.in_(own)).values(state="settled")
             )
+            self._settle_rates(
+                conn,
+                locked,
+                [
+                    (leases[e.request_id], e)
+                    for e, _ in events
+                    if e.request_id in own and e.request_id in held
+                ],
+                now,
+            )
         for rid, (amount, wallet) in held.items():
             if rid not in own and (amount, wallet) != (leases[rid].amount_micros, leases[rid].wallet_micros):
                 conn.execute(
@@ -585,10 +660,27 @@ class Ledger:
             )
         return out
 
-    def release(self, request_id: str, amount_micros: int | None = None) -> bool:
+    @classmethod
+    def _settle_rates(
+        cls, conn: Connection, locked: Mapping[str, Key], ended: list[tuple[Row[Any], UsageEvent]], now: int
+    ) -> None:
+        """Settled requests of rate-limited keys free their slots, and their token estimates
+        are corrected to what they used."""
+        back: dict[str, list[int]] = {}  # key id -> [tokens, slots]
+        for lease, event in ended:
+            if locked[event.key_id].limits.any:
+                moved = back.setdefault(event.key_id, [0, 0])
+                moved[0] += lease.tokens - token_count(event.units)
+                moved[1] += lease.slots
+        for key_id, (tokens, slots) in sorted(back.items()):
+            cls._give_rate(conn, locked[key_id], now, tokens=tokens, slots=slots)
+
+    def release(self, request_id: str, amount_micros: int | None = None, returned: Ask | None = None) -> bool:
         """Return an active reservation's budget, ending it; with amount_micros,
         return only that much of it (a grant's unused part) and keep it.
-        False if nothing was returned."""
+        What it held of a rate-limited key's limits goes back: a request's all of
+        it (nothing reached the provider), a grant's slots and `returned`, the
+        unused part of its slice. False if nothing was returned."""
         _check_request_id(request_id)
         if amount_micros is not None and amount_micros < 0:
             raise InvalidArgument("amount_micros", "must not be negative")
@@ -596,7 +688,7 @@ class Ledger:
             lease = conn.execute(select(reservations).where(reservations.c.request_id == request_id)).first()
             if lease is None:
                 return False
-            self._lock_key(conn, lease.key_id)
+            key = self._lock_key(conn, lease.key_id)
             lease = conn.execute(select(reservations).where(reservations.c.request_id == request_id)).one()
             if lease.state != "active":
                 return False
@@ -606,6 +698,8 @@ class Ledger:
                 reservations.update().where(reservations.c.request_id == request_id).values(state="released")
             )
             self._move_key(conn, lease.key_id, reserved=-lease.amount_micros)
+            back = returned or Ask(lease.requests, lease.tokens)
+            self._give_rate(conn, key, self._clock(), back.requests, back.tokens, lease.slots)
             self._move_wallet(conn, lease.account_id, reserved=-lease.wallet_micros)
             return True
 

@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar
 
 from controlplane.money import Units
 from controlplane.periods import CapPeriod, bounds
+from controlplane.ratelimits import NO_LIMITS, Limits
 
 Clock = Callable[[], int]  # returns epoch milliseconds
 
@@ -63,6 +64,7 @@ class Key:
     strict: bool
     allowed_models: tuple[str, ...]
     metadata: Mapping[str, str] = field(default_factory=dict)
+    limits: Limits = NO_LIMITS  # rate limits (ratelimits.py)
     created_ms: int = 0
     revoked_ms: int | None = None
     spent_micros: int = 0
@@ -109,6 +111,7 @@ class Key:
             strict=bool(row["strict"]),
             allowed_models=tuple(json.loads(row["allowed_models"])),
             metadata=json.loads(row["metadata"]),
+            limits=Limits(row["rpm_limit"], row["tpm_limit"], row["max_parallel_requests"]),
             created_ms=row["created_ms"],
             revoked_ms=row["revoked_ms"],
             spent_micros=row["spent_micros"],

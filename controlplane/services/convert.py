@@ -7,10 +7,12 @@ from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any, TypeVar
 
+from controlplane import ratelimits
 from controlplane.errors import InvalidArgument
 from controlplane.ledger import Refusal, SettleRefusal
 from controlplane.money import OPTIONAL_RATES, Price, Rule, Units
 from controlplane.periods import CapPeriod
+from controlplane.ratelimits import Ask, Dimension, Limits
 from controlplane.records import Account, EventStatus, Key, Scope, UsageEvent
 from spendgate.contract import ProtoEnum, enum_names, rule_from_pb
 from spendgate.v1 import admin_pb2, keys_pb2, usage_pb2
@@ -55,6 +57,46 @@ def status_from(value: int) -> EventStatus:
     return _reverse(STATUSES, value, "status", EventStatus.OK)
 
 
+def limits_to_pb(limits: Limits) -> keys_pb2.RateLimits:
+    return keys_pb2.RateLimits(
+        rpm_limit=limits.rpm, tpm_limit=limits.tpm, max_parallel_requests=limits.parallel
+    )
+
+
+def limits_from(msg: keys_pb2.RateLimits) -> Limits:
+    return Limits(
+        msg.rpm_limit if msg.HasField("rpm_limit") else None,
+        msg.tpm_limit if msg.HasField("tpm_limit") else None,
+        msg.max_parallel_requests if msg.HasField("max_parallel_requests") else None,
+    )
+
+
+DIMENSIONS = _by_name(Dimension, usage_pb2.RateLimitDimension)
+
+
+def rate_to_pb(status: ratelimits.Status) -> usage_pb2.RateLimitStatus:
+    return usage_pb2.RateLimitStatus(
+        limits=limits_to_pb(status.limits),
+        requests_remaining=status.requests_remaining,
+        requests_reset_ms=status.requests_reset_ms,
+        tokens_remaining=status.tokens_remaining,
+        tokens_reset_ms=status.tokens_reset_ms,
+        in_flight=status.in_flight,
+        refused=DIMENSIONS[status.refused] if status.refused else None,
+        retry_after_ms=status.retry_after_ms,
+    )
+
+
+def ask_from(msg: usage_pb2.RateSlice) -> Ask:
+    if msg.requests < 0 or msg.slots < 0:
+        raise InvalidArgument("slice", "requests and slots must not be negative")
+    return Ask(msg.requests, msg.tokens, msg.slots)
+
+
+def slice_to_pb(ask: Ask) -> usage_pb2.RateSlice:
+    return usage_pb2.RateSlice(requests=ask.requests, tokens=ask.tokens, slots=ask.slots)
+
+
 def key_to_pb(key: Key, now_ms: int) -> keys_pb2.Key:
     msg = keys_pb2.Key(
         id=key.id,
@@ -74,6 +116,8 @@ def key_to_pb(key: Key, now_ms: int) -> keys_pb2.Key:
         period_reset_ms=key.period_reset_ms(now_ms),
         secret_prefix=key.secret_prefix,
     )
+    if key.limits.any:
+        msg.rate_limits.CopyFrom(limits_to_pb(key.limits))
     if key.cap_micros is not None:
         msg.cap_micros = key.cap_micros
     if key.remaining_micros is not None:

@@ -45,6 +45,7 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
             allowed_models=tuple(request.allowed_models),
             metadata=tuple(sorted(request.metadata.items())),
             expires_ms=request.expires_ms if request.HasField("expires_ms") else None,
+            limits=convert.limits_from(request.rate_limits),
         )
         key, secret = self._keys.create_key(auth.current_account(), spec)
         return keys_pb2.CreateKeyResponse(key=self._pb(key), secret=secret)
@@ -83,6 +84,7 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
             metadata=tuple(sorted(request.metadata.entries.items()))
             if request.HasField("metadata")
             else None,
+            limits=convert.limits_from(request.rate_limits),
         )
         key = self._keys.update_key(auth.current_account(), request.key_id, update)
         return keys_pb2.UpdateKeyResponse(key=self._pb(key))

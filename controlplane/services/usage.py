@@ -36,6 +36,7 @@ class UsageService(usage_pb2_grpc.UsageServiceServicer):
             request.ttl_ms,
             request.return_grant_id,
             request.return_micros,
+            request.tokens,
         )
         response = usage_pb2.ReserveResponse(
             granted=outcome.granted,
@@ -52,17 +53,31 @@ class UsageService(usage_pb2_grpc.UsageServiceServicer):
             response.cap_micros = outcome.key.cap_micros
         if outcome.key.remaining_micros is not None:
             response.remaining_micros = outcome.key.remaining_micros
+        if outcome.rate is not None:
+            response.rate.CopyFrom(convert.rate_to_pb(outcome.rate))
         return response
 
     def Grant(
         self, request: usage_pb2.GrantRequest, context: grpc.ServicerContext
     ) -> usage_pb2.GrantResponse:
         outcome = self._ledger.grant(
-            request.key_id, request.grant_id, request.want_micros, request.min_micros, request.ttl_ms
+            request.key_id,
+            request.grant_id,
+            request.want_micros,
+            request.min_micros,
+            request.ttl_ms,
+            convert.ask_from(request.want_slice),
+            convert.ask_from(request.min_slice),
         )
-        return usage_pb2.GrantResponse(
-            granted=outcome.granted, amount_micros=outcome.amount_micros, expires_ms=outcome.expires_ms
+        response = usage_pb2.GrantResponse(
+            granted=outcome.granted,
+            amount_micros=outcome.amount_micros,
+            expires_ms=outcome.expires_ms,
+            slice=convert.slice_to_pb(outcome.slice),
         )
+        if outcome.rate is not None:
+            response.rate.CopyFrom(convert.rate_to_pb(outcome.rate))
+        return response
 
     def Settle(
         self, request: usage_pb2.SettleRequest, context: grpc.ServicerContext
@@ -105,7 +120,8 @@ class UsageService(usage_pb2_grpc.UsageServiceServicer):
 
     def _release(self, request: usage_pb2.ReleaseRequest) -> bool:
         amount = request.amount_micros if request.HasField("amount_micros") else None
-        return self._ledger.release(request.request_id, amount)
+        returned = convert.ask_from(request.return_slice) if request.HasField("return_slice") else None
+        return self._ledger.release(request.request_id, amount, returned)
 
     def GetUsage(
         self, request: usage_pb2.GetUsageRequest, context: grpc.ServicerContext

@@ -64,6 +64,10 @@ keys = Table(
     Column("old_secret_sha256", LargeBinary(32), nullable=True),
     Column("old_secret_expires_ms", BigInteger, nullable=True),
     Column("rotated_ms", BigInteger, nullable=True),
+    # Rate limits (controlplane/ratelimits.py); NULL: none. Their counters are in rate_buckets.
+    Column("rpm_limit", BigInteger, nullable=True),
+    Column("tpm_limit", BigInteger, nullable=True),
+    Column("max_parallel_requests", Integer, nullable=True),
     Index("ix_keys_account_seq", "account_id", "seq"),
     Index("ix_keys_old_secret_sha256", "old_secret_sha256", unique=True),
 )
@@ -79,6 +83,12 @@ reservations = Table(
     Column("state", String(16), nullable=False),  # active | settled | released | expired
     Column("created_ms", BigInteger, nullable=False),
     Column("expires_ms", BigInteger, nullable=False),
+    # What it holds of its key's rate limits while active (ratelimits.py): a request its one
+    # request and its token estimate, given back when released, and its slot in flight; a
+    # grant only its slots (its slice's unused part comes back with its release).
+    Column("requests", Integer, nullable=False, server_default="0"),
+    Column("tokens", BigInteger, nullable=False, server_default="0"),
+    Column("slots", Integer, nullable=False, server_default="0"),
     Index("ix_reservations_state_expires", "state", "expires_ms"),
     Index("ix_reservations_key_state", "key_id", "state"),
 )
@@ -148,6 +158,18 @@ prices = Table(
     # "catalog" rows come from catalog files at start-up, "api" rows from UpsertPrice.
     Column("origin", String(16), nullable=False),
     UniqueConstraint("provider", "model", "effective_from_ms", name="uq_prices_model_from"),
+)
+
+# A rate-limited key's token buckets and its slots in flight (controlplane/ratelimits.py):
+# levels are scaled by 60 000 (one request or token a minute refills one unit a millisecond).
+rate_buckets = Table(
+    "rate_buckets",
+    metadata,
+    Column("key_id", String(40), primary_key=True),
+    Column("requests_level", BigInteger, nullable=False),
+    Column("tokens_level", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    Column("in_flight", Integer, nullable=False),
 )
 
 key_changes = Table(
