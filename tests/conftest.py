@@ -3,7 +3,10 @@ over the PostgreSQL server (a fresh database per test)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,6 +19,7 @@ from sqlalchemy.engine import make_url
 
 from clients.client import ControlPlaneClient
 from controlplane.server import Config, ControlPlane
+from controlplane.store import db
 
 PG_URL = os.environ.get("SPENDGATE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -57,27 +61,82 @@ def _dropper() -> Iterator[ThreadPoolExecutor]:
         yield pool
 
 
-@pytest.fixture
-def pg_database(_dropper: ThreadPoolExecutor) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database; dropped afterwards."""
+def _new_database(template: str | None = None) -> str:
+    name = f"sg_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+    return name
+
+
+def _url_of(name: str) -> str:
+    return make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def _require_pg() -> None:
     if _PG_PROBLEM:
         if os.environ.get("CI"):
             pytest.fail(f"CI must test PostgreSQL: {_PG_PROBLEM}")
         pytest.skip(_PG_PROBLEM)
-    name = f"sg_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        _dropper.submit(_drop_database, name)
+
+
+@pytest.fixture(scope="session")
+def _pg_template(_dropper: ThreadPoolExecutor) -> Iterator[str]:
+    """A database migrated to head once per session: a test's copy of it costs a
+    file copy instead of every migration."""
+    name = _new_database()
+    engine = db.make_engine(_url_of(name))
+    db.migrate(engine)
+    engine.dispose()
+    yield name
+    _dropper.submit(_drop_database, name)
+
+
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("schema") / "spendgate.db"
+    engine = db.make_engine(f"sqlite:///{path}")
+    db.migrate(engine)
+    engine.dispose()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the whole schema in the one file
+    return path
+
+
+@pytest.fixture
+def pg_empty_database(_dropper: ThreadPoolExecutor) -> Iterator[str]:
+    """A fresh PostgreSQL database without any schema; dropped afterwards."""
+    _require_pg()
+    name = _new_database()
+    yield _url_of(name)
+    _dropper.submit(_drop_database, name)
+
+
+@pytest.fixture
+def pg_database(_dropper: ThreadPoolExecutor, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh PostgreSQL database with the current schema (what a control plane's
+    first start migrates to); dropped afterwards."""
+    _require_pg()
+    name = _new_database(template=request.getfixturevalue("_pg_template"))
+    yield _url_of(name)
+    _dropper.submit(_drop_database, name)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database with the current schema, on each backend."""
+    if request.param == "sqlite":
+        path = tmp_path / "spendgate.db"
+        shutil.copyfile(request.getfixturevalue("_sqlite_template"), path)
+        return f"sqlite:///{path}"
+    return str(request.getfixturevalue("pg_database"))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database without any schema, on each backend (for the migrations' own tests)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'spendgate.db'}"
-    return str(request.getfixturevalue("pg_database"))
+    return str(request.getfixturevalue("pg_empty_database"))
 
 
 @pytest.fixture

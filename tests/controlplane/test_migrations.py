@@ -13,8 +13,8 @@ from controlplane.store import db
 from controlplane.store.schema import accounts, metadata, prices, usage_events
 
 
-def test_migrated_schema_matches_the_code(db_url: str) -> None:
-    engine = db.make_engine(db_url)
+def test_migrated_schema_matches_the_code(empty_db_url: str) -> None:
+    engine = db.make_engine(empty_db_url)
     db.migrate(engine)
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
@@ -22,10 +22,10 @@ def test_migrated_schema_matches_the_code(db_url: str) -> None:
     engine.dispose()
 
 
-def test_an_old_database_is_upgraded_in_place_and_keeps_its_data(db_url: str) -> None:
+def test_an_old_database_is_upgraded_in_place_and_keeps_its_data(empty_db_url: str) -> None:
     """A database left at revision 0001 (before non-token units) upgrades to head:
     its rows stay, and the new columns read as 0 / not priced."""
-    engine = db.make_engine(db_url)
+    engine = db.make_engine(empty_db_url)
     config = Config()
     config.set_main_option("script_location", str(db.MIGRATIONS))
     with engine.begin() as conn:
