@@ -38,6 +38,8 @@ STATUS = {
 }
 
 
+# The control plane names its own fields; where REST spells one differently, `param` says the REST name.
+REST_FIELDS = {"expires_ms": "expires_at"}
 MAX_BODY_BYTES = 64 * 1024  # a key's name, cap, models and metadata: far less than this
 SCOPES = enum_values(keys_pb2.KeyScope)
 PERIODS = enum_values(keys_pb2.CapPeriod)
@@ -70,6 +72,7 @@ class KeysApi:
                     "The gateway cannot reach its control plane; try again."
                 ) from exc
             field = (exc.details() or "").split(":", 1)[0] if error is BadRequest else None
+            field = REST_FIELDS.get(field or "", field)
             raise error(exc.details() or exc.code().name, param=field) from exc
 
     @staticmethod
