@@ -119,6 +119,7 @@ class Settled:
     duplicate: bool = False
     error: InvalidArgument | NotFound | None = None
     refusal: SettleRefusal | None = None
+    key_remaining_micros: int | None = None  # the key's cap less its spend and holds, once committed
 
 
 class _Refused(Exception):
@@ -650,6 +651,14 @@ class Ledger:
         # Last, in id order, so the shared account rows are locked only until the commit.
         for account_id, (reserved, spent) in sorted(wallet_moves.items()):
             self._move_wallet(conn, account_id, reserved=reserved, spent=spent)
+        for i, settled in out.items():
+            key = locked.get(settled.event.key_id) if settled.event is not None else None
+            if key is not None:
+                reserved, spent = key_moves.get(key.id, (0, 0))
+                after = replace(
+                    key, spent_micros=key.spent_micros + spent, reserved_micros=key.reserved_micros + reserved
+                )
+                out[i] = replace(settled, key_remaining_micros=after.remaining_micros)
         if self._observer is not None and key_moves:
             self._observer.record(
                 conn,

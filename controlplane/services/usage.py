@@ -106,6 +106,7 @@ class UsageService(usage_pb2_grpc.UsageServiceServicer):
                 duplicate=outcome.duplicate,
                 error=_describe(outcome.error),
                 refusal=convert.SETTLE_REFUSALS[outcome.refusal] if outcome.refusal else 0,
+                key_remaining_micros=outcome.key_remaining_micros,
             )
             if outcome.event is not None:
                 settled.event.CopyFrom(convert.event_to_pb(outcome.event))

@@ -145,6 +145,32 @@ def test_settle_batch_commits_the_good_items_and_reports_the_bad(
     check_ledger(plane)
 
 
+def test_a_settlement_says_what_its_key_may_still_spend(
+    plane: ControlPlane, master: ControlPlaneClient, service: ControlPlaneClient
+) -> None:
+    """What the cost headers report: the cap less the spend and every live hold, after the batch."""
+    key, _ = master.create_key("u", cap_micros=1_000_000)
+    uncapped, _ = master.create_key("v")
+    assert service.reserve(key.id, "a", 5_000).granted
+    assert service.reserve(key.id, "b", 5_000).granted
+    assert service.reserve(key.id, "still-running", 7_000).granted
+    response = service.settle_batch(
+        [
+            settle_request(key.id, "a"),
+            settle_request(key.id, "b", inp=2_000, out=0),
+            settle_request(uncapped.id, "c"),
+            settle_request(key.id, "d", model=("openai", "no-such-model")),
+        ]
+    )
+    a, b, c, d = response.settled
+    assert (a.event.cost_micros, b.event.cost_micros) == (450, 300)
+    assert a.key_remaining_micros == b.key_remaining_micros == 1_000_000 - 450 - 300 - 7_000
+    assert a.key_remaining_micros == master.get_key(key.id).remaining_micros
+    assert not c.HasField("key_remaining_micros") and not d.HasField("key_remaining_micros")
+    replay = service.settle_batch([settle_request(key.id, "a")]).settled[0]
+    assert replay.duplicate and replay.key_remaining_micros == a.key_remaining_micros
+
+
 def test_concurrent_batches_over_shared_keys_neither_deadlock_nor_drift(
     plane: ControlPlane, master: ControlPlaneClient, service: ControlPlaneClient
 ) -> None:

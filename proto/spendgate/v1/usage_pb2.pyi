@@ -237,18 +237,20 @@ class SettleBatchRequest(_message.Message):
     def __init__(self, settlements: _Optional[_Iterable[_Union[SettleRequest, _Mapping]]] = ..., releases: _Optional[_Iterable[_Union[ReleaseRequest, _Mapping]]] = ...) -> None: ...
 
 class SettleOutcome(_message.Message):
-    __slots__ = ("request_id", "event", "duplicate", "error", "refusal")
+    __slots__ = ("request_id", "event", "duplicate", "error", "refusal", "key_remaining_micros")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     REFUSAL_FIELD_NUMBER: _ClassVar[int]
+    KEY_REMAINING_MICROS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     event: UsageEvent
     duplicate: bool
     error: str
     refusal: SettleRefusal
-    def __init__(self, request_id: _Optional[str] = ..., event: _Optional[_Union[UsageEvent, _Mapping]] = ..., duplicate: _Optional[bool] = ..., error: _Optional[str] = ..., refusal: _Optional[_Union[SettleRefusal, str]] = ...) -> None: ...
+    key_remaining_micros: int
+    def __init__(self, request_id: _Optional[str] = ..., event: _Optional[_Union[UsageEvent, _Mapping]] = ..., duplicate: _Optional[bool] = ..., error: _Optional[str] = ..., refusal: _Optional[_Union[SettleRefusal, str]] = ..., key_remaining_micros: _Optional[int] = ...) -> None: ...
 
 class SettleBatchResponse(_message.Message):
     __slots__ = ("settled", "released")
