@@ -1,6 +1,6 @@
 """Key lifecycle over real gRPC, on SQLite and PostgreSQL: expiry (with the frozen-clock
 fixture moved past it), rotation with a grace period, metadata edits and their checks,
-and usage rolled up by a metadata tag."""
+usage rolled up by a metadata tag, and keys from before migration 0006."""
 
 from __future__ import annotations
 
@@ -9,9 +9,14 @@ from collections.abc import Callable
 
 import grpc
 import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import text
 
 from clients.client import ControlPlaneClient, SpendgateRpcError
+from controlplane.keystore import KeyStore
 from controlplane.server import ControlPlane
+from controlplane.store import db
 from spendgate.v1 import keys_pb2, usage_pb2
 from tests.conftest import FakeClock
 from tests.controlplane.test_usage_rpc import settle_request
@@ -268,3 +273,40 @@ def test_usage_rolls_up_by_a_metadata_tag(
     for bad in ("user_id", "metadata.", "metadata.user id", "model"):
         error = rpc_error(lambda g=bad: master.get_usage(start, clock() + 1, group_by=g))  # type: ignore[misc]
         assert error.code == grpc.StatusCode.INVALID_ARGUMENT and error.details.startswith("group_by:")
+
+
+def test_keys_made_before_migration_0006_upgrade_without_an_expiry_and_rotate(db_url: str) -> None:
+    engine = db.make_engine(db_url)
+    config = Config()
+    config.set_main_option("script_location", str(db.MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0005")
+    old = "sg_live_" + "o" * 43
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO accounts (id, name, created_ms, credit_micros, spent_micros, reserved_micros) "
+                "VALUES ('acct_old', 'old', 1, 100, 0, 0)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO keys (id, account_id, name, scope, secret_sha256, secret_prefix, cap_micros, "
+                "cap_period, strict, allowed_models, metadata, created_ms, revoked_ms, spent_micros, "
+                "reserved_micros, period_start_ms) VALUES ('key_old', 'acct_old', 'kept', 'standard', :digest, "
+                "'sg_live_oooo', 50, 'lifetime', false, '[]', '{\"user_id\": \"7\"}', 1, NULL, 20, 0, 0)"
+            ),
+            {"digest": digest(old)},
+        )
+    db.migrate(engine)
+    store = KeyStore(engine, FakeClock())
+    found = store.find(digest(old))
+    assert found is not None and found.secret_expires_ms is None and found.refusal(store.now()) is None
+    assert (found.key.expires_ms, found.key.rotated_ms, found.key.spent_micros) == (None, None, 20)
+    rotated, new = store.rotate_key("acct_old", "key_old", grace_ms=MINUTE)
+    assert (rotated.id, rotated.spent_micros, dict(rotated.metadata)) == ("key_old", 20, {"user_id": "7"})
+    kept_old, found_new = store.find(digest(old)), store.find(digest(new))
+    assert kept_old is not None and kept_old.secret_expires_ms == rotated.old_secret_expires_ms
+    assert found_new is not None and found_new.key.id == "key_old" and found_new.secret_expires_ms is None
+    engine.dispose()
