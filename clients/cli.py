@@ -36,7 +36,7 @@ from dataplane.spool import DeadLetter, DeadLetters
 from fakeupstream import server as mock_upstream
 from spendgate import shapes
 from spendgate.contract import format_usd, parse_usd
-from spendgate.v1 import usage_pb2
+from spendgate.v1 import keys_pb2, usage_pb2
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_DATA_DIR = "./spendgate-data"
@@ -113,8 +113,24 @@ def _money(micros: int | None) -> str:
     return "-" if micros is None else "$" + format_usd(micros)
 
 
+def _limits(key: dict[str, Any]) -> str:
+    """`60rpm 10000tpm 4par`, or `-` for a key without rate limits."""
+    parts = [
+        f"{key[field]}{unit}"
+        for field, unit in (("rpm_limit", "rpm"), ("tpm_limit", "tpm"), ("max_parallel_requests", "par"))
+        if key[field] is not None
+    ]
+    return " ".join(parts) or "-"
+
+
+def _rate_limits(args: argparse.Namespace) -> keys_pb2.RateLimits:
+    return keys_pb2.RateLimits(
+        rpm_limit=args.rpm, tpm_limit=args.tpm, max_parallel_requests=args.max_parallel
+    )
+
+
 def _key_table(keys: Sequence[Any]) -> list[list[str]]:
-    rows = [["ID", "NAME", "SCOPE", "CAP", "PERIOD", "SPENT", "RESERVED", "REMAINING", "STATE"]]
+    rows = [["ID", "NAME", "SCOPE", "CAP", "PERIOD", "SPENT", "RESERVED", "REMAINING", "LIMITS", "STATE"]]
     for k in keys:
         j = shapes.key_json(k)
         rows.append(
@@ -127,6 +143,7 @@ def _key_table(keys: Sequence[Any]) -> list[list[str]]:
                 _money(j["spent_micros"]),
                 _money(j["reserved_micros"]),
                 _money(j["remaining_micros"]),
+                _limits(j),
                 _state(j),
             ]
         )
@@ -403,6 +420,7 @@ def cmd_keys_mint(args: argparse.Namespace) -> int:
             allowed_models=args.model,
             metadata=_meta(args.meta),
             expires_ms=args.expires_at,
+            rate_limits=_rate_limits(args),
         )
     data = {**shapes.key_json(key), "secret": secret}
     if args.json:
@@ -448,6 +466,7 @@ def cmd_keys_update(args: argparse.Namespace) -> int:
             expires_ms=args.expires_at,
             remove_expiry=args.no_expiry,
             metadata=_meta(args.meta) if args.meta or args.clear_meta else None,
+            rate_limits=_rate_limits(args),
         )
     _emit(args, shapes.key_json(key), _key_table([key]))
     return 0
@@ -649,6 +668,9 @@ def build_parser() -> argparse.ArgumentParser:
     mint.add_argument(
         "--expires-at", type=_time_ms, help="when the key stops working: ISO date-time (UTC) or epoch ms"
     )
+    mint.add_argument("--rpm", type=int, help="requests per minute (default: no limit)")
+    mint.add_argument("--tpm", type=int, help="tokens per minute: input and output (default: no limit)")
+    mint.add_argument("--max-parallel", type=int, help="requests in flight at once (default: no limit)")
     mint.set_defaults(func=cmd_keys_mint)
     lst = json_flag(keys.add_parser("list", help="your keys: caps, spend, what is held, state"))
     lst.add_argument("--all", action="store_true", help="include revoked keys")
@@ -676,6 +698,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--meta", action="append", default=[], help="metadata key=value (repeat): replaces it all"
     )
     upd.add_argument("--clear-meta", action="store_true", help="remove all metadata")
+    upd.add_argument("--rpm", type=int, help="requests per minute; 0 removes the limit")
+    upd.add_argument("--tpm", type=int, help="tokens per minute; 0 removes the limit")
+    upd.add_argument("--max-parallel", type=int, help="requests in flight at once; 0 removes the limit")
     upd.set_defaults(func=cmd_keys_update)
     rot = json_flag(
         keys.add_parser("rotate", help="a new secret for the same key (id, cap, spend kept); shown once")

@@ -33,9 +33,10 @@ from typing import Any, Protocol
 import grpc
 
 from dataplane.errors import ControlPlaneUnavailable
+from dataplane.ratelimit import Slice, Status
 from dataplane.settlement import Item, Refusal, Release, Settlement, refusal_from_pb
 from dataplane.spool import DeadLetter, DeadLetters, Spool, item_id
-from spendgate.contract import enum_names
+from spendgate.contract import enum_names, token_count
 from spendgate.v1 import usage_pb2, usage_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ REFUSED_RETRY_FOR_SECONDS = 300.0
 # A Reserve refused while this worker still has the key's finished requests to settle is
 # asked again once they are (at most this long): what they held is not in flight any more.
 SETTLED_FIRST_SECONDS = 2.0
+PARALLEL_RECHECK_SECONDS = 0.2  # a Reserve refused for want of a slot is asked once more after this
 
 
 @dataclass(eq=False)
@@ -79,6 +81,8 @@ class Grant:
     last_amount: int = 0  # the latest estimate admitted: what the next grant is sized by
     outstanding: int = 0  # admitted requests whose settlement the control plane has not taken yet
     retired: bool = False
+    slice: Slice | None = None  # of a rate-limited key's limits (ratelimit.py)
+    last_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -91,13 +95,17 @@ class Decision:
     period_reset_ms: int
     grant: Grant | None = None  # admitted against this worker's grant, not a reservation of its own
     amount_micros: int = 0
+    tokens: int = 0  # counted against the key's tokens per minute
+    rate: Status | None = None  # a rate-limited key's (ratelimit.py)
 
 
 class Reserver(Protocol):
-    def admit_now(self, key_id: str, amount_micros: int) -> Decision | None:
+    def admit_now(self, key_id: str, amount_micros: int, tokens: int = 0) -> Decision | None:
         """Admit against what this worker already holds, without waiting, if it can (else None)."""
 
-    async def reserve(self, key_id: str, request_id: str, amount_micros: int) -> Decision: ...
+    async def reserve(
+        self, key_id: str, request_id: str, amount_micros: int, tokens: int = 0
+    ) -> Decision: ...
 
     def settle(self, settlement: Settlement, decision: Decision) -> None: ...
 
@@ -105,8 +113,13 @@ class Reserver(Protocol):
         """Give a hold back; with no decision (a Reserve cut short), release by id."""
 
 
-def _fits(grant: Grant, amount_micros: int, now: float) -> bool:
-    return grant.balance >= amount_micros and now < grant.renew_at and not grant.retired
+def _fits(grant: Grant, amount_micros: int, now: float, tokens: int = 0) -> bool:
+    return (
+        grant.balance >= amount_micros
+        and now < grant.renew_at
+        and not grant.retired
+        and (grant.slice is None or grant.slice.fits(tokens))
+    )
 
 
 REASONS = enum_names(usage_pb2.RefusalReason)  # "key_cap", "wallet", "key_revoked"
@@ -144,7 +157,8 @@ class GrpcBudget:
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._grants: dict[str, Grant] = {}  # key id -> the grant requests are admitted against
-        self._holds: dict[str, tuple[Grant, int]] = {}  # request id -> (grant, estimate)
+        self._holds: dict[str, tuple[Grant, int, int]] = {}  # request id -> (grant, estimate, tokens)
+        self._limited: set[str] = set()  # key ids whose Reserve said they have rate limits
         self._fetching: dict[str, asyncio.Future[None]] = {}  # key id -> done when its grant request is
         self._not_before: dict[str, float] = {}  # key id -> no grant asked for before then
         self._recent: dict[str, tuple[float, int]] = {}  # key id -> (window start, reservations)
@@ -198,56 +212,78 @@ class GrpcBudget:
 
     # admission --------------------------------------------------------------
 
-    def admit_now(self, key_id: str, amount_micros: int) -> Decision | None:
+    def admit_now(self, key_id: str, amount_micros: int, tokens: int = 0) -> Decision | None:
         """A busy key's request, admitted against this worker's grant: no await, so nothing
         can cancel it half-way (and no task is needed to shield it)."""
         grant = self._grants.get(key_id)
         now = asyncio.get_running_loop().time()
-        if grant is None or not _fits(grant, amount_micros, now):
+        if grant is None or not _fits(grant, amount_micros, now, tokens):
             return None
         grant.balance -= amount_micros
         grant.outstanding += 1
         grant.last_used = now
         grant.last_amount = amount_micros
+        rate = None
+        if grant.slice is not None:
+            rate = grant.slice.take(tokens)
+            grant.last_tokens = tokens
         if (
             grant.balance < (grant.outstanding + GRANT_REQUESTS // 4) * amount_micros
             or now >= grant.renew_at - GRANT_PREFETCH_SECONDS
+            or (grant.slice is not None and grant.slice.low())
         ):
             # The next one, before this runs out or is due: sized for what is in flight, too.
-            self._want_grant(key_id, amount_micros, grant.outstanding)
-        return Decision(True, "", None, 0, 0, 0, grant=grant, amount_micros=amount_micros)
+            self._want_grant(key_id, amount_micros, grant.outstanding, tokens)
+        return Decision(True, "", None, 0, 0, 0, grant, amount_micros, tokens, rate)
 
-    async def reserve(self, key_id: str, request_id: str, amount_micros: int) -> Decision:
+    async def reserve(self, key_id: str, request_id: str, amount_micros: int, tokens: int = 0) -> Decision:
         loop = asyncio.get_running_loop()
         grant = self._grants.get(key_id)
-        if grant is not None and not _fits(grant, amount_micros, loop.time()):
+        if grant is not None and not _fits(grant, amount_micros, loop.time(), tokens):
             successor = self._fetching.get(key_id)
             if successor is not None:  # on its way: cheaper to wait for it than to reserve alone
                 await asyncio.shield(successor)
                 grant = self._grants.get(key_id)
         now = loop.time()
         if grant is not None:
-            admitted = self.admit_now(key_id, amount_micros)
+            admitted = self.admit_now(key_id, amount_micros, tokens)
             if admitted is not None:
                 return admitted
             # Its unused part goes back inside the Reserve, before the control plane decides.
-            decision = await self._reserve(key_id, request_id, amount_micros, grant.id, self._withdraw(grant))
+            unused = self._withdraw(grant)
+            decision = await self._reserve(key_id, request_id, amount_micros, grant.id, unused, tokens)
             if grant.outstanding == 0:  # nothing in flight against it: end it now
                 self._spawn(self._release_grant(grant, None))
             return decision
-        decision = await self._reserve(key_id, request_id, amount_micros)
-        if not decision.granted and decision.reason != "key_revoked" and self._unsettled.get(key_id):
+        decision = await self._reserve(key_id, request_id, amount_micros, tokens=tokens)
+        if (
+            not decision.granted
+            and decision.reason != "key_revoked"
+            and self._unsettled.get(key_id)
+            and (decision.rate is None or decision.rate.refused != "requests")
+        ):
             # What the key's finished requests held still counts at the control plane until
-            # their settlements land: land them now, then ask again (never a false 402).
+            # their settlements land: land them now, then ask again (never a false 402 or 429).
             await self._settle_key_now(key_id)
-            decision = await self._reserve(key_id, request_id, amount_micros)
+            decision = await self._reserve(key_id, request_id, amount_micros, tokens=tokens)
+        if not decision.granted and decision.rate is not None and decision.rate.refused == "parallel":
+            # A slot a request has just given back on another worker is free once its
+            # settlement lands (sent at once, see settle): look again after that long.
+            await asyncio.sleep(PARALLEL_RECHECK_SECONDS)
+            decision = await self._reserve(key_id, request_id, amount_micros, tokens=tokens)
         # (A grant may have arrived while this reservation was on its way.)
         if decision.granted and self._hot(key_id, now) and key_id not in self._grants:
-            self._want_grant(key_id, amount_micros)
+            self._want_grant(key_id, amount_micros, 0, tokens)
         return decision
 
     async def _reserve(
-        self, key_id: str, request_id: str, amount_micros: int, grant_id: str = "", unused: int = 0
+        self,
+        key_id: str,
+        request_id: str,
+        amount_micros: int,
+        grant_id: str = "",
+        unused: int = 0,
+        tokens: int = 0,
     ) -> Decision:
         request = usage_pb2.ReserveRequest(
             key_id=key_id,
@@ -256,6 +292,7 @@ class GrpcBudget:
             ttl_ms=self._ttl_ms,
             return_grant_id=grant_id if unused else "",
             return_micros=unused,
+            tokens=tokens,
         )
         self._reserving += 1
         sent = time.perf_counter()
@@ -270,6 +307,11 @@ class GrpcBudget:
                 self._on_reserve(time.perf_counter() - sent)
         if r.granted:
             self._own[request_id] = key_id
+        rate = Status.from_pb(r.rate) if r.HasField("rate") else None
+        if rate is not None:
+            self._limited.add(key_id)
+        else:
+            self._limited.discard(key_id)
         return Decision(
             granted=r.granted,
             reason=REASONS.get(r.reason, ""),
@@ -278,20 +320,30 @@ class GrpcBudget:
             reserved_micros=r.reserved_micros,
             period_reset_ms=r.period_reset_ms,
             amount_micros=amount_micros,
+            tokens=tokens,
+            rate=rate,
         )
 
     def settle(self, settlement: Settlement, decision: Decision) -> None:
         if decision.grant is not None:
             settlement = replace(settlement, grant_id=decision.grant.id)
-            self._holds[settlement.request_id] = (decision.grant, decision.amount_micros)
+            self._holds[settlement.request_id] = (decision.grant, decision.amount_micros, decision.tokens)
+            if decision.grant.slice is not None:
+                decision.grant.slice.finished()  # its slot, at once: the request is over
         self._finished(settlement.request_id)
         self._queue.put_nowait(settlement)
+        if decision.rate is not None and decision.grant is None:
+            self._hurry.set()  # its slot is held at the control plane until this lands
 
     def release(self, request_id: str, decision: Decision | None) -> None:
         if decision is None or decision.grant is None:
             self._finished(request_id)
             self._queue.put_nowait(Release(request_id))
+            if decision is not None and decision.rate is not None:
+                self._hurry.set()
         else:  # nothing reached the provider: the whole estimate goes back to the grant
+            if decision.grant.slice is not None:
+                decision.grant.slice.released(decision.tokens)
             self._give_back(decision.grant, decision.amount_micros)
 
     def _finished(self, request_id: str) -> None:
@@ -338,15 +390,15 @@ class GrpcBudget:
         self._recent[key_id] = (start, count + 1)
         return count + 1 >= GRANT_HOT
 
-    def _want_grant(self, key_id: str, amount_micros: int, in_flight: int = 0) -> None:
+    def _want_grant(self, key_id: str, amount_micros: int, in_flight: int = 0, tokens: int = 0) -> None:
         now = asyncio.get_running_loop().time()
         if key_id in self._fetching or self._not_before.get(key_id, 0.0) > now or amount_micros <= 0:
             return
         done = self._fetching[key_id] = asyncio.get_running_loop().create_future()
-        self._spawn(self._fetch_grant(key_id, amount_micros, in_flight, done))
+        self._spawn(self._fetch_grant(key_id, amount_micros, in_flight, done, tokens))
 
     async def _fetch_grant(
-        self, key_id: str, amount_micros: int, in_flight: int, done: asyncio.Future[None]
+        self, key_id: str, amount_micros: int, in_flight: int, done: asyncio.Future[None], tokens: int = 0
     ) -> None:
         """Ask for a grant and install it; `done` tells those waiting for it either way."""
         changes = self._changes.get(key_id, 0)
@@ -357,6 +409,16 @@ class GrpcBudget:
             min_micros=amount_micros * GRANT_MIN_REQUESTS,
             ttl_ms=min(self._ttl_ms, GRANT_TTL_MS),
         )
+        if key_id in self._limited:  # a slice of its limits too, sized like the block
+            wanted = GRANT_REQUESTS + 2 * in_flight
+            request.want_slice.CopyFrom(
+                usage_pb2.RateSlice(
+                    requests=wanted, tokens=tokens * wanted, slots=max(GRANT_MIN_REQUESTS, in_flight)
+                )
+            )
+            request.min_slice.CopyFrom(
+                usage_pb2.RateSlice(requests=GRANT_MIN_REQUESTS, tokens=tokens * GRANT_MIN_REQUESTS, slots=1)
+            )
         try:
             try:
                 r = await self._stub.Grant(request, metadata=self._metadata, timeout=5)
@@ -374,6 +436,7 @@ class GrpcBudget:
                 balance=r.amount_micros,
                 renew_at=now + min(GRANT_RENEW_SECONDS, request.ttl_ms / 2000),
                 last_used=now,
+                slice=Slice.from_pb(r.slice, r.rate) if r.HasField("rate") else None,
             )
             if self._changes.get(key_id, 0) != changes:  # the key changed meanwhile: granted on old terms
                 self._spawn(self._retire(grant))
@@ -408,6 +471,8 @@ class GrpcBudget:
     async def _release_grant(self, grant: Grant, amount_micros: int | None) -> None:
         """Best effort: if the control plane cannot take it, the grant's lease expires."""
         request = usage_pb2.ReleaseRequest(request_id=grant.id, amount_micros=amount_micros)
+        if amount_micros is None and grant.slice is not None:
+            request.return_slice.CopyFrom(grant.slice.unused())  # its end: what its slice did not use
         try:
             await self._stub.Release(request, metadata=self._metadata, timeout=5)
         except grpc.aio.AioRpcError as exc:
@@ -429,7 +494,8 @@ class GrpcBudget:
                 if now - grant.last_used > GRANT_IDLE_SECONDS or now >= grant.renew_at:
                     self._spawn(self._retire(grant))
                 elif now >= grant.renew_at - GRANT_PREFETCH_SECONDS and grant.last_amount:
-                    self._want_grant(grant.key_id, grant.last_amount)  # the successor, before it is due
+                    # The successor, before it is due.
+                    self._want_grant(grant.key_id, grant.last_amount, 0, grant.last_tokens)
             self._recent = {k: v for k, v in self._recent.items() if now - v[0] <= 1.0}
             self._not_before = {k: t for k, t in self._not_before.items() if t > now}
 
@@ -546,7 +612,9 @@ class GrpcBudget:
             self._refused_since.pop(request_id, None)
             hold = self._holds.pop(request_id, None)
             if hold is not None:
-                grant, estimate = hold
+                grant, estimate, tokens = hold
+                if grant.slice is not None:
+                    grant.slice.correct(tokens, token_count(outcome.event.units))
                 self._give_back(grant, estimate - outcome.event.cost_micros)
         if letters:
             self.dead_lettered += len(letters)

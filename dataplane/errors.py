@@ -6,6 +6,8 @@ usual exception (401 → AuthenticationError, 402/403 → PermissionDeniedError-
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class GatewayError(Exception):
     status = 500
@@ -14,6 +16,7 @@ class GatewayError(Exception):
     google_status = "INTERNAL"
     deepgram_code = "INTERNAL_SERVER_ERROR"
     code: str | None = None
+    headers: Mapping[str, str] = {}  # sent with the error (a 429's retry-after)
 
     def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message)
@@ -55,6 +58,22 @@ class OverCap(GatewayError):
     google_status = "RESOURCE_EXHAUSTED"
     deepgram_code = "ASR_PAYMENT_REQUIRED"
     code = "spend_cap_exceeded"
+
+
+class RateLimited(GatewayError):
+    """A rate limit of the key (ratelimit.py): the SDKs' RateLimitError, which they retry
+    after `retry-after`. OpenAI's type names the limit ("requests", "tokens")."""
+
+    status = 429
+    anthropic_type = "rate_limit_error"
+    google_status = "RESOURCE_EXHAUSTED"
+    deepgram_code = "TOO_MANY_REQUESTS"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, limit: str, headers: Mapping[str, str]) -> None:
+        super().__init__(message)
+        self.openai_type = limit
+        self.headers = headers
 
 
 class Forbidden(GatewayError):

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import grpc
 
 from dataplane.errors import ControlPlaneUnavailable
+from dataplane.ratelimit import Limits
 from spendgate.times import iso_utc
 from spendgate.v1 import keys_pb2, keys_pb2_grpc
 
@@ -42,6 +43,7 @@ class KeyState:
     allowed_models: frozenset[str]
     cap_micros: int | None
     strict: bool = False  # admit only requests whose whole estimate fits
+    limits: Limits | None = None  # rate limits (ratelimit.py); None: none, and no cost
     expires_ms: int | None = None  # the key's expiry
     secret_expires_ms: int | None = None  # set for a secret a rotation replaced: when it stops
 
@@ -69,6 +71,7 @@ class KeyState:
             allowed_models=frozenset(key.allowed_models),
             cap_micros=key.cap_micros if key.HasField("cap_micros") else None,
             strict=key.strict,
+            limits=Limits.from_pb(key.rate_limits) if key.HasField("rate_limits") else None,
             expires_ms=key.expires_ms if key.HasField("expires_ms") else None,
             secret_expires_ms=secret_expires_ms,
         )

@@ -42,9 +42,10 @@ class Lease:
         self._state = _State.PENDING
         self.decision: Decision | None = None
 
-    async def reserve(self, key_id: str, amount_micros: int) -> Decision:
+    async def reserve(self, key_id: str, amount_micros: int, tokens: int = 0) -> Decision:
+        """`tokens`: the request's count against its key's tokens per minute (ratelimit.py)."""
         assert self._state is _State.PENDING, "a lease reserves once"
-        admitted = self._budget.admit_now(key_id, amount_micros)
+        admitted = self._budget.admit_now(key_id, amount_micros, tokens)
         if admitted is not None:  # synchronous: no cancellation can fall in between
             self.decision = admitted
             self._state = _State.HELD
@@ -52,7 +53,9 @@ class Lease:
         self._state = _State.RESERVING
         # Shielded: a cancelled caller must not cut the Reserve short, or the control
         # plane might take it after the release had gone (and hold it for the lease TTL).
-        reserving = asyncio.ensure_future(self._budget.reserve(key_id, self.request_id, amount_micros))
+        reserving = asyncio.ensure_future(
+            self._budget.reserve(key_id, self.request_id, amount_micros, tokens)
+        )
         try:
             decision = await asyncio.shield(reserving)
         except asyncio.CancelledError:

@@ -26,7 +26,7 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from dataplane import estimate, requestid
+from dataplane import estimate, ratelimit, requestid
 from dataplane.auth import Keys, authenticate
 from dataplane.billing import Fallback, bill
 from dataplane.budget import Decision, Reserver
@@ -266,11 +266,16 @@ async def _admit_and_forward(request: Request, route: Route, gateway: Gateway, l
     if route.check is not None:
         route.check(view, gateway.settings)
     if route.metered:
-        decision = await lease.reserve(key.id, upper_bound(route, prepared, gateway.settings))
+        tokens = (
+            0 if key.limits is None else ratelimit.token_bound(view, prepared.price, route.estimator is None)
+        )
+        decision = await lease.reserve(key.id, upper_bound(route, prepared, gateway.settings), tokens)
         if not decision.granted:
             request.scope[requestid.REFUSAL] = decision.reason
             if decision.reason in ("key_revoked", "key_expired"):
                 raise Unauthorized(refusal_message(decision))
+            if decision.rate is not None and decision.reason == "rate_limit":
+                raise ratelimit.refusal(decision.rate)
             raise OverCap(refusal_message(decision))
 
     upstream = gateway.settings.upstreams[prepared.price.provider]
@@ -303,4 +308,7 @@ async def _admit_and_forward(request: Request, route: Route, gateway: Gateway, l
             model=prepared.price.model,
         )
         parser = route.make_parser(context, prepared.strip_usage)
-    return MeteredStream(response, parser, meter, route.family, gateway.settings.drain_seconds)
+    stream = MeteredStream(response, parser, meter, route.family, gateway.settings.drain_seconds)
+    if lease.decision is not None and lease.decision.rate is not None:  # the key's limits, not the operator's
+        stream.raw_headers = ratelimit.replace_headers(stream.raw_headers, lease.decision.rate)
+    return stream

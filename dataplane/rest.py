@@ -93,6 +93,7 @@ class KeysApi:
         _, expires = _expiry(body)
         if expires is not None:
             message.expires_ms = expires
+        message.rate_limits.CopyFrom(_rate_limits(body, removing=False))
         created = await self._call(request, self._keys.CreateKey, message)
         return JSONResponse({**shapes.key_json(created.key), "secret": created.secret}, status_code=201)
 
@@ -135,6 +136,7 @@ class KeysApi:
             message.expires_ms = expires
         elif named:  # null: the key no longer expires
             message.remove_expiry = True
+        message.rate_limits.CopyFrom(_rate_limits(body, removing=True))
         return JSONResponse(shapes.key_json((await self._call(request, self._keys.UpdateKey, message)).key))
 
     async def rotate(self, request: Request) -> Response:
@@ -382,6 +384,27 @@ def _metadata(body: dict[str, Any]) -> dict[str, str]:
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         raise BadRequest("metadata: must be an object of strings", param="metadata")
     return value
+
+
+RATE_LIMIT_FIELDS = ("rpm_limit", "tpm_limit", "max_parallel_requests")  # LiteLLM's names
+MAX_RATE_LIMIT = 10**12
+
+
+def _rate_limits(body: dict[str, Any], removing: bool) -> keys_pb2.RateLimits:
+    """The limits the body names: a positive integer sets one; on an update, null removes it."""
+    limits = keys_pb2.RateLimits()
+    for field in RATE_LIMIT_FIELDS:
+        if field not in body or (body[field] is None and not removing):
+            continue
+        value = body[field]
+        if value is None:
+            setattr(limits, field, 0)  # the control plane's "remove"
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_RATE_LIMIT:
+            what = " (or null to remove it)" if removing else ""
+            raise BadRequest(f"{field}: must be an integer from 1 to {MAX_RATE_LIMIT}{what}", param=field)
+        setattr(limits, field, value)
+    return limits
 
 
 def _int(text: str, field: str, most: int) -> int:

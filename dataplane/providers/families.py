@@ -54,6 +54,8 @@ def family_of(scope: Mapping[str, Any]) -> Family:
 def error_response(exc: GatewayError, family: Family) -> Response:
     # 402 is not retried by the SDKs; x-should-retry makes that explicit for 5xx we raise.
     headers = {"x-should-retry": "false"} if exc.status < 500 else {}
+    if exc.headers:
+        headers = {**headers, **exc.headers}
     return Response(
         json.dumps(ADAPTERS[family].error_body(exc)),
         status_code=exc.status,

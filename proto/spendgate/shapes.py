@@ -41,9 +41,22 @@ def key_json(key: keys_pb2.Key) -> dict[str, Any]:
         "revoked_ms": key.revoked_ms or None,
         "secret_prefix": key.secret_prefix,
         **expiry_json(key),
+        **rate_limits_json(key),
         "rotated_ms": key.rotated_ms or None,
         # While the secret the last rotation replaced still works: when it stops.
         "previous_secret_expires_ms": key.previous_secret_expires_ms or None,
+    }
+
+
+def rate_limits_json(key: keys_pb2.Key) -> dict[str, Any]:
+    """The key's rate limits under LiteLLM's names; null: no limit."""
+    limits = key.rate_limits
+    return {
+        "rpm_limit": limits.rpm_limit if limits.HasField("rpm_limit") else None,
+        "tpm_limit": limits.tpm_limit if limits.HasField("tpm_limit") else None,
+        "max_parallel_requests": (
+            limits.max_parallel_requests if limits.HasField("max_parallel_requests") else None
+        ),
     }
 
 

@@ -41,10 +41,10 @@ class MemoryBudget:
     settled: list[Settlement] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
 
-    def admit_now(self, key_id: str, amount_micros: int) -> Decision | None:
+    def admit_now(self, key_id: str, amount_micros: int, tokens: int = 0) -> Decision | None:
         return None
 
-    async def reserve(self, key_id: str, request_id: str, amount_micros: int) -> Decision:
+    async def reserve(self, key_id: str, request_id: str, amount_micros: int, tokens: int = 0) -> Decision:
         granted = amount_micros <= self.caps[key_id] - sum(self.held.values())
         if granted:
             self.held[request_id] = amount_micros

@@ -227,10 +227,10 @@ class Recorder:
         self._granted = granted
         self._hang = hang
 
-    def admit_now(self, key_id: str, amount_micros: int) -> Decision | None:
+    def admit_now(self, key_id: str, amount_micros: int, tokens: int = 0) -> Decision | None:
         return None  # no grants here: every lease reserves
 
-    async def reserve(self, key_id: str, request_id: str, amount_micros: int) -> Decision:
+    async def reserve(self, key_id: str, request_id: str, amount_micros: int, tokens: int = 0) -> Decision:
         if self._hang:
             await asyncio.Event().wait()
         return Decision(
