@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -71,6 +72,12 @@ def test_an_expired_key_is_refused_at_its_instant_on_every_worker_before_the_pro
     with sdk(gateway, secret) as client, pytest.raises(openai.AuthenticationError) as info:
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert "expired at" in info.value.message
+    with anthropic.Anthropic(base_url=gateway.base, api_key=secret, max_retries=0) as claude:
+        with pytest.raises(anthropic.AuthenticationError) as refused_in_kind:
+            claude.messages.create(
+                model="claude-sonnet-4-5", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+            )
+    assert "expired at" in refused_in_kind.value.message  # in Anthropic's error shape
     assert len(mock.requests) == seen  # nothing reached the provider
 
     shown = master_call(account, "GET", f"/v1/keys/{key['id']}").json()
@@ -241,3 +248,31 @@ def test_metadata_is_edited_over_rest_and_usage_rolls_up_by_tag_from_real_traffi
     assert lines[0][0] == "METADATA.USER_ID" and [row[0] for row in lines[1:]] == [
         str(v) if v else "(none)" for v in groups
     ]
+
+
+def test_the_cli_mints_a_trial_key_and_changes_its_expiry_and_metadata(
+    gateway: Running, account: Account
+) -> None:
+    env = {"SPENDGATE_CONTROLPLANE": gateway.grpc, "SPENDGATE_MASTER_KEY": account.master_key}
+    minted = spendgate(
+        "keys",
+        "mint",
+        "trial",
+        "--expires-at",
+        "2099-01-31T12:00:00Z",
+        "--meta",
+        "user_id=9",
+        "--json",
+        env=env,
+    )
+    assert minted.returncode == 0, minted.stderr
+    key = json.loads(minted.stdout)
+    MINTED_SECRETS.append(key["secret"])
+    assert (key["expires_at"], key["metadata"]) == ("2099-01-31T12:00:00Z", {"user_id": "9"})
+    updated = spendgate("keys", "update", key["id"], "--no-expiry", "--clear-meta", "--json", env=env)
+    assert updated.returncode == 0, updated.stderr
+    assert (json.loads(updated.stdout)["expires_at"], json.loads(updated.stdout)["metadata"]) == (None, {})
+    past = spendgate("keys", "mint", "late", "--expires-at", "2001-01-01", env=env)
+    assert past.returncode != 0 and "expires_ms: must be in the future" in past.stderr
+    both = spendgate("keys", "update", key["id"], "--expires-at", "2099-01-01", "--no-expiry", env=env)
+    assert both.returncode != 0 and "cannot be combined" in both.stderr
