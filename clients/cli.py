@@ -36,6 +36,7 @@ from dataplane.spool import DeadLetter, DeadLetters
 from fakeupstream import server as mock_upstream
 from spendgate import shapes
 from spendgate.contract import format_usd, parse_usd
+from spendgate.times import iso_utc
 from spendgate.v1 import keys_pb2, usage_pb2
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -484,7 +485,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     else:
         _emit(args, data, _key_table([key]))
         ends = key.previous_secret_expires_ms
-        old = f"until {datetime.fromtimestamp(ends / 1000, UTC).isoformat()}" if ends else "no longer"
+        old = f"until {iso_utc(ends)}" if ends else "no longer"
         print(f"secret: {secret}\nThe new secret is shown once. The old secret works {old}.")
     return 0
 
