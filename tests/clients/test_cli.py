@@ -100,6 +100,24 @@ def test_account_keys_and_usage_round_trip(running: tuple[str, Path]) -> None:
     assert prices["fee_bps"] == 700 and any(p["model"] == "gpt-5.4" for p in prices["prices"])
 
 
+def test_rate_limits_are_minted_shown_changed_and_removed(running: tuple[str, Path]) -> None:
+    address, data = running
+    env = env_for(address, data)
+    env["SPENDGATE_MASTER_KEY"] = run_json("accounts", "create", "limits", env=env)["master_key"]["secret"]
+    minted = run_json("keys", "mint", "u", "--rpm", "60", "--tpm", "100000", "--max-parallel", "4", env=env)
+    assert (minted["rpm_limit"], minted["tpm_limit"], minted["max_parallel_requests"]) == (60, 100_000, 4)
+    updated = run_json("keys", "update", minted["id"], "--rpm", "120", "--max-parallel", "0", env=env)
+    assert (updated["rpm_limit"], updated["tpm_limit"], updated["max_parallel_requests"]) == (
+        120,
+        100_000,
+        None,
+    )
+    table = spendgate("keys", "list", env=env)
+    assert table.returncode == 0 and "LIMITS" in table.stdout and "120rpm 100000tpm" in table.stdout
+    bad = spendgate("keys", "mint", "bad", "--rpm", "-1", env=env)
+    assert bad.returncode != 0 and "rpm_limit" in bad.stderr
+
+
 def test_cli_errors_are_clear(running: tuple[str, Path]) -> None:
     address, data = running
     no_key = spendgate("keys", "list", env=env_for(address, data, SPENDGATE_MASTER_KEY=""))

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from clients.client import ControlPlaneClient, SpendgateRpcError
+from controlplane.ledger import DEFAULT_TTL_MS
 from controlplane.server import ControlPlane
 from controlplane.store.schema import rate_buckets, reservations
 from spendgate.v1 import keys_pb2, usage_pb2
@@ -126,7 +127,7 @@ def test_a_released_request_gives_its_request_and_tokens_back(
 
 
 def test_a_grant_holds_a_slice_and_returns_what_it_did_not_use(
-    plane: ControlPlane, master: ControlPlaneClient, service: ControlPlaneClient
+    plane: ControlPlane, master: ControlPlaneClient, service: ControlPlaneClient, clock: FakeClock
 ) -> None:
     key, _ = master.create_key("u", rate_limits=limits(rpm=400, parallel=8))
     want = usage_pb2.RateSlice(requests=1_000, tokens=0, slots=4)
@@ -139,13 +140,22 @@ def test_a_grant_holds_a_slice_and_returns_what_it_did_not_use(
     assert service.grant(key.id, "g", 1_000, 1, want_slice=want, min_slice=least).slice == grant.slice
     slices = [service.grant(key.id, f"g{i}", 1_000, 1, want_slice=want, min_slice=least) for i in range(5)]
     assert [(s.slice.requests, s.slice.slots) for s in slices] == [(75, 1), (56, 1), (42, 1), (0, 0), (0, 0)]
-    assert [s.granted for s in slices] == [True, True, True, False, False]  # 3 of 8 slots left: a quarter is 0
+    assert [s.granted for s in slices] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]  # 3 of 8 slots left: a quarter is 0
     check_slots(plane)
     assert service.release("g", return_slice=usage_pb2.RateSlice(requests=60))  # it admitted 40
     after = service.reserve(key.id, "r", 10)
     assert after.rate.requests_remaining == 300 - 75 - 56 - 42 + 60 - 1 and after.rate.in_flight == 4
     check_slots(plane)
     check_ledger(plane)
+    clock.advance(DEFAULT_TTL_MS)  # the worker holding the other grants died: their leases expire
+    assert service.reserve(key.id, "after", 10).rate.in_flight == 1  # "r"'s expired too; "after" holds one
+    check_slots(plane)
 
 
 def test_limits_are_set_shown_changed_and_removed(

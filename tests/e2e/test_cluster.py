@@ -23,6 +23,7 @@ from sqlalchemy import create_engine, text
 from clients.client import ControlPlaneClient
 from controlplane.store.db import normalize_url
 from fakeupstream.server import MockUpstream
+from spendgate.v1 import keys_pb2
 from tests.e2e.conftest import MINTED_SECRETS, upstream_env
 from tests.support import SPENDGATE, free_port, start_controlplane, stop
 
@@ -261,3 +262,24 @@ def test_a_data_plane_that_lost_its_watch_stream_resynchronises(cluster: Cluster
     print(
         f"data plane resynchronised {1000 * (time.monotonic() - started):.0f} ms after its control plane returned"
     )
+
+
+def test_a_rate_limit_is_one_count_for_every_worker_of_every_data_plane(cluster: Cluster) -> None:
+    """An rpm of 8, 24 requests spread over the four workers of two data planes (each on its
+    own control plane, one database): 8 admitted, and the rest get 429s."""
+    with ControlPlaneClient(cluster.cps[0], cluster.admin_token) as admin:
+        created = admin.create_account("rate", 1_000_000_000)
+    with ControlPlaneClient(cluster.cps[1], created.master_key_secret) as master:
+        _, secret = master.create_key("limited", rate_limits=keys_pb2.RateLimits(rpm_limit=8))
+    MINTED_SECRETS.extend([created.master_key_secret, secret])
+
+    def status(i: int) -> int:
+        headers = {"Authorization": f"Bearer {secret}"}
+        return httpx.post(cluster.dps[i % 2] + "/v1/chat/completions", json=BODY, headers=headers).status_code
+
+    began = time.monotonic()
+    with ThreadPoolExecutor(12) as pool:
+        statuses = list(pool.map(status, range(24)))
+    elapsed = time.monotonic() - began
+    assert set(statuses) == {200, 429}
+    assert 8 <= statuses.count(200) <= 8 + int(elapsed / 7.5)  # it refills one every 7.5 s

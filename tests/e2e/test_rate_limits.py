@@ -13,6 +13,9 @@ import anthropic
 import httpx
 import openai
 import pytest
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types as genai_types
 
 from tests.e2e.conftest import Account, Running
 
@@ -77,6 +80,13 @@ def test_the_sdks_raise_their_rate_limit_errors(gateway: Running, account: Accou
     assert limited.value.status_code == 429
     assert limited.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
     assert int(limited.value.response.headers["retry-after"]) >= 1
+    gemini = genai.Client(
+        api_key=str(key["secret"]),
+        http_options=genai_types.HttpOptions(base_url=gateway.base, api_version="v1beta"),
+    )
+    with pytest.raises(genai_errors.ClientError) as exhausted:
+        gemini.models.generate_content(model="gemini-2.5-flash", contents="hello")
+    assert exhausted.value.code == 429 and exhausted.value.status == "RESOURCE_EXHAUSTED"
 
 
 def test_requests_in_flight_are_limited(gateway: Running, account: Account) -> None:
