@@ -34,7 +34,7 @@ import grpc
 
 from dataplane.errors import ControlPlaneUnavailable
 from dataplane.ratelimit import Slice, Status
-from dataplane.settlement import Item, Refusal, Release, Settlement, refusal_from_pb
+from dataplane.settlement import Charged, Item, Refusal, Release, Settlement, refusal_from_pb
 from dataplane.spool import DeadLetter, DeadLetters, Spool, item_id
 from spendgate.contract import enum_names, token_count
 from spendgate.v1 import usage_pb2, usage_pb2_grpc
@@ -112,6 +112,11 @@ class Reserver(Protocol):
     def release(self, request_id: str, decision: Decision | None) -> None:
         """Give a hold back; with no decision (a Reserve cut short), release by id."""
 
+    async def charged(self, request_id: str, timeout: float) -> Charged | None:
+        """What a request just settled was charged, once the control plane has taken its
+        settlement (sent at once, not after the batch's linger); None if that takes longer
+        than `timeout` or the settlement was refused. Call it right after `settle`."""
+
 
 def _fits(grant: Grant, amount_micros: int, now: float, tokens: int = 0) -> bool:
     return (
@@ -170,6 +175,7 @@ class GrpcBudget:
         self._unsettled: dict[str, int] = {}  # key id -> how many of those it has
         self._all_settled: dict[str, asyncio.Event] = {}  # key id -> set when none is left
         self._hurry = asyncio.Event()  # send the next batch without waiting for company
+        self._charges: dict[str, asyncio.Future[Charged | None]] = {}  # request id -> its charge, awaited
         self._dead_letters = DeadLetters(spool.directory) if spool is not None else None
         self.dead_lettered = 0  # settlements this worker has dead-lettered
 
@@ -345,6 +351,16 @@ class GrpcBudget:
             if decision.grant.slice is not None:
                 decision.grant.slice.released(decision.tokens)
             self._give_back(decision.grant, decision.amount_micros)
+
+    async def charged(self, request_id: str, timeout: float) -> Charged | None:
+        charge = self._charges.setdefault(request_id, asyncio.get_running_loop().create_future())
+        self._hurry.set()
+        try:
+            return await asyncio.wait_for(charge, timeout)
+        except TimeoutError:
+            return None
+        finally:
+            self._charges.pop(request_id, None)
 
     def _finished(self, request_id: str) -> None:
         """A request that held a reservation of its own ended: count it until it is taken."""
@@ -610,6 +626,16 @@ class GrpcBudget:
                 if not settlement.grant_id:
                     self._queue.put_nowait(Release(request_id))
             self._refused_since.pop(request_id, None)
+            charge = self._charges.pop(request_id, None)
+            if charge is not None and not charge.done():
+                charge.set_result(
+                    None
+                    if outcome.error
+                    else Charged(
+                        outcome.event.cost_micros,
+                        outcome.key_remaining_micros if outcome.HasField("key_remaining_micros") else None,
+                    )
+                )
             hold = self._holds.pop(request_id, None)
             if hold is not None:
                 grant, estimate, tokens = hold

@@ -72,7 +72,12 @@ def upstream_headers(client_headers: list[tuple[str, str]], inject: Mapping[str,
     out: dict[str, str] = {}
     for name, value in client_headers:
         lower = name.lower()
-        if lower in HOP_BY_HOP or lower in GATEWAY_CREDENTIALS or lower == "accept-encoding":
+        if (
+            lower in HOP_BY_HOP
+            or lower in GATEWAY_CREDENTIALS
+            or lower == "accept-encoding"
+            or lower.startswith("x-spendgate-")  # the gateway's own options, not the provider's
+        ):
             continue
         out[lower] = value
     out["accept-encoding"] = "identity"

@@ -25,7 +25,7 @@ import enum
 from types import TracebackType
 
 from dataplane.budget import Decision, Reserver
-from dataplane.settlement import Settlement
+from dataplane.settlement import Charged, Settlement
 
 
 class _State(enum.Enum):
@@ -81,6 +81,11 @@ class Lease:
         assert self._state is _State.HELD and self.decision is not None, f"settle on a {self._state} lease"
         self._state = _State.ENDED
         self._budget.settle(settlement, self.decision)
+
+    async def charged(self, timeout: float) -> Charged | None:
+        """What the settled request was charged, once the control plane has taken it (budget.charged)."""
+        assert self._state is _State.ENDED, "charged after settle"
+        return await self._budget.charged(self.request_id, timeout)
 
     def release(self) -> None:
         """Give the whole hold back: nothing reached the provider, or nothing was consumed."""

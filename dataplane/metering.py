@@ -14,6 +14,7 @@ from typing import Protocol
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from dataplane.errors import UpstreamUnreachable
 from dataplane.forward import StreamBroken, UpstreamResponse, downstream_headers
 from dataplane.providers.families import ADAPTERS, Family
 from dataplane.providers.usage import Usage, UsageParser
@@ -33,6 +34,10 @@ class Meter(Protocol):
     ttfb_ms: int
 
     def done(self, usage: Usage | None, outcome: Outcome) -> None: ...
+
+    async def cost_headers(self) -> list[tuple[bytes, bytes]]:
+        """Asked only of a buffered answer, after `done`: what it cost, as response headers."""
+        ...
 
 
 class MeteredStream(Response):
@@ -54,6 +59,7 @@ class MeteredStream(Response):
         meter: Meter,
         family: Family,
         drain_seconds: float,
+        priced: bool = False,
     ) -> None:
         self.status_code = upstream.status
         self.background = None
@@ -71,6 +77,9 @@ class MeteredStream(Response):
         self._sse = any(
             n.lower() == "content-type" and v.startswith("text/event-stream") for n, v in upstream.headers
         )
+        # A JSON answer whose client asked for its cost is held back until it is settled:
+        # the cost goes in its headers, which would otherwise have left before its usage came.
+        self._buffered = priced and not self._sse
         if not self._sse:  # passed on byte for byte: its length holds (no chunked framing, one write less)
             self.raw_headers += [
                 (b"content-length", v.encode("latin-1"))
@@ -102,42 +111,56 @@ class MeteredStream(Response):
         outcome = Outcome.OK if self.status_code < 400 else Outcome.UPSTREAM_ERROR
         parser = self._parser
         first = True
+        held: list[bytes] | None = [] if self._buffered else None
+        metered = False
         try:
-            await self._send(
-                send, {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-            )
+            if held is None:
+                await self._send(send, self._start(self.raw_headers))
             try:
                 async for chunk in self._upstream.body:
                     out = parser.feed(chunk) if parser else chunk
                     if first:
                         self._meter.ttfb_ms = now_ms() - self._meter.started_ms
                         first = False
-                    if out:
+                    if out and held is not None:
+                        held.append(out)
+                    elif out:
                         await self._send(send, {"type": "http.response.body", "body": out, "more_body": True})
             except StreamBroken as exc:
                 log.warning("upstream response ended early: %s", exc.__class__.__name__)
                 outcome = Outcome.UPSTREAM_ABORTED
+                if held is not None:  # nothing sent yet: a provider-shaped 502
+                    raise UpstreamUnreachable("The provider's answer broke off before its end.") from exc
                 if not self._sse:
                     raise UpstreamAborted from exc  # a cut JSON body: drop the connection
             tail = parser.flush() if parser else b""
             if outcome == Outcome.UPSTREAM_ABORTED:
                 tail += ADAPTERS[self._family].stream_abort()  # the SDK raises its usual stream error
+            if held is not None:
+                metered = True
+                self._meter.done(parser.close() if parser else None, outcome)
+                await self._send(send, self._start([*self.raw_headers, *await self._meter.cost_headers()]))
+                tail = b"".join(held) + tail
             await self._send(send, {"type": "http.response.body", "body": tail, "more_body": False})
         except asyncio.CancelledError:  # the drain's end, or the worker's shutdown
             outcome = Outcome.CLIENT_DISCONNECTED
             raise
         finally:
-            # Meter first: it is synchronous, so a cancellation arriving while
-            # the upstream connection closes cannot lose the settlement.
-            usage = parser.close() if parser else None
-            if outcome is Outcome.OK and self._unseen:
-                outcome = Outcome.CLIENT_DISCONNECTED  # left mid-answer (and drained)
-            elif outcome is Outcome.CLIENT_DISCONNECTED and not self._unseen and usage and usage.complete:
-                # The client had the whole answer (an SDK closes as soon as it reads the
-                # terminal event, often before the body's last empty frame): not a hang-up.
-                outcome = Outcome.OK
-            self._meter.done(usage, outcome)
+            if not metered:
+                # Meter first: it is synchronous, so a cancellation arriving while
+                # the upstream connection closes cannot lose the settlement.
+                usage = parser.close() if parser else None
+                if outcome is Outcome.OK and self._unseen:
+                    outcome = Outcome.CLIENT_DISCONNECTED  # left mid-answer (and drained)
+                elif outcome is Outcome.CLIENT_DISCONNECTED and not self._unseen and usage and usage.complete:
+                    # The client had the whole answer (an SDK closes as soon as it reads the
+                    # terminal event, often before the body's last empty frame): not a hang-up.
+                    outcome = Outcome.OK
+                self._meter.done(usage, outcome)
             await self._upstream.aclose()
+
+    def _start(self, headers: list[tuple[bytes, bytes]]) -> Message:
+        return {"type": "http.response.start", "status": self.status_code, "headers": headers}
 
     async def _send(self, send: Send, message: Message) -> None:
         """To the client while it is there; what it would have missed is noted."""

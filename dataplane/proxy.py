@@ -71,6 +71,9 @@ class Gateway:
 
 
 CATALOG_WAIT_SECONDS = 5.0
+# A client that sends this header (true / 1) gets a JSON answer's cost in its headers, once settled.
+COST_REQUEST_HEADER = "x-spendgate-include-cost"
+COST_WAIT_SECONDS = 3.0  # how long such an answer waits for its settlement before going without them
 MAX_UNITS = 2**31  # an output bound billed in place of a count: `n: 10**30` must not reach the ledger
 PATH_PARAM = re.compile(r"[A-Za-z0-9_~.:-]+")
 
@@ -208,10 +211,12 @@ class Meter:
         self.started_ms = started_ms
         self._status = status
         self.ttfb_ms = 0
+        self._settled = False
 
     def done(self, usage: Usage | None, outcome: Outcome) -> None:
         if not self._lease.held:
             return  # not metered
+        self._settled = True
         billed = bill(usage, self._status, self._p.fallback)
         self._lease.settle(
             Settlement(
@@ -229,6 +234,19 @@ class Meter:
                 service_tier=usage.service_tier[:40] if usage is not None else "",
             )
         )
+
+    async def cost_headers(self) -> list[tuple[bytes, bytes]]:
+        """`x-spendgate-cost-micros` (what the request added to its key's spend) and
+        `x-spendgate-remaining-micros` (what the key may still spend; without a cap,
+        absent), once the control plane has taken the settlement; none if it has not
+        within COST_WAIT_SECONDS."""
+        charged = await self._lease.charged(COST_WAIT_SECONDS) if self._settled else None
+        if charged is None:
+            return []
+        headers = [(b"x-spendgate-cost-micros", str(charged.cost_micros).encode())]
+        if charged.key_remaining_micros is not None:
+            headers.append((b"x-spendgate-remaining-micros", str(charged.key_remaining_micros).encode()))
+        return headers
 
 
 async def handle(scope: Scope, receive: Receive, send: Send, route: Route, gateway: Gateway) -> None:
@@ -308,7 +326,8 @@ async def _admit_and_forward(request: Request, route: Route, gateway: Gateway, l
             model=prepared.price.model,
         )
         parser = route.make_parser(context, prepared.strip_usage)
-    stream = MeteredStream(response, parser, meter, route.family, gateway.settings.drain_seconds)
+    priced = lease.held and request.headers.get(COST_REQUEST_HEADER, "").lower() in ("1", "true")
+    stream = MeteredStream(response, parser, meter, route.family, gateway.settings.drain_seconds, priced)
     if lease.decision is not None and lease.decision.rate is not None:  # the key's limits, not the operator's
         stream.raw_headers = ratelimit.replace_headers(stream.raw_headers, lease.decision.rate)
     return stream

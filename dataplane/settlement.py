@@ -126,3 +126,11 @@ class Release:
 
 
 Item = Settlement | Release
+
+
+@dataclass(frozen=True)
+class Charged:
+    """What the control plane charged a settled request, and what its key may still spend."""
+
+    cost_micros: int
+    key_remaining_micros: int | None  # None: the key has no cap

@@ -25,7 +25,7 @@ from dataplane.config import Settings
 from dataplane.errors import BadRequest
 from dataplane.forward import HttpxUpstream
 from dataplane.keycache import KeyState, digest
-from dataplane.settlement import Settlement
+from dataplane.settlement import Charged, Settlement
 from fakeupstream.server import MockUpstream, running_mock
 from tests.dataplane.test_budget import run
 
@@ -59,6 +59,9 @@ class MemoryBudget:
     def release(self, request_id: str, decision: Decision | None) -> None:
         self.held.pop(request_id, None)
         self.released.append(request_id)
+
+    async def charged(self, request_id: str, timeout: float) -> Charged | None:
+        return None
 
 
 class MemoryKeys:

@@ -26,7 +26,7 @@ from dataplane.forward import HttpxUpstream, UpstreamClient, UpstreamResponse
 from dataplane.keycache import KeyCache
 from dataplane.lease import Lease
 from dataplane.routes import ROUTES
-from dataplane.settlement import Settlement
+from dataplane.settlement import Charged, Settlement
 from fakeupstream.server import running_mock
 from spendgate.v1 import keys_pb2_grpc, usage_pb2_grpc
 from tests.controlplane.test_concurrency import check_ledger
@@ -242,6 +242,9 @@ class Recorder:
 
     def release(self, request_id: str, decision: Decision | None) -> None:
         self.calls.append(("release" if decision else "release-by-id", request_id))
+
+    async def charged(self, request_id: str, timeout: float) -> Charged | None:
+        return None
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,9 @@ class Told:
     def done(self, usage: Usage | None, outcome: Outcome) -> None:
         self.calls.append((usage, outcome))
 
+    async def cost_headers(self) -> list[tuple[bytes, bytes]]:
+        return []
+
 
 def ending(
     before: list[bytes],

@@ -1,0 +1,91 @@
+"""Cost headers (issue 13.4): a client that sends `x-spendgate-include-cost: true` gets a
+JSON answer's cost and its key's remaining budget in the response headers, read from
+the control plane's own settlement, through the official SDKs."""
+
+from __future__ import annotations
+
+import anthropic
+import httpx
+
+from fakeupstream.server import MockUpstream
+from tests.e2e.conftest import Account, Running
+from tests.e2e.test_caps_and_errors import MESSAGES, sdk
+
+ASK = {"x-spendgate-include-cost": "true"}
+
+
+def cost(event: dict[str, object]) -> int:
+    return int(str(event["cost_micros"]))
+
+
+def remaining_of(gateway: Running, secret: object) -> int:
+    response = httpx.get(gateway.base + "/v1/key", headers={"Authorization": f"Bearer {secret}"})
+    return int(response.json()["data"]["limit_remaining_micros"])
+
+
+def test_a_json_answer_carries_its_cost_and_what_the_key_has_left(
+    gateway: Running, account: Account, mock: MockUpstream
+) -> None:
+    key = account.mint("priced", max_spend_usd=5)
+    with sdk(gateway, key) as client:
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            max_tokens=30,
+            extra_headers={**ASK, "x-mock-output-tokens": "5"},
+        )
+        second = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            max_tokens=30,
+            extra_headers={**ASK, "x-mock-output-tokens": "25"},
+        )
+    assert raw.parse().choices[0].message.content  # the answer itself is untouched
+    assert "x-spendgate-include-cost" not in dict(
+        mock.requests[-1].headers
+    )  # the gateway's, not the provider's
+    later, earlier = map(cost, account.events(str(key["id"]), 2))  # newest first
+    assert int(raw.headers["x-spendgate-cost-micros"]) == earlier > 0
+    assert int(second.headers["x-spendgate-cost-micros"]) == later > earlier  # 25 tokens, not 5
+    assert int(raw.headers["x-spendgate-remaining-micros"]) == 5_000_000 - earlier
+    assert int(second.headers["x-spendgate-remaining-micros"]) == 5_000_000 - earlier - later
+    assert remaining_of(gateway, key["secret"]) == 5_000_000 - earlier - later
+
+
+def test_without_the_header_or_a_cap_or_for_a_stream_there_is_less(
+    gateway: Running, account: Account
+) -> None:
+    capped, uncapped = account.mint("plain", max_spend_usd=5), account.mint("open")
+    with sdk(gateway, capped) as client:
+        plain = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=MESSAGES, max_tokens=5
+        )
+        with client.chat.completions.with_streaming_response.create(
+            model="gpt-4o-mini", messages=MESSAGES, max_tokens=5, stream=True, extra_headers=ASK
+        ) as streamed:
+            assert "".join(streamed.iter_lines())  # read to its end: headers left before its usage
+    assert not any(h.startswith("x-spendgate-cost") for h in plain.headers)
+    assert not any(h.startswith("x-spendgate-cost") for h in streamed.headers)
+    with sdk(gateway, uncapped) as client:
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=MESSAGES, max_tokens=5, extra_headers=ASK
+        )
+    (event,) = account.events(str(uncapped["id"]), 1)
+    assert int(raw.headers["x-spendgate-cost-micros"]) == cost(event)
+    assert "x-spendgate-remaining-micros" not in raw.headers  # no cap, nothing to count down
+
+
+def test_the_anthropic_sdk_gets_them_too(gateway: Running, account: Account) -> None:
+    key = account.mint("claude", max_spend_usd=1)
+    claude = anthropic.Anthropic(base_url=gateway.base, api_key=str(key["secret"]), max_retries=0)
+    with claude:
+        raw = claude.messages.with_raw_response.create(
+            model="claude-sonnet-4-6",
+            max_tokens=16,
+            messages=[{"role": "user", "content": "Hello"}],
+            extra_headers=ASK,
+        )
+    assert raw.parse().content
+    (event,) = account.events(str(key["id"]), 1)
+    assert int(raw.headers["x-spendgate-cost-micros"]) == cost(event) > 0
+    assert int(raw.headers["x-spendgate-remaining-micros"]) == 1_000_000 - cost(event)
