@@ -264,7 +264,7 @@ class GrpcBudget:
         decision = await self._reserve(key_id, request_id, amount_micros, tokens=tokens)
         if (
             not decision.granted
-            and decision.reason != "key_revoked"
+            and decision.reason not in ("key_revoked", "key_expired")  # final: settling changes nothing
             and self._unsettled.get(key_id)
             and (decision.rate is None or decision.rate.refused != "requests")
         ):
