@@ -33,6 +33,13 @@ the block — never overrun the cap. A Settle naming the grant moves its cost
 from the grant's amount to spent; a partial Release hands back the block's
 unused part; a full Release or expiry ends it.
 
+A rate-limited key's requests also take from its rate buckets in the same
+transactions (ratelimits.py): Reserve takes one request, its token estimate and a
+slot, after the cap admits it and before the wallet is held; a grant takes a slice;
+settling corrects the estimate to the usage and frees the slot, a release gives back
+what the reservation held (a grant: its slots and the unused slice the worker
+reports), an expiry its slots.
+
 A settle batch hands what it moved to the ledger's SpendObserver (alerts.Alerts: the
 threshold webhooks' outbox) last, inside the same transaction, so an event exists if and
 only if the spend that caused it committed. Reserve, the hot path, calls no observer."""
