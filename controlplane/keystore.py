@@ -19,7 +19,7 @@ from controlplane.errors import InvalidArgument, NotFound
 from controlplane.lifecycle import SecretMatch
 from controlplane.periods import CapPeriod, bounds
 from controlplane.records import Account, Clock, Key, Page, Scope
-from controlplane.store.schema import accounts, key_changes, keys
+from controlplane.store.schema import accounts, key_changes, keys, rate_buckets
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
@@ -273,6 +273,8 @@ class KeyStore:
                 values.update(
                     rpm_limit=limits.rpm, tpm_limit=limits.tpm, max_parallel_requests=limits.parallel
                 )
+                if not limits.any:  # its counts would go stale unwatched: a limit set later starts afresh
+                    conn.execute(rate_buckets.delete().where(rate_buckets.c.key_id == key_id))
             if update.cap_period is not None and update.cap_period is not current.cap_period:
                 # A new period starts now: spend so far belonged to the old one.
                 values["cap_period"] = update.cap_period.value

@@ -682,6 +682,8 @@ class Ledger:
     ) -> None:
         """Settled requests of rate-limited keys free their slots, and their token estimates
         are corrected to what they used."""
+        if not any(key.limits.any for key in locked.values()):
+            return
         back: dict[str, list[int]] = {}  # key id -> [tokens, slots]
         for lease, event in ended:
             if locked[event.key_id].limits.any:

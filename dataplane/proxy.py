@@ -285,7 +285,9 @@ async def _admit_and_forward(request: Request, route: Route, gateway: Gateway, l
         route.check(view, gateway.settings)
     if route.metered:
         tokens = (
-            0 if key.limits is None else ratelimit.token_bound(view, prepared.price, route.estimator is None)
+            0
+            if key.limits is None or key.limits.tpm is None
+            else ratelimit.token_bound(view, prepared.price, route.estimator is None)
         )
         decision = await lease.reserve(key.id, upper_bound(route, prepared, gateway.settings), tokens)
         if not decision.granted:

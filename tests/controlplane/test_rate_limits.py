@@ -211,3 +211,16 @@ def test_every_control_plane_counts_one_limit(make_plane: Callable[..., ControlP
     assert granted.count(True) == 10
     check_slots(planes[0])
     check_ledger(planes[0])
+
+
+def test_removing_every_limit_forgets_the_counts_and_a_new_limit_starts_afresh(
+    plane: ControlPlane, master: ControlPlaneClient, service: ControlPlaneClient
+) -> None:
+    key, _ = master.create_key("u", rate_limits=limits(rpm=2, parallel=1))
+    assert service.reserve(key.id, "held", 10).granted and service.reserve(key.id, "held2", 10).reason == RATE
+    master.update_key(key.id, rate_limits=limits(rpm=0, parallel=0))
+    service.settle(settle_request(key.id, "held"))  # its slot ends while the key has no limits
+    master.update_key(key.id, rate_limits=limits(rpm=2, parallel=1))
+    fresh = service.reserve(key.id, "fresh", 10)
+    assert fresh.granted and fresh.rate.requests_remaining == 1 and fresh.rate.in_flight == 1
+    check_slots(plane)
