@@ -399,7 +399,7 @@ class Ledger:
                     return self._outcome(key, self._account(conn, key.account_id), refusal, 0, now)
                 ask, rate = Ask(), None
                 if bucket is not None:  # the money admits it: now the rate limits
-                    ask = Ask(1, tokens, 1)
+                    ask = Ask(1, min(tokens, ratelimits.MAX_LIMIT), 1)  # (more than any minute holds)
                     limited = ratelimits.refusal(bucket, key.limits, ask)
                     if limited is not None:
                         rate = ratelimits.status(bucket, key.limits, limited)

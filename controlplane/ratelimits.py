@@ -165,7 +165,7 @@ def take(bucket: Bucket, ask: Ask) -> Bucket:
     return replace(
         bucket,
         requests=bucket.requests - ask.requests * MINUTE_MS,
-        tokens=bucket.tokens - ask.tokens * MINUTE_MS,
+        tokens=max(-FULL, bucket.tokens - ask.tokens * MINUTE_MS),  # a debt still fits BIGINT
         in_flight=bucket.in_flight + ask.slots,
     )
 
@@ -174,7 +174,7 @@ def give(bucket: Bucket, limits: Limits, requests: int = 0, tokens: int = 0, slo
     """Back into the bucket, never above a minute's allowance (tokens may be negative: debt)."""
 
     def back(value: int, amount: int, limit: int | None) -> int:
-        return FULL if limit is None else min(limit * MINUTE_MS, value + amount * MINUTE_MS)
+        return FULL if limit is None else max(-FULL, min(limit * MINUTE_MS, value + amount * MINUTE_MS))
 
     return replace(
         bucket,

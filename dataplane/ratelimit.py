@@ -28,6 +28,7 @@ from spendgate.contract import enum_names
 from spendgate.v1 import keys_pb2, usage_pb2
 
 MINUTE_MS = 60_000
+MAX_TOKENS = 10**12  # more than any limit (the control plane's MAX_LIMIT)
 DIMENSIONS = enum_names(usage_pb2.RateLimitDimension)  # "requests", "tokens", "parallel"
 # Headers a provider sent about the operator's own quota: replaced by the key's (docs/rate-limits.md).
 PROVIDER_HEADERS = (b"x-ratelimit-", b"anthropic-ratelimit-")
@@ -83,7 +84,7 @@ def token_bound(view: RequestView, price: ModelPrice, token_route: bool) -> int:
     bound = (
         view.raw_len + images * estimate.image_tokens(price) + estimate.output_tokens_bound(view.body, price)
     )
-    return min(bound, 2**53)  # a body asking for 10**30 answers still fits the ledger
+    return min(bound, MAX_TOKENS)  # a body asking for 10**30 answers still fits the ledger
 
 
 # --- a grant's slice -------------------------------------------------------------------

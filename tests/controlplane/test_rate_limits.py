@@ -94,6 +94,9 @@ def test_a_request_larger_than_the_whole_minute_goes_alone_into_a_full_bucket(
     clock.advance(60)
     assert service.reserve(key.id, "huge", 10, tokens=50_000).granted
     assert not service.reserve(key.id, "next", 10, tokens=1).granted
+    other, _ = master.create_key("v", rate_limits=limits(tpm=1_000))
+    assert service.reserve(other.id, "enormous", 10, tokens=2**63 - 1).granted  # its debt fits the column
+    assert service.reserve(other.id, "after", 10, tokens=1).rate.retry_after_ms > 0
 
 
 def test_a_slot_is_held_until_settle_release_or_the_lease_expires(
