@@ -89,6 +89,8 @@ Header knobs, all optional, are read from the request:
   `groundingMetadata.webSearchQueries` (N queries) on the last candidate.
 * x-mock-garbage: 1 puts a non-JSON `data:` line, with no event name, before
   every SSE event. The stream still ends normally.
+* x-mock-ratelimit-headers: 1 adds OpenAI's account-wide `x-ratelimit-*` headers
+  (`PROVIDER_RATELIMIT_HEADERS`) to a successful reply.
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import formatdate
 from typing import Any
 
@@ -117,6 +119,7 @@ from fakeupstream.compat import COMPATIBLE, quirks_for
 from fakeupstream.wire import (
     DEFAULT_REPLY_TOKENS,
     NO_KNOBS,
+    PROVIDER_RATELIMIT_HEADERS,
     REPLY_WORDS,
     THINKING_TOKENS,
     BadRequest,
@@ -502,7 +505,10 @@ class MockUpstream:
             self._prompt_cache.clear()
         call = Call(body, knobs, rid, int(time.time()), self._prompt_cache, provider, request.query, params)
         try:
-            return handler(call), knobs
+            reply = handler(call)
+            if knobs.ratelimit_headers:
+                reply = replace(reply, headers=reply.headers + PROVIDER_RATELIMIT_HEADERS)
+            return reply, knobs
         except BadRequest as exc:
             return error_reply(flavor, 400, str(exc), rid, param=exc.param), knobs
 

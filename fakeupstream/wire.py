@@ -170,6 +170,7 @@ class Knobs:
     cached_tokens: int = 0
     garbage: bool = False
     web_searches: int = 0
+    ratelimit_headers: bool = False
 
     @property
     def immediate(self) -> bool:
@@ -186,7 +187,17 @@ _KNOB_FIELDS = {
     "x-mock-cached-tokens": "cached_tokens",
     "x-mock-garbage": "garbage",
     "x-mock-web-searches": "web_searches",
+    "x-mock-ratelimit-headers": "ratelimit_headers",
 }
+# What x-mock-ratelimit-headers: 1 adds to a reply: OpenAI's account-wide limits.
+PROVIDER_RATELIMIT_HEADERS = (
+    ("x-ratelimit-limit-requests", "10000"),
+    ("x-ratelimit-remaining-requests", "9999"),
+    ("x-ratelimit-reset-requests", "6ms"),
+    ("x-ratelimit-limit-tokens", "30000000"),
+    ("x-ratelimit-remaining-tokens", "29999990"),
+    ("x-ratelimit-reset-tokens", "0s"),
+)
 
 
 def parse_knobs(headers: list[tuple[str, str]]) -> Knobs:
@@ -197,7 +208,7 @@ def parse_knobs(headers: list[tuple[str, str]]) -> Knobs:
             continue
         if not value.isdigit():
             raise ValueError(f"header {name} must be a non-negative integer, got {value!r}")
-        values[field] = bool(int(value)) if field == "garbage" else int(value)
+        values[field] = bool(int(value)) if field in ("garbage", "ratelimit_headers") else int(value)
     if values.get("status", 400) < 400:
         del values["status"]
     return Knobs(**values) if values else NO_KNOBS

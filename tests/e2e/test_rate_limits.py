@@ -210,3 +210,18 @@ def test_429s_are_counted_as_rate_limit_refusals(observed: Observed) -> None:
     assert statuses == [200, 429, 429]
     name = "spendgate_refusals_total"
     assert value(after, name, reason="rate_limit") - value(before, name, reason="rate_limit") == 2
+
+
+def test_the_keys_headers_replace_the_providers_and_a_key_without_limits_gets_the_providers(
+    gateway: Running, account: Account
+) -> None:
+    provider = {"x-mock-ratelimit-headers": "1"}
+    plain = chat(gateway, account.mint("plain"), provider)
+    assert plain.status_code == 200 and plain.headers["x-ratelimit-limit-requests"] == "10000"  # untouched
+    assert plain.headers["x-ratelimit-remaining-tokens"] == "29999990"
+    limited = chat(gateway, account.mint("limited", rpm_limit=30), provider)
+    assert limited.status_code == 200 and limited.headers.get_list("x-ratelimit-limit-requests") == ["30"]
+    assert limited.headers["x-ratelimit-remaining-requests"] == "29"
+    assert limited.headers["x-ratelimit-reset-requests"] == "2s"  # one request back every 2 s
+    assert "x-ratelimit-remaining-tokens" not in limited.headers  # the provider's, dropped; no token limit
+    assert "x-ratelimit-limit-requests" not in chat(gateway, account.mint("quiet")).headers
