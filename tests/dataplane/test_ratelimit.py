@@ -5,6 +5,8 @@ together admit exactly the limit."""
 from __future__ import annotations
 
 import asyncio
+import json
+from unittest.mock import ANY
 
 import pytest
 
@@ -12,7 +14,8 @@ from clients.client import ControlPlaneClient
 from controlplane.server import ControlPlane
 from controlplane.store.schema import rate_buckets
 from dataplane.budget import Decision
-from dataplane.ratelimit import Limits, Status, duration, replace_headers
+from dataplane.providers.families import Family, error_response
+from dataplane.ratelimit import Limits, Status, duration, refusal, replace_headers
 from dataplane.settlement import Settlement
 from spendgate.v1 import keys_pb2
 from tests.dataplane.test_budget import eventually, running_budget
@@ -69,3 +72,30 @@ def test_two_workers_slices_admit_exactly_the_limit(plane: ControlPlane, master:
         assert bucket.in_flight == 0
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("family", "shape"),
+    [
+        (
+            Family.OPENAI,
+            {"error": {"message": ANY, "type": "tokens", "param": None, "code": "rate_limit_exceeded"}},
+        ),
+        (Family.ANTHROPIC, {"type": "error", "error": {"type": "rate_limit_error", "message": ANY}}),
+        (Family.GOOGLE, {"error": {"code": 429, "message": ANY, "status": "RESOURCE_EXHAUSTED"}}),
+        (Family.ELEVENLABS, {"detail": {"status": "rate_limit_exceeded", "message": ANY}}),
+        (Family.DEEPGRAM, {"err_code": "TOO_MANY_REQUESTS", "err_msg": ANY, "request_id": ANY}),
+    ],
+)
+def test_a_429_is_in_each_providers_shape_with_its_retry_headers(family: Family, shape: object) -> None:
+    status = Status(
+        Limits(tpm=1_000), tokens_remaining=3, tokens_reset_ms=59_820, refused="tokens", retry_after_ms=1_250
+    )
+    response = error_response(refusal(status), family)
+    assert response.status_code == 429 and json.loads(response.body) == shape
+    assert (response.headers["retry-after"], response.headers["retry-after-ms"]) == ("2", "1250")
+    assert (
+        response.headers["x-should-retry"] == "true"
+        and response.headers["x-ratelimit-reset-tokens"] == "59.82s"
+    )
+    assert "try again in 1.25s" in bytes(response.body).decode()
