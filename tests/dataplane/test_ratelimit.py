@@ -92,7 +92,7 @@ def test_a_429_is_in_each_providers_shape_with_its_retry_headers(family: Family,
         Limits(tpm=1_000), tokens_remaining=3, tokens_reset_ms=59_820, refused="tokens", retry_after_ms=1_250
     )
     response = error_response(refusal(status), family)
-    assert response.status_code == 429 and json.loads(response.body) == shape
+    assert response.status_code == 429 and json.loads(bytes(response.body)) == shape
     assert (response.headers["retry-after"], response.headers["retry-after-ms"]) == ("2", "1250")
     assert (
         response.headers["x-should-retry"] == "true"
