@@ -11,6 +11,7 @@ path keeps the brief's rule (admit while anything is left). A grant goes back
 runs short, when it has been idle a little while, when it is due for renewal,
 when the key changes (WatchKeys), and when the worker stops. If the worker
 dies, the grant's lease expires like any reservation.
+
 For a key with rate limits, a grant also holds a slice of them (requests, tokens,
 slots: ratelimit.Slice), and a local admission needs room in the slice too; the
 slice goes back with the grant. Without a slice (a small limit) there is no grant.
