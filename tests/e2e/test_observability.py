@@ -202,6 +202,18 @@ def test_refusals_are_counted_by_reason(observed: Observed) -> None:
     assert more((before, after), requests, provider="none", route=CHAT, status_class="4xx") == 1  # no key
 
 
+def test_429s_are_counted_as_rate_limit_refusals(observed: Observed) -> None:
+    key = observed.account.mint("limited", rpm_limit=1)
+    before = scrape(observed.running.base + "/metrics")
+    chat(observed.running.base, str(key["secret"]))
+    for _ in range(2):
+        with pytest.raises(openai.RateLimitError):
+            chat(observed.running.base, str(key["secret"]))
+    after = scrape(observed.running.base + "/metrics")
+    name = "spendgate_refusals_total"
+    assert value(after, name, reason="rate_limit") - value(before, name, reason="rate_limit") == 2
+
+
 def test_json_log_lines_carry_the_request_id_the_client_got_back(observed: Observed) -> None:
     key = observed.account.mint("logged")
     raw = chat(observed.running.base, str(key["secret"]))
