@@ -160,14 +160,23 @@ class Metrics:
     def _forget_dead_workers(self) -> None:
         """A killed worker never ran `close`: its queue gauges would stay in the sum."""
         assert self.directory is not None
-        for path in Path(self.directory).glob("gauge_live*_*.db"):
-            pid = int(path.stem.rpartition("_")[2])
+        forget_workers(Path(self.directory), only_dead=True)
+
+
+def forget_workers(directory: Path, only_dead: bool = False) -> None:
+    """Drop workers' live gauges from the sum: every worker's, once all have exited
+    (serve.py; whether or not each got to `close`), or only those no longer running."""
+    for path in directory.glob("gauge_live*_*.db"):
+        pid = int(path.stem.rpartition("_")[2])
+        if only_dead:
             try:
                 os.kill(pid, 0)
+                continue
             except ProcessLookupError:
-                mark_process_dead(pid, self.directory)  # type: ignore[no-untyped-call]
+                pass
             except PermissionError:
-                pass  # alive, as another user
+                continue  # alive, as another user
+        mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
 
 
 class _DeadLetterCount:

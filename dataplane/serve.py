@@ -21,6 +21,8 @@ from pathlib import Path
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.run import run
 
+from dataplane import metrics
+
 log = logging.getLogger(__name__)
 
 
@@ -43,7 +45,10 @@ def serve(host: str, port: int, workers: int, env: Mapping[str, str]) -> int:
         config.keep_alive_timeout = 75
         config.graceful_timeout = 10
         config.loglevel = "WARNING"
-        return run(config)
+        try:
+            return run(config)
+        finally:
+            metrics.forget_workers(directory)  # all have exited: a worker stopped mid-close leaves none
 
 
 @contextlib.contextmanager

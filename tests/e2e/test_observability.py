@@ -92,7 +92,7 @@ def observed(mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory) -> It
         finally:
             stop_up(running)
     assert running.proc.returncode == 0, log.read_text()
-    # Each worker left the sum of the live gauges as it stopped; its counters stay.
+    # No worker's live gauges outlast the launcher (each drops its own at close, the launcher any left); counters stay.
     assert not list(metrics_dir.glob("gauge_live*.db"))
     assert list(metrics_dir.glob("counter_*.db"))
 
