@@ -252,3 +252,27 @@ def test_the_control_plane_serves_its_own_metrics(observed: Observed) -> None:
     assert value(after, "process_cpu_seconds_total") > 0
     # The data plane's port is not where the control plane's metrics are, and the other way round.
     assert not any(name.startswith("spendgate_controlplane") for name, _ in scrape(gateway.base + "/metrics"))
+
+
+def test_expired_and_revoked_keys_are_counted_by_their_own_reason(observed: Observed) -> None:
+    """The workers' key caches refuse these before any Reserve: the reason must still be theirs."""
+    account, base = observed.account, observed.running.base
+    expires = time.time_ns() // 1_000_000 + 1_500
+    trial = account.mint("trial", expires_at_ms=expires)
+    revoked = account.mint("revoked")
+    for key in (trial, revoked):
+        chat(base, str(key["secret"]))  # cached by the worker that answered
+    response = httpx.delete(
+        f"{base}/v1/keys/{revoked['id']}", headers={"Authorization": f"Bearer {account.master_key}"}
+    )
+    assert response.status_code == 200, response.text
+    time.sleep(max(0.0, (expires - time.time_ns() // 1_000_000) / 1000 + 0.01))
+    before = scrape(base + "/metrics")
+    for key in (trial, revoked):
+        for _ in range(2):
+            with pytest.raises(openai.AuthenticationError):
+                chat(base, str(key["secret"]))
+    after = scrape(base + "/metrics")
+    name = "spendgate_refusals_total"
+    for reason, count in (("key_expired", 2), ("key_revoked", 2), ("unauthorized", 0)):
+        assert value(after, name, reason=reason) - value(before, name, reason=reason) == count, reason
