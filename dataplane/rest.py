@@ -380,7 +380,9 @@ def _expiry(body: dict[str, Any]) -> tuple[bool, int | None]:
 
 
 def _metadata(body: dict[str, Any]) -> dict[str, str]:
-    value = body.get("metadata") or {}
+    value = body.get("metadata")
+    if value is None:  # missing, or null (on PATCH: clear it)
+        return {}
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         raise BadRequest("metadata: must be an object of strings", param="metadata")
     return value

@@ -250,6 +250,18 @@ def test_metadata_is_edited_over_rest_and_usage_rolls_up_by_tag_from_real_traffi
     ]
 
 
+def test_metadata_that_is_not_an_object_is_a_400_not_a_silent_clear(account: Account) -> None:
+    key = account.mint("tagged", metadata={"user_id": "u1"})
+    for metadata in ([], "", 0, False, ["user_id"]):
+        for method, path in (("PATCH", f"/v1/keys/{key['id']}"), ("POST", "/v1/keys")):
+            bad = master_call(account, method, path, {"name": "t2", "metadata": metadata})
+            assert bad.status_code == 400 and bad.json()["error"]["param"] == "metadata", (metadata, bad.text)
+    kept = master_call(account, "GET", f"/v1/keys/{key['id']}").json()
+    assert (kept["name"], kept["metadata"]) == ("tagged", {"user_id": "u1"})
+    cleared = master_call(account, "PATCH", f"/v1/keys/{key['id']}", {"metadata": None}).json()
+    assert cleared["metadata"] == {}  # null is how to clear it (and {} replaces it with nothing)
+
+
 def test_the_cli_mints_a_trial_key_and_changes_its_expiry_and_metadata(
     gateway: Running, account: Account
 ) -> None:
