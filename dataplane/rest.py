@@ -57,7 +57,10 @@ class KeysApi:
         self._usage = usage_pb2_grpc.UsageServiceStub(channel)
         self._webhooks = webhooks_pb2_grpc.WebhookServiceStub(channel)
 
-    async def _call(self, request: Request, method: Any, message: Any) -> Any:
+    async def _call(
+        self, request: Request, method: Any, message: Any, names: dict[str, str] = REST_FIELDS
+    ) -> Any:
+        """`names`: the REST spelling of a control-plane field, for a 400's `param` and message."""
         secret = presented_key(request)
         if secret is None:
             raise Unauthorized("Send your master key as `Authorization: Bearer <key>`.")
@@ -72,8 +75,11 @@ class KeysApi:
                     "The gateway cannot reach its control plane; try again."
                 ) from exc
             field = (exc.details() or "").split(":", 1)[0] if error is BadRequest else None
-            field = REST_FIELDS.get(field or "", field)
-            raise error(exc.details() or exc.code().name, param=field) from exc
+            details = exc.details() or exc.code().name
+            if field is not None and field in names:
+                details = names[field] + details[len(field) :]
+                field = names[field]
+            raise error(details, param=field) from exc
 
     @staticmethod
     async def _json(request: Request) -> dict[str, Any]:
@@ -94,7 +100,7 @@ class KeysApi:
         if expires is not None:
             message.expires_ms = expires
         message.rate_limits.CopyFrom(_rate_limits(body, removing=False))
-        created = await self._call(request, self._keys.CreateKey, message)
+        created = await self._call(request, self._keys.CreateKey, message, _expiry_names(body))
         return JSONResponse({**shapes.key_json(created.key), "secret": created.secret}, status_code=201)
 
     async def list(self, request: Request) -> Response:
@@ -137,7 +143,8 @@ class KeysApi:
         elif named:  # null: the key no longer expires
             message.remove_expiry = True
         message.rate_limits.CopyFrom(_rate_limits(body, removing=True))
-        return JSONResponse(shapes.key_json((await self._call(request, self._keys.UpdateKey, message)).key))
+        updated = await self._call(request, self._keys.UpdateKey, message, _expiry_names(body))
+        return JSONResponse(shapes.key_json(updated.key))
 
     async def rotate(self, request: Request) -> Response:
         """POST /v1/keys/{id}/rotate: a new secret (shown once) for the same key; the old one
@@ -377,6 +384,11 @@ def _expiry(body: dict[str, Any]) -> tuple[bool, int | None]:
         except ValueError as exc:
             raise BadRequest(f"expires_at: {exc}", param="expires_at") from None
     return "expires_at" in body or "expires_at_ms" in body, None
+
+
+def _expiry_names(body: dict[str, Any]) -> dict[str, str]:
+    """The control plane's `expires_ms` is the field the body spelled it as."""
+    return {"expires_ms": "expires_at_ms"} if "expires_at_ms" in body else REST_FIELDS
 
 
 def _metadata(body: dict[str, Any]) -> dict[str, str]:

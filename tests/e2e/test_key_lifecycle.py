@@ -107,7 +107,10 @@ def test_bad_expiries_are_400s_naming_the_field(account: Account) -> None:
             "expires_at",
             "not both",
         ),
-        ({"expires_at": "2001-01-01T00:00:00Z"}, "expires_at", "in the future"),
+        ({"expires_at": "2001-01-01T00:00:00Z"}, "expires_at", "expires_at: must be in the future"),
+        ({"expires_at_ms": 1_000}, "expires_at_ms", "expires_at_ms: must be in the future"),
+        ({"expires_at_ms": True}, "expires_at_ms", "epoch milliseconds"),
+        ({"expires_at_ms": 2**62}, "expires_at_ms", "expires_at_ms: must be at most"),
     ]
     for fields, param, fragment in cases:
         response = master_call(account, "POST", "/v1/keys", {"name": "bad", **fields})
