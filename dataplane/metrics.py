@@ -35,6 +35,7 @@ from dataplane.requestid import REFUSAL, ROUTED, UPSTREAM_SECONDS
 from dataplane.spool import DeadLetters
 
 # A refusal's reason by its status; a 402's or a revoked key's 401 comes from the ledger (REFUSAL).
+# Only the gateway's own: a 4xx the provider answered is counted in spendgate_requests_total alone.
 REFUSED = {401: "unauthorized", 402: "key_cap", 403: "forbidden", 429: "rate_limit"}
 REASONS = ("unauthorized", "key_revoked", "key_expired", "key_cap", "wallet", "forbidden", "rate_limit")
 RESERVE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -113,13 +114,13 @@ class Metrics:
         if child is None:
             child = self._requests[key] = self.requests.labels(provider, path, f"{status // 100}xx")
         child.inc()
-        if status in REFUSED:
+        upstream = scope.get(UPSTREAM_SECONDS)
+        if status in REFUSED and upstream is None:  # (once forwarded, the status is the provider's)
             reason = scope.get(REFUSAL) or REFUSED[status]
             refused = self._refusals.get(reason)
             if refused is None:
                 refused = self._refusals[reason] = self.refusals.labels(reason)
             refused.inc()
-        upstream = scope.get(UPSTREAM_SECONDS)
         if upstream is not None:
             histogram = self._upstream.get(provider)
             if histogram is None:

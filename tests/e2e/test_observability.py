@@ -276,3 +276,23 @@ def test_expired_and_revoked_keys_are_counted_by_their_own_reason(observed: Obse
     name = "spendgate_refusals_total"
     for reason, count in (("key_expired", 2), ("key_revoked", 2), ("unauthorized", 0)):
         assert value(after, name, reason=reason) - value(before, name, reason=reason) == count, reason
+
+
+def test_a_providers_own_4xx_is_not_counted_as_the_gateways_refusal(observed: Observed) -> None:
+    """A 429 or 401 the provider sent (the operator's quota or upstream key) passes through
+    to the client; the gateway refused nothing, so no refusal reason may count it."""
+    key = observed.account.mint("passthrough")
+    base = observed.running.base
+    before = scrape(base + "/metrics")
+    for status, error in ((429, openai.RateLimitError), (401, openai.AuthenticationError)):
+        with pytest.raises(error):
+            chat(base, str(key["secret"]), extra_headers={"x-mock-status": str(status)})
+    after = scrape(base + "/metrics")
+    for reason in ("rate_limit", "unauthorized", "key_cap", "forbidden"):
+        name = "spendgate_refusals_total"
+        assert value(after, name, reason=reason) == value(before, name, reason=reason), reason
+    requests = "spendgate_requests_total"
+    more = value(after, requests, provider="openai", route=CHAT, status_class="4xx") - value(
+        before, requests, provider="openai", route=CHAT, status_class="4xx"
+    )
+    assert more == 2  # still counted as the answers they were
