@@ -22,6 +22,7 @@ same bytes; the timestamp is the attempt's."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -35,6 +36,7 @@ from typing import Any, Protocol
 import httpx
 from sqlalchemy import Engine, select
 
+from controlplane import egress
 from controlplane.records import Clock
 from controlplane.store.schema import webhook_endpoints, webhook_outbox
 from controlplane.webhooks import SECRET_PREFIX
@@ -54,6 +56,7 @@ class Policy:
     lease_ms: int = 60_000  # longer than a POST can take (timeout_seconds)
     timeout_seconds: float = 10.0
     poll_seconds: float = 0.5
+    allow_private: bool = False  # deliver to loopback / private / link-local addresses (egress.py)
     batch: int = 32
     concurrency: int = 8
 
@@ -75,11 +78,16 @@ class Poster(Protocol):
     def __call__(self, url: str, headers: dict[str, str], body: bytes) -> int: ...
 
 
-def httpx_poster(timeout_seconds: float) -> tuple[Poster, Callable[[], None]]:
+def httpx_poster(timeout_seconds: float, allow_private: bool) -> tuple[Poster, Callable[[], None]]:
+    """POSTs to the address egress.py checked (no redirects: a 3xx is a failed attempt)."""
     client = httpx.Client(timeout=timeout_seconds, follow_redirects=False)
 
     def post(url: str, headers: dict[str, str], body: bytes) -> int:
-        with client.stream("POST", url, headers=headers, content=body) as response:
+        target, host, extensions = egress.pinned(url, allow_private)
+        request = client.build_request(
+            "POST", target, headers={**headers, **host}, content=body, extensions=extensions
+        )
+        with contextlib.closing(client.send(request, stream=True)) as response:
             return response.status_code  # the answer's body is never read
 
     return post, client.close
@@ -103,7 +111,7 @@ class Deliverer:
         self.policy = policy
         self._close: Callable[[], None] = lambda: None
         if poster is None:
-            poster, self._close = httpx_poster(policy.timeout_seconds)
+            poster, self._close = httpx_poster(policy.timeout_seconds, policy.allow_private)
         self._post = poster
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="webhook-deliverer", daemon=True)

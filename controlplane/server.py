@@ -17,7 +17,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from controlplane import catalog
+from controlplane import catalog, egress
 from controlplane.alerts import Alerts
 from controlplane.auth import Authenticator, AuthInterceptor, Tokens
 from controlplane.delivery import Deliverer, Policy
@@ -78,6 +78,10 @@ class Config:
     )
     webhook_max_attempts: int = Policy.max_attempts
     webhook_poll_seconds: float = Policy.poll_seconds
+    # Let webhooks reach loopback, private and link-local addresses (egress.py); off by default.
+    webhook_allow_private: bool = field(
+        default_factory=lambda: os.environ.get(egress.ALLOW_VARIABLE, "").lower() in ("1", "true")
+    )
     # GET /metrics over HTTP on this port (0 picks a free one); None: not served.
     metrics_port: int | None = None
 
@@ -119,6 +123,7 @@ class ControlPlane:
                 retry_base_ms=config.webhook_retry_base_ms,
                 max_attempts=config.webhook_max_attempts,
                 poll_seconds=config.webhook_poll_seconds,
+                allow_private=config.webhook_allow_private,
             ),
         )
         self.feed = KeyChangeFeed(self.keystore, clock)
@@ -156,7 +161,7 @@ class ControlPlane:
             AdminService(self.engine, self.keystore, clock), self.server
         )
         webhooks_pb2_grpc.add_WebhookServiceServicer_to_server(
-            WebhookService(WebhookStore(self.engine, clock)), self.server
+            WebhookService(WebhookStore(self.engine, clock, config.webhook_allow_private)), self.server
         )
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import Connection, Engine, select
 
+from controlplane import egress
 from controlplane.alerts import DEFAULT_PERCENTS, EVENT_TYPES, parse_percents
 from controlplane.errors import InvalidArgument, NotFound
 from controlplane.keystore import INT64_MAX, decode_cursor, encode_cursor, page_size
@@ -68,7 +69,7 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def check_url(url: str) -> str:
+def check_url(url: str, allow_private: bool = False) -> str:
     url = url.strip()
     if not url:
         raise InvalidArgument("url", "must not be empty")
@@ -84,6 +85,7 @@ def check_url(url: str) -> str:
     if parts.username is not None or parts.password is not None or any(c.isspace() for c in url):
         raise InvalidArgument("url", "must not carry credentials or whitespace")
     del port
+    egress.check_configured(parts.hostname, allow_private)
     return url
 
 
@@ -103,9 +105,10 @@ def check_percents(percents: Sequence[int]) -> tuple[int, ...]:
 
 
 class WebhookStore:
-    def __init__(self, engine: Engine, clock: Clock) -> None:
+    def __init__(self, engine: Engine, clock: Clock, allow_private: bool = False) -> None:
         self._engine = engine
         self._clock = clock
+        self._allow_private = allow_private
 
     @staticmethod
     def _lock_account(conn: Connection, account_id: str) -> None:
@@ -140,7 +143,7 @@ class WebhookStore:
     ) -> tuple[Endpoint, str]:
         """Create or change the endpoint; returns it and its secret when one was made
         (a new endpoint, or rotate_secret), else ""."""
-        url, types = check_url(url), check_event_types(event_types)
+        url, types = check_url(url, self._allow_private), check_event_types(event_types)
         now = self._clock()
         with self._engine.begin() as conn:
             self._lock_account(conn, account_id)

@@ -39,6 +39,7 @@ class Attempt:
     answered: int
     started: float
     ended: float
+    host: str = ""  # the Host header it came with
 
     @property
     def event(self) -> dict[str, Any]:
@@ -88,6 +89,7 @@ class Receiver:
                     status,
                     started,
                     time.monotonic(),
+                    self.headers.get("host", ""),
                 )
                 with receiver._lock:
                     receiver.attempts.append(attempt)

@@ -34,7 +34,9 @@ CAP = 6_000
 @pytest.fixture
 def plane(make_plane: Callable[..., ControlPlane], db_url: str) -> ControlPlane:
     """Quick delivery and retries, so the tests wait tenths of seconds, not minutes."""
-    return make_plane(db_url, webhook_retry_base_ms=100, webhook_poll_seconds=0.05)
+    return make_plane(
+        db_url, webhook_allow_private=True, webhook_retry_base_ms=100, webhook_poll_seconds=0.05
+    )
 
 
 @pytest.fixture
@@ -152,7 +154,13 @@ def test_a_failing_receiver_gets_the_same_event_again_until_it_answers(
 def test_gives_up_after_max_attempts_and_says_so(
     make_plane: Callable[..., ControlPlane], db_url: str, receiver: Receiver
 ) -> None:
-    plane = make_plane(db_url, webhook_retry_base_ms=20, webhook_poll_seconds=0.02, webhook_max_attempts=3)
+    plane = make_plane(
+        db_url,
+        webhook_allow_private=True,
+        webhook_retry_base_ms=20,
+        webhook_poll_seconds=0.02,
+        webhook_max_attempts=3,
+    )
     master, service = _clients(plane)
     key, _ = master.create_key("u", cap_micros=CAP)
     configure(master, receiver)
@@ -180,7 +188,9 @@ def test_a_restart_mid_retry_still_delivers(
 ) -> None:
     """The first control plane fails once and stops; the retry belongs to the database, and a
     new process (other tokens, same database) sends the same event when it is due."""
-    first = make_plane(db_url, webhook_retry_base_ms=60_000, webhook_poll_seconds=0.05)
+    first = make_plane(
+        db_url, webhook_allow_private=True, webhook_retry_base_ms=60_000, webhook_poll_seconds=0.05
+    )
     master, service = _clients(first)
     key, _ = master.create_key("u", cap_micros=CAP)
     configure(master, receiver)
@@ -193,7 +203,9 @@ def test_a_restart_mid_retry_still_delivers(
     first.stop(grace=0)
     receiver.status = 200
 
-    second = make_plane(db_url, webhook_retry_base_ms=60_000, webhook_poll_seconds=0.05)
+    second = make_plane(
+        db_url, webhook_allow_private=True, webhook_retry_base_ms=60_000, webhook_poll_seconds=0.05
+    )
     time.sleep(0.3)
     assert len(receiver.attempts) == 1  # not due yet
     clock.advance(60_000)
@@ -209,7 +221,10 @@ def test_two_control_planes_never_deliver_one_event_twice(
 ) -> None:
     """Both planes settle for the same keys at once and both deliver: every threshold of every
     key is one event, delivered once, and never by both planes at the same moment."""
-    planes = [make_plane(db_url, webhook_retry_base_ms=50, webhook_poll_seconds=0.01) for _ in range(2)]
+    planes = [
+        make_plane(db_url, webhook_allow_private=True, webhook_retry_base_ms=50, webhook_poll_seconds=0.01)
+        for _ in range(2)
+    ]
     master, _ = _clients(planes[0])
     services = [ControlPlaneClient(p.address, p.tokens.service) for p in planes]
     keys = [master.create_key(f"u{i}", cap_micros=CAP)[0] for i in range(4)]

@@ -128,7 +128,9 @@ def mock() -> Iterator[MockUpstream]:
 
 @pytest.fixture(scope="session")
 def gateway(mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    running = start_up(tmp_path_factory.mktemp("up") / "data", upstream_env(mock), workers=2)
+    # The tests' webhook receivers listen on loopback, which webhooks may not reach by default.
+    env = {**upstream_env(mock), "SPENDGATE_WEBHOOK_ALLOW_PRIVATE": "1"}
+    running = start_up(tmp_path_factory.mktemp("up") / "data", env, workers=2)
     yield running
     output = stop_up(running)
     assert running.proc.returncode == 0, output
