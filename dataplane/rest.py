@@ -360,7 +360,9 @@ def _usd(value: Any, field: str) -> int:
 
 
 def _models(body: dict[str, Any]) -> list[str]:
-    value = body.get("allowed_models") or []
+    value = body.get("allowed_models")
+    if value is None:  # missing, or null: any model
+        return []
     if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
         raise BadRequest("allowed_models: must be a list of model names", param="allowed_models")
     return value

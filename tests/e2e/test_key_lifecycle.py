@@ -253,7 +253,7 @@ def test_metadata_is_edited_over_rest_and_usage_rolls_up_by_tag_from_real_traffi
     ]
 
 
-def test_metadata_that_is_not_an_object_is_a_400_not_a_silent_clear(account: Account) -> None:
+def test_metadata_or_models_of_the_wrong_type_are_400s_not_a_silent_clear(account: Account) -> None:
     key = account.mint("tagged", metadata={"user_id": "u1"})
     for metadata in ([], "", 0, False, ["user_id"]):
         for method, path in (("PATCH", f"/v1/keys/{key['id']}"), ("POST", "/v1/keys")):
@@ -261,6 +261,12 @@ def test_metadata_that_is_not_an_object_is_a_400_not_a_silent_clear(account: Acc
             assert bad.status_code == 400 and bad.json()["error"]["param"] == "metadata", (metadata, bad.text)
     kept = master_call(account, "GET", f"/v1/keys/{key['id']}").json()
     assert (kept["name"], kept["metadata"]) == ("tagged", {"user_id": "u1"})
+    narrow = account.mint("narrow", allowed_models=["gpt-4o-mini"])
+    for models in ({}, "", False, 0):  # never read as "no restriction"
+        bad = master_call(account, "PATCH", f"/v1/keys/{narrow['id']}", {"allowed_models": models})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "allowed_models", bad.text
+    shown = master_call(account, "GET", f"/v1/keys/{narrow['id']}").json()
+    assert shown["allowed_models"] == ["gpt-4o-mini"]
     cleared = master_call(account, "PATCH", f"/v1/keys/{key['id']}", {"metadata": None}).json()
     assert cleared["metadata"] == {}  # null is how to clear it (and {} replaces it with nothing)
 
