@@ -220,6 +220,10 @@ class ControlPlaneClient:
     def get_webhook_endpoint(self) -> webhooks_pb2.WebhookEndpoint:
         return self._do(self.webhooks.GetWebhookEndpoint, webhooks_pb2.GetWebhookEndpointRequest()).endpoint
 
+    def retry_webhook_delivery(self, event_id: str) -> webhooks_pb2.WebhookDelivery:
+        request = webhooks_pb2.RetryWebhookDeliveryRequest(event_id=event_id)
+        return self._do(self.webhooks.RetryWebhookDelivery, request).delivery
+
     def delete_webhook_endpoint(self) -> int:
         request = webhooks_pb2.DeleteWebhookEndpointRequest()
         return self._do(self.webhooks.DeleteWebhookEndpoint, request).dropped_deliveries

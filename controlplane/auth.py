@@ -60,6 +60,7 @@ METHOD_ROLES: dict[str, Role] = {
             "GetKeyThresholds",
             "SetWalletThreshold",
             "ListWebhookDeliveries",
+            "RetryWebhookDelivery",
         )
     },
 }

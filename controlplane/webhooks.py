@@ -224,6 +224,40 @@ class WebhookStore:
                 conn.execute(wallet_thresholds.insert().values(account_id=account_id, low_micros=low_micros))
         return low_micros
 
+    def retry(self, account_id: str, event_id: str) -> Delivery:
+        """Send an event again now, whatever its status: pending, no attempts counted,
+        its lease cleared (an attempt in flight has its outcome ignored: at least once)."""
+        now = self._clock()
+        with self._engine.begin() as conn:
+            self._lock_account(conn, account_id)
+            if (
+                conn.scalar(
+                    select(webhook_endpoints.c.account_id).where(webhook_endpoints.c.account_id == account_id)
+                )
+                is None
+            ):
+                raise NotFound("no webhook endpoint is configured for this account")
+            found = conn.execute(
+                webhook_outbox.update()
+                .where(webhook_outbox.c.account_id == account_id, webhook_outbox.c.event_id == event_id)
+                .values(
+                    status="pending",
+                    attempts=0,
+                    next_attempt_ms=now,
+                    lease_until_ms=0,
+                    lease_token="",
+                    delivered_ms=None,
+                )
+            )
+            if found.rowcount == 0:
+                raise NotFound(f"webhook event {event_id} not found")
+            row = (
+                conn.execute(select(webhook_outbox).where(webhook_outbox.c.event_id == event_id))
+                .mappings()
+                .one()
+            )
+        return Delivery.from_row(row)
+
     def deliveries(self, account_id: str, status: str, size: int, token: str) -> Page[Delivery]:
         """The account's events, newest first; `status` "" for every status."""
         if status and status not in STATUSES:

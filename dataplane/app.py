@@ -210,6 +210,7 @@ def create_app(settings: Settings | None = None, connect: Connect | None = None)
         rest_route("delete_webhook", "/v1/webhooks/endpoint", "DELETE"),
         rest_route("set_wallet_threshold", "/v1/webhooks/wallet-threshold", "PUT"),
         rest_route("webhook_deliveries", "/v1/webhooks/deliveries", "GET"),
+        rest_route("retry_webhook_delivery", "/v1/webhooks/deliveries/{event_id}/retry", "POST"),
         rest_route("own_key", "/v1/key", "GET"),
     ]
     return Edge(Router(routes, lifespan=lifespan), metrics)

@@ -303,6 +303,12 @@ class KeysApi:
             }
         )
 
+    async def retry_webhook_delivery(self, request: Request) -> Response:
+        event_id = request.path_params["event_id"]
+        message = webhooks_pb2.RetryWebhookDeliveryRequest(event_id=event_id)
+        done = await self._call(request, self._webhooks.RetryWebhookDelivery, message)
+        return JSONResponse(shapes.delivery_json(done.delivery))
+
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)

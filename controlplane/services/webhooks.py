@@ -105,3 +105,9 @@ class WebhookService(webhooks_pb2_grpc.WebhookServiceServicer):
         return webhooks_pb2.ListWebhookDeliveriesResponse(
             deliveries=[delivery_to_pb(d) for d in page.items], next_page_token=page.next_token
         )
+
+    def RetryWebhookDelivery(
+        self, request: webhooks_pb2.RetryWebhookDeliveryRequest, context: grpc.ServicerContext
+    ) -> webhooks_pb2.RetryWebhookDeliveryResponse:
+        delivery = self._store.retry(auth.current_account(), request.event_id)
+        return webhooks_pb2.RetryWebhookDeliveryResponse(delivery=delivery_to_pb(delivery))

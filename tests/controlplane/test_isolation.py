@@ -60,6 +60,7 @@ def requests_for(key_id: str, account_id: str) -> dict[str, object]:
         "GetKeyThresholds": webhooks_pb2.GetKeyThresholdsRequest(key_id=key_id),
         "SetWalletThreshold": webhooks_pb2.SetWalletThresholdRequest(low_micros=1),
         "ListWebhookDeliveries": webhooks_pb2.ListWebhookDeliveriesRequest(),
+        "RetryWebhookDelivery": webhooks_pb2.RetryWebhookDeliveryRequest(event_id="evt_probe"),
     }
 
 

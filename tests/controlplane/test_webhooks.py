@@ -174,6 +174,43 @@ def test_gives_up_after_max_attempts_and_says_so(
     assert deliveries(master, PENDING) == []
 
 
+def test_a_dead_event_sent_again_by_hand_is_delivered_with_its_id_and_body(
+    make_plane: Callable[..., ControlPlane], db_url: str, receiver: Receiver
+) -> None:
+    plane = make_plane(
+        db_url,
+        webhook_allow_private=True,
+        webhook_retry_base_ms=20,
+        webhook_poll_seconds=0.02,
+        webhook_max_attempts=2,
+    )
+    master, service = _clients(plane)
+    other, _ = _clients(plane)
+    key, _ = master.create_key("u", cap_micros=CAP)
+    configure(master, receiver)
+    receiver.status = 503  # the app's endpoint was down
+    spend(service, key.id, 3_000)
+    wait_until(lambda: bool(deliveries(master, DEAD)))
+    (dead,) = deliveries(master, DEAD)
+    with pytest.raises(SpendgateRpcError) as theirs:
+        other.retry_webhook_delivery(dead.event_id)  # another account's event
+    assert theirs.value.code == grpc.StatusCode.NOT_FOUND
+    receiver.status = 200  # back up
+    again = master.retry_webhook_delivery(dead.event_id)
+    assert (again.status, again.attempts, again.event_id) == (PENDING, 0, dead.event_id)
+    (attempt,) = receiver.wait_delivered(1)
+    assert attempt.webhook_id == dead.event_id and attempt.body == dead.body.encode() and attempt.valid
+    wait_until(lambda: bool(deliveries(master, DELIVERED)))
+    assert len(receiver.attempts) == 3  # two failed, then the one sent by hand
+    with pytest.raises(SpendgateRpcError) as unknown:
+        master.retry_webhook_delivery("evt_no_such_event")
+    assert unknown.value.code == grpc.StatusCode.NOT_FOUND
+    master.delete_webhook_endpoint()
+    with pytest.raises(SpendgateRpcError) as nowhere:
+        master.retry_webhook_delivery(dead.event_id)  # nowhere to send it
+    assert nowhere.value.code == grpc.StatusCode.NOT_FOUND and "endpoint" in nowhere.value.details
+
+
 def _clients(plane: ControlPlane, credit: int = 100_000_000) -> tuple[ControlPlaneClient, ControlPlaneClient]:
     with ControlPlaneClient(plane.address, plane.tokens.admin) as admin:
         created = admin.create_account("acme", credit)

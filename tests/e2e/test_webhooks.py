@@ -95,6 +95,15 @@ def test_real_traffic_crossing_50_80_100_fires_each_once(
     assert {d["event_id"] for d in listed["data"]} == {a.webhook_id for a in got}
     pending = call(gateway, "GET", "/v1/webhooks/deliveries?status=pending", account.master_key).json()
     assert pending == {"data": [], "next_page_token": None}
+    # Sent again by hand (the app lost it): the same id and body, once more.
+    first = listed["data"][0]
+    retried = call(gateway, "POST", f"/v1/webhooks/deliveries/{first['event_id']}/retry", account.master_key)
+    assert retried.status_code == 200, retried.text
+    assert (retried.json()["status"], retried.json()["attempts"]) == ("pending", 0)
+    resent = receiver.wait_delivered(4)[-1]
+    assert resent.webhook_id == first["event_id"] and resent.body == first["body"].encode() and resent.valid
+    missing = call(gateway, "POST", "/v1/webhooks/deliveries/evt_nope/retry", account.master_key)
+    assert missing.status_code == 404 and missing.json()["error"]["type"] == "invalid_request_error"
 
 
 def test_thresholds_and_wallet_low_are_set_over_rest(gateway: Running, account: Account) -> None:

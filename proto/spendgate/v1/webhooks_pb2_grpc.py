@@ -72,6 +72,11 @@ class WebhookServiceStub:
                 request_serializer=spendgate_dot_v1_dot_webhooks__pb2.ListWebhookDeliveriesRequest.SerializeToString,
                 response_deserializer=spendgate_dot_v1_dot_webhooks__pb2.ListWebhookDeliveriesResponse.FromString,
                 _registered_method=True)
+        self.RetryWebhookDelivery = channel.unary_unary(
+                '/spendgate.v1.WebhookService/RetryWebhookDelivery',
+                request_serializer=spendgate_dot_v1_dot_webhooks__pb2.RetryWebhookDeliveryRequest.SerializeToString,
+                response_deserializer=spendgate_dot_v1_dot_webhooks__pb2.RetryWebhookDeliveryResponse.FromString,
+                _registered_method=True)
 
 
 class WebhookServiceServicer:
@@ -132,6 +137,16 @@ class WebhookServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RetryWebhookDelivery(self, request, context):
+        """RetryWebhookDelivery sends one of the account's events again, now: whatever its
+        status, it becomes pending with a fresh attempt budget, keeping its event id and
+        body (the receiver still deduplicates by webhook-id). NOT_FOUND for an event that
+        is not the account's, and when no endpoint is configured.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WebhookServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -169,6 +184,11 @@ def add_WebhookServiceServicer_to_server(servicer, server):
                     servicer.ListWebhookDeliveries,
                     request_deserializer=spendgate_dot_v1_dot_webhooks__pb2.ListWebhookDeliveriesRequest.FromString,
                     response_serializer=spendgate_dot_v1_dot_webhooks__pb2.ListWebhookDeliveriesResponse.SerializeToString,
+            ),
+            'RetryWebhookDelivery': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryWebhookDelivery,
+                    request_deserializer=spendgate_dot_v1_dot_webhooks__pb2.RetryWebhookDeliveryRequest.FromString,
+                    response_serializer=spendgate_dot_v1_dot_webhooks__pb2.RetryWebhookDeliveryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -363,6 +383,33 @@ class WebhookService:
             '/spendgate.v1.WebhookService/ListWebhookDeliveries',
             spendgate_dot_v1_dot_webhooks__pb2.ListWebhookDeliveriesRequest.SerializeToString,
             spendgate_dot_v1_dot_webhooks__pb2.ListWebhookDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryWebhookDelivery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spendgate.v1.WebhookService/RetryWebhookDelivery',
+            spendgate_dot_v1_dot_webhooks__pb2.RetryWebhookDeliveryRequest.SerializeToString,
+            spendgate_dot_v1_dot_webhooks__pb2.RetryWebhookDeliveryResponse.FromString,
             options,
             channel_credentials,
             insecure,

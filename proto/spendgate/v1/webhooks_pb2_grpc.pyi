@@ -56,6 +56,12 @@ class WebhookServiceStub:
     """
     ListWebhookDeliveries: _grpc.UnaryUnaryMultiCallable[_webhooks_pb2.ListWebhookDeliveriesRequest, _webhooks_pb2.ListWebhookDeliveriesResponse]
     """ListWebhookDeliveries pages through the account's events, newest first."""
+    RetryWebhookDelivery: _grpc.UnaryUnaryMultiCallable[_webhooks_pb2.RetryWebhookDeliveryRequest, _webhooks_pb2.RetryWebhookDeliveryResponse]
+    """RetryWebhookDelivery sends one of the account's events again, now: whatever its
+    status, it becomes pending with a fresh attempt budget, keeping its event id and
+    body (the receiver still deduplicates by webhook-id). NOT_FOUND for an event that
+    is not the account's, and when no endpoint is configured.
+    """
 
 @_typing.type_check_only
 class WebhookServiceAsyncStub(WebhookServiceStub):
@@ -85,6 +91,12 @@ class WebhookServiceAsyncStub(WebhookServiceStub):
     """
     ListWebhookDeliveries: _aio.UnaryUnaryMultiCallable[_webhooks_pb2.ListWebhookDeliveriesRequest, _webhooks_pb2.ListWebhookDeliveriesResponse]  # type: ignore[assignment]
     """ListWebhookDeliveries pages through the account's events, newest first."""
+    RetryWebhookDelivery: _aio.UnaryUnaryMultiCallable[_webhooks_pb2.RetryWebhookDeliveryRequest, _webhooks_pb2.RetryWebhookDeliveryResponse]  # type: ignore[assignment]
+    """RetryWebhookDelivery sends one of the account's events again, now: whatever its
+    status, it becomes pending with a fresh attempt budget, keeping its event id and
+    body (the receiver still deduplicates by webhook-id). NOT_FOUND for an event that
+    is not the account's, and when no endpoint is configured.
+    """
 
 class WebhookServiceServicer(metaclass=_abc_1.ABCMeta):
     """WebhookService configures an account's threshold webhooks and shows their deliveries
@@ -153,5 +165,17 @@ class WebhookServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_webhooks_pb2.ListWebhookDeliveriesResponse, _abc.Awaitable[_webhooks_pb2.ListWebhookDeliveriesResponse]]:
         """ListWebhookDeliveries pages through the account's events, newest first."""
+
+    @_abc_1.abstractmethod
+    def RetryWebhookDelivery(
+        self,
+        request: _webhooks_pb2.RetryWebhookDeliveryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhooks_pb2.RetryWebhookDeliveryResponse, _abc.Awaitable[_webhooks_pb2.RetryWebhookDeliveryResponse]]:
+        """RetryWebhookDelivery sends one of the account's events again, now: whatever its
+        status, it becomes pending with a fresh attempt budget, keeping its event id and
+        body (the receiver still deduplicates by webhook-id). NOT_FOUND for an event that
+        is not the account's, and when no endpoint is configured.
+        """
 
 def add_WebhookServiceServicer_to_server(servicer: WebhookServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
