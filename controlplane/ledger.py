@@ -688,7 +688,8 @@ class Ledger:
         for lease, event in ended:
             if locked[event.key_id].limits.any:
                 moved = back.setdefault(event.key_id, [0, 0])
-                moved[0] += lease.tokens - token_count(event.units)
+                if lease.tokens:  # a request that counted none (an image, speech) is not counted now
+                    moved[0] += lease.tokens - token_count(event.units)
                 moved[1] += lease.slots
         for key_id, (tokens, slots) in sorted(back.items()):
             cls._give_rate(conn, locked[key_id], now, tokens=tokens, slots=slots)

@@ -643,7 +643,7 @@ class GrpcBudget:
             hold = self._holds.pop(request_id, None)
             if hold is not None:
                 grant, estimate, tokens = hold
-                if grant.slice is not None:
+                if grant.slice is not None and tokens:  # (one that counted none is not counted now)
                     grant.slice.correct(tokens, token_count(outcome.event.units))
                 self._give_back(grant, estimate - outcome.event.cost_micros)
         if letters:

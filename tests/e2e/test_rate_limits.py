@@ -215,3 +215,21 @@ def test_the_keys_headers_replace_the_providers_and_a_key_without_limits_gets_th
     assert limited.headers["x-ratelimit-reset-requests"] == "2s"  # one request back every 2 s
     assert "x-ratelimit-remaining-tokens" not in limited.headers  # the provider's, dropped; no token limit
     assert "x-ratelimit-limit-requests" not in chat(gateway, account.mint("quiet")).headers
+
+
+def test_an_image_route_counts_no_tokens_at_admission_or_at_settlement(
+    gateway: Running, account: Account
+) -> None:
+    """docs/rate-limits.md: speech, transcription and image routes count no tokens. An image
+    billed by tokens (gpt-image-1: 4160 output tokens here) must not put the key's tokens
+    per minute in debt, refusing its next chat requests for minutes."""
+    key = account.mint("tpm-images", tpm_limit=2_000)
+    with sdk(gateway, key) as client:
+        client.images.generate(model="gpt-image-1", prompt="a lighthouse", size="1024x1024", quality="high")
+        (event,) = account.events(str(key["id"]), 1)  # settled: what it used is known
+        assert int(str(event["output_tokens"])) > 2_000
+        for _ in range(2):  # on either worker
+            answer = client.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=MESSAGES, max_tokens=10
+            )
+            assert int(answer.headers["x-ratelimit-remaining-tokens"]) > 0
