@@ -99,6 +99,7 @@ class KeyCache:
         self._inflight: dict[bytes, asyncio.Future[KeyState | None]] = {}
         self._digests: dict[str, set[bytes]] = {}  # key id -> the digests cached for it
         self._after_seq = 0
+        self._applied = 0  # key changes applied so far (a lookup that overlapped one asks again)
         self.watching = asyncio.Event()
 
     async def get(self, secret_sha256: bytes) -> KeyState | None:
@@ -122,6 +123,13 @@ class KeyCache:
             del self._inflight[secret_sha256]
 
     async def _lookup(self, secret_sha256: bytes) -> KeyState | None:
+        """A change applied while a lookup was on its way may be newer than its answer (a
+        rotation, a revocation it then missed): such an answer is asked for again, once."""
+        applied = self._applied
+        state = await self._lookup_once(secret_sha256)
+        return state if self._applied == applied else await self._lookup_once(secret_sha256)
+
+    async def _lookup_once(self, secret_sha256: bytes) -> KeyState | None:
         try:
             response = await self._stub.LookupKey(
                 keys_pb2.LookupKeyRequest(secret_sha256=secret_sha256), metadata=self._metadata, timeout=5
@@ -144,6 +152,7 @@ class KeyCache:
             self._after_seq = max(self._after_seq, change.seq)
             return
         self._after_seq = max(self._after_seq, change.seq)
+        self._applied += 1
         self._on_change(change.key.id)
         live: dict[bytes, int | None] = {change.secret_sha256: None}
         if change.previous_secret_sha256:
