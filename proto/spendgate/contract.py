@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 from typing import Any, Protocol
 
 from spendgate.v1 import usage_pb2
@@ -139,6 +139,9 @@ def enum_values(enum: ProtoEnum) -> dict[str, Any]:
 # --- USD -------------------------------------------------------------------------------
 
 
+MAX_USD_DIGITS = 30  # more whole digits than any amount a 64-bit count of micros can hold
+
+
 def parse_usd(text: str | int | Decimal) -> int:
     """Exact USD → micros: ``"5"`` → 5_000_000, ``"0.000001"`` → 1. Rejects
     negatives and anything finer than a micro instead of rounding it."""
@@ -148,7 +151,10 @@ def parse_usd(text: str | int | Decimal) -> int:
         raise ValueError(f"not a number of USD: {text!r}") from None
     if not amount.is_finite() or amount < 0:
         raise ValueError(f"USD amount must be a non-negative number: {text!r}")
-    micros = amount * MICROS_PER_USD
+    if amount and amount.adjusted() > MAX_USD_DIGITS:  # "1e99999" would make a 100k-digit integer
+        raise ValueError(f"USD amount too large: {text!r}")
+    # Exactly: the default context's 28 digits would round "1.0000000000000000000000000001" to 1.
+    micros = amount.scaleb(6, Context(prec=len(amount.as_tuple().digits) + 1))
     if micros != micros.to_integral_value():
         raise ValueError(f"USD amount finer than one micro-USD: {text!r}")
     return int(micros)

@@ -45,13 +45,26 @@ def test_usd_round_trips_exactly(micros: int) -> None:
 
 @pytest.mark.parametrize(
     ("text", "micros"),
-    [("5", 5_000_000), ("0.000001", 1), ("1.5", 1_500_000), ("20.00", 20_000_000), (" 3 ", 3_000_000)],
+    [
+        ("5", 5_000_000),
+        ("0.000001", 1),
+        ("1.5", 1_500_000),
+        ("20.00", 20_000_000),
+        (" 3 ", 3_000_000),
+        ("9223372036854.775807", 2**63 - 1),  # the most a key's cap can be, exactly
+        ("1234567890123456789012.123456", 1234567890123456789012123456),  # beyond 28 digits, exactly
+        ("1.5e3", 1_500_000_000),
+        ("0e5", 0),
+    ],
 )
 def test_parse_usd(text: str, micros: int) -> None:
     assert parse_usd(text) == micros
 
 
-@pytest.mark.parametrize("text", ["-1", "0.0000001", "abc", "NaN", "Infinity", ""])
+@pytest.mark.parametrize(
+    "text",
+    ["-1", "0.0000001", "abc", "NaN", "Infinity", "", "1.0000000000000000000000000001", "1e99999", "1e31"],
+)
 def test_parse_usd_rejects_what_it_cannot_represent(text: str) -> None:
     with pytest.raises(ValueError):
         parse_usd(text)
