@@ -86,7 +86,17 @@ def upstream_headers(client_headers: list[tuple[str, str]], inject: Mapping[str,
 
 
 def downstream_headers(upstream: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    return [(n, v) for n, v in upstream if n.lower() not in HOP_BY_HOP and n.lower() != "content-encoding"]
+    """A provider's `x-spendgate-*` (one reached through another gateway) is not passed on:
+    the client would read that gateway's cost or request id for this one's."""
+    return [
+        (n, v)
+        for n, v in upstream
+        if n.lower() not in HOP_BY_HOP and n.lower() != "content-encoding" and not _gateways(n)
+    ]
+
+
+def _gateways(name: str) -> bool:
+    return name.lower().startswith("x-spendgate-")
 
 
 class HttpxUpstream:

@@ -91,6 +91,8 @@ Header knobs, all optional, are read from the request:
   every SSE event. The stream still ends normally.
 * x-mock-ratelimit-headers: 1 adds OpenAI's account-wide `x-ratelimit-*` headers
   (`PROVIDER_RATELIMIT_HEADERS`) to a successful reply.
+* x-mock-gateway-headers: 1 adds `x-spendgate-*` headers (`GATEWAY_HEADERS`), as
+  a provider reached through another gateway would send.
 """
 
 from __future__ import annotations
@@ -118,6 +120,7 @@ from fakeupstream import openai as mock_openai
 from fakeupstream.compat import COMPATIBLE, quirks_for
 from fakeupstream.wire import (
     DEFAULT_REPLY_TOKENS,
+    GATEWAY_HEADERS,
     NO_KNOBS,
     PROVIDER_RATELIMIT_HEADERS,
     REPLY_WORDS,
@@ -508,6 +511,8 @@ class MockUpstream:
             reply = handler(call)
             if knobs.ratelimit_headers:
                 reply = replace(reply, headers=reply.headers + PROVIDER_RATELIMIT_HEADERS)
+            if knobs.gateway_headers:
+                reply = replace(reply, headers=reply.headers + GATEWAY_HEADERS)
             return reply, knobs
         except BadRequest as exc:
             return error_reply(flavor, 400, str(exc), rid, param=exc.param), knobs

@@ -171,6 +171,7 @@ class Knobs:
     garbage: bool = False
     web_searches: int = 0
     ratelimit_headers: bool = False
+    gateway_headers: bool = False
 
     @property
     def immediate(self) -> bool:
@@ -188,6 +189,7 @@ _KNOB_FIELDS = {
     "x-mock-garbage": "garbage",
     "x-mock-web-searches": "web_searches",
     "x-mock-ratelimit-headers": "ratelimit_headers",
+    "x-mock-gateway-headers": "gateway_headers",
 }
 # What x-mock-ratelimit-headers: 1 adds to a reply: OpenAI's account-wide limits.
 PROVIDER_RATELIMIT_HEADERS = (
@@ -197,6 +199,12 @@ PROVIDER_RATELIMIT_HEADERS = (
     ("x-ratelimit-limit-tokens", "30000000"),
     ("x-ratelimit-remaining-tokens", "29999990"),
     ("x-ratelimit-reset-tokens", "0s"),
+)
+# What x-mock-gateway-headers: 1 adds: a gateway's own headers, as from a provider behind one.
+GATEWAY_HEADERS = (
+    ("x-spendgate-cost-micros", "987654"),
+    ("x-spendgate-remaining-micros", "123"),
+    ("x-spendgate-request-id", "req_of_the_provider"),
 )
 
 
@@ -208,7 +216,9 @@ def parse_knobs(headers: list[tuple[str, str]]) -> Knobs:
             continue
         if not value.isdigit():
             raise ValueError(f"header {name} must be a non-negative integer, got {value!r}")
-        values[field] = bool(int(value)) if field in ("garbage", "ratelimit_headers") else int(value)
+        values[field] = (
+            bool(int(value)) if field in ("garbage", "ratelimit_headers", "gateway_headers") else int(value)
+        )
     if values.get("status", 400) < 400:
         del values["status"]
     return Knobs(**values) if values else NO_KNOBS

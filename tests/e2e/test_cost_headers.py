@@ -89,3 +89,24 @@ def test_the_anthropic_sdk_gets_them_too(gateway: Running, account: Account) -> 
     (event,) = account.events(str(key["id"]), 1)
     assert int(raw.headers["x-spendgate-cost-micros"]) == cost(event) > 0
     assert int(raw.headers["x-spendgate-remaining-micros"]) == 1_000_000 - cost(event)
+
+
+def test_a_providers_own_spendgate_headers_never_reach_the_client(gateway: Running, account: Account) -> None:
+    """A provider behind another gateway answers with its x-spendgate-* headers: the client
+    must read only this gateway's cost, remaining budget and request id."""
+    key = account.mint("behind", max_spend_usd=5)
+    knob = {"x-mock-gateway-headers": "1"}
+    with sdk(gateway, key) as client:
+        priced = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=MESSAGES, max_tokens=5, extra_headers={**ASK, **knob}
+        )
+        plain = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=MESSAGES, max_tokens=5, extra_headers=knob
+        )
+    second, first = account.events(str(key["id"]), 2)
+    assert priced.headers.get_list("x-spendgate-cost-micros") == [str(cost(first))]
+    assert priced.headers.get_list("x-spendgate-remaining-micros") == [str(5_000_000 - cost(first))]
+    assert not any(name.startswith("x-spendgate-") and "micros" in name for name in plain.headers)
+    for answer in (priced, plain):
+        (request_id,) = answer.headers.get_list("x-spendgate-request-id")
+        assert request_id != "req_of_the_provider"
