@@ -262,7 +262,8 @@ def test_metadata_or_models_of_the_wrong_type_are_400s_not_a_silent_clear(accoun
     kept = master_call(account, "GET", f"/v1/keys/{key['id']}").json()
     assert (kept["name"], kept["metadata"]) == ("tagged", {"user_id": "u1"})
     narrow = account.mint("narrow", allowed_models=["gpt-4o-mini"])
-    for models in ({}, "", False, 0):  # never read as "no restriction"
+    not_lists: tuple[object, ...] = ({}, "", False, 0)
+    for models in not_lists:  # never read as "no restriction"
         bad = master_call(account, "PATCH", f"/v1/keys/{narrow['id']}", {"allowed_models": models})
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "allowed_models", bad.text
     shown = master_call(account, "GET", f"/v1/keys/{narrow['id']}").json()

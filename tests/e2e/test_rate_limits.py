@@ -16,10 +16,11 @@ import pytest
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.e2e.conftest import Account, Running
 
-MESSAGES = [{"role": "user", "content": "rate limits"}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "rate limits"}]
 
 
 def chat(gateway: Running, key: dict[str, object], headers: dict[str, str] | None = None) -> httpx.Response:
@@ -67,12 +68,12 @@ def test_requests_per_minute_are_one_count_across_workers(gateway: Running, acco
 def test_the_sdks_raise_their_rate_limit_errors(gateway: Running, account: Account) -> None:
     key = account.mint("sdk", rpm_limit=1)
     with sdk(gateway, key) as client:
-        raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+        raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)
         assert raw.headers["x-ratelimit-limit-requests"] == "1"
         assert raw.headers["x-ratelimit-remaining-requests"] == "0"
         assert raw.headers["x-ratelimit-reset-requests"] in ("1m0s", "59.999s", "59.998s")
         with pytest.raises(openai.RateLimitError) as refused:
-            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert refused.value.status_code == 429 and refused.value.code == "rate_limit_exceeded"
     claude = anthropic.Anthropic(base_url=gateway.base, api_key=str(key["secret"]), max_retries=0)
     with pytest.raises(anthropic.RateLimitError) as limited:
@@ -110,7 +111,7 @@ def test_the_sdk_retries_after_retry_after(gateway: Running, account: Account) -
             assert time.monotonic() < deadline
             time.sleep(0.02)
         with sdk(gateway, key, retries=5) as client:
-            raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+            raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)
     finally:
         running.join()
     # Refused while the slow one ran (429, retry-after: 1), then let in by a retry.
