@@ -328,7 +328,12 @@ async def _admit_and_forward(request: Request, route: Route, gateway: Gateway, l
             model=prepared.price.model,
         )
         parser = route.make_parser(context, prepared.strip_usage)
-    priced = lease.held and request.headers.get(COST_REQUEST_HEADER, "").lower() in ("1", "true")
+    # Not for a stream, SSE or not (Gemini's JSON array): its headers go before its usage.
+    priced = (
+        lease.held
+        and not prepared.stream
+        and request.headers.get(COST_REQUEST_HEADER, "").lower() in ("1", "true")
+    )
     stream = MeteredStream(response, parser, meter, route.family, gateway.settings.drain_seconds, priced)
     if lease.decision is not None and lease.decision.rate is not None:  # the key's limits, not the operator's
         stream.raw_headers = ratelimit.replace_headers(stream.raw_headers, lease.decision.rate)

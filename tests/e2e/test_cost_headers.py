@@ -110,3 +110,22 @@ def test_a_providers_own_spendgate_headers_never_reach_the_client(gateway: Runni
     for answer in (priced, plain):
         (request_id,) = answer.headers.get_list("x-spendgate-request-id")
         assert request_id != "req_of_the_provider"
+
+
+def test_a_gemini_json_array_stream_is_streamed_not_held_for_its_cost(
+    gateway: Running, account: Account
+) -> None:
+    """`:streamGenerateContent` without `?alt=sse` streams a JSON array (not SSE): a stream,
+    so it carries no cost headers rather than being held whole until it is settled."""
+    key = account.mint("gemini", max_spend_usd=1)
+    body = {"contents": [{"parts": [{"text": "Hello"}]}], "generationConfig": {"maxOutputTokens": 5}}
+    headers = {"x-goog-api-key": str(key["secret"]), **ASK, "x-mock-chunk-delay-ms": "200"}
+    url = gateway.base + "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=30) as response:
+        assert response.status_code == 200
+        assert "x-spendgate-cost-micros" not in response.headers
+        # The headers came as the stream began: nothing of it is settled yet.
+        assert account.get(f"/v1/keys/{key['id']}").json()["spent_micros"] == 0
+        assert response.read().startswith(b"[{")
+    (event,) = account.events(str(key["id"]), 1)
+    assert event["output_tokens"] == 5
