@@ -296,3 +296,33 @@ def test_a_providers_own_4xx_is_not_counted_as_the_gateways_refusal(observed: Ob
         before, requests, provider="openai", route=CHAT, status_class="4xx"
     )
     assert more == 2  # still counted as the answers they were
+
+
+def test_no_secret_reaches_the_json_log_through_rotation_refusals_or_a_query_key(observed: Observed) -> None:
+    account, base = observed.account, observed.running.base
+    headers = {"Authorization": f"Bearer {account.master_key}"}
+    key = account.mint("rotating")
+    old = str(key["secret"])
+    chat(base, old)
+    rotated = httpx.post(f"{base}/v1/keys/{key['id']}/rotate", headers=headers, json={"grace_ms": 0})
+    assert rotated.status_code == 201, rotated.text
+    new = str(rotated.json()["secret"])
+    MINTED_SECRETS.append(new)
+    deadline = time.monotonic() + 5
+    while True:  # rotated out at once: refused as soon as the change reached the worker
+        try:
+            chat(base, old)
+        except openai.AuthenticationError:
+            break
+        assert time.monotonic() < deadline, "the rotated-out secret kept working"
+    gemini = f"{base}/v1beta/models/gemini-2.5-flash:generateContent?key={new}"
+    answered = httpx.post(gemini, json={"contents": [{"parts": [{"text": "hi"}]}]})
+    assert answered.status_code == 200, answered.text
+    request_id = answered.headers["x-spendgate-request-id"]
+    deadline = time.monotonic() + 10
+    while request_id not in observed.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    text = observed.log.read_text()
+    assert request_id in text  # its access line was written
+    for secret in (old, new, account.master_key):
+        assert secret not in text
