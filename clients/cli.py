@@ -54,10 +54,22 @@ def _usd(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _whole(text: str) -> int:
+    """An integer option that fits its protobuf field, even in milliseconds (the control
+    plane checks its range): one that does not is a usage error, not a traceback."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if abs(value) > (2**63 - 1) // 1000:
+        raise argparse.ArgumentTypeError(f"out of range: {text}")
+    return value
+
+
 def _time_ms(text: str) -> int:
     """Epoch milliseconds, or an ISO date/datetime (UTC unless it says otherwise)."""
     if text.isdigit():
-        return int(text)
+        return _whole(text)
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
@@ -669,9 +681,9 @@ def build_parser() -> argparse.ArgumentParser:
     mint.add_argument(
         "--expires-at", type=_time_ms, help="when the key stops working: ISO date-time (UTC) or epoch ms"
     )
-    mint.add_argument("--rpm", type=int, help="requests per minute (default: no limit)")
-    mint.add_argument("--tpm", type=int, help="tokens per minute: input and output (default: no limit)")
-    mint.add_argument("--max-parallel", type=int, help="requests in flight at once (default: no limit)")
+    mint.add_argument("--rpm", type=_whole, help="requests per minute (default: no limit)")
+    mint.add_argument("--tpm", type=_whole, help="tokens per minute: input and output (default: no limit)")
+    mint.add_argument("--max-parallel", type=_whole, help="requests in flight at once (default: no limit)")
     mint.set_defaults(func=cmd_keys_mint)
     lst = json_flag(keys.add_parser("list", help="your keys: caps, spend, what is held, state"))
     lst.add_argument("--all", action="store_true", help="include revoked keys")
@@ -699,9 +711,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--meta", action="append", default=[], help="metadata key=value (repeat): replaces it all"
     )
     upd.add_argument("--clear-meta", action="store_true", help="remove all metadata")
-    upd.add_argument("--rpm", type=int, help="requests per minute; 0 removes the limit")
-    upd.add_argument("--tpm", type=int, help="tokens per minute; 0 removes the limit")
-    upd.add_argument("--max-parallel", type=int, help="requests in flight at once; 0 removes the limit")
+    upd.add_argument("--rpm", type=_whole, help="requests per minute; 0 removes the limit")
+    upd.add_argument("--tpm", type=_whole, help="tokens per minute; 0 removes the limit")
+    upd.add_argument("--max-parallel", type=_whole, help="requests in flight at once; 0 removes the limit")
     upd.set_defaults(func=cmd_keys_update)
     rot = json_flag(
         keys.add_parser("rotate", help="a new secret for the same key (id, cap, spend kept); shown once")
@@ -709,7 +721,7 @@ def build_parser() -> argparse.ArgumentParser:
     rot.add_argument("key_id", help="the key's id (key_…)")
     rot.add_argument(
         "--grace-seconds",
-        type=int,
+        type=_whole,
         help="how long the old secret keeps working (default 86400 = 24 h; 0: stops now; at most 30 days)",
     )
     rot.set_defaults(func=cmd_keys_rotate)

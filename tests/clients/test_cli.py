@@ -116,6 +116,15 @@ def test_rate_limits_are_minted_shown_changed_and_removed(running: tuple[str, Pa
     assert table.returncode == 0 and "LIMITS" in table.stdout and "120rpm 100000tpm" in table.stdout
     bad = spendgate("keys", "mint", "bad", "--rpm", "-1", env=env)
     assert bad.returncode != 0 and "rpm_limit" in bad.stderr
+    huge = "9" * 20  # past int64: a usage error naming the option, not a traceback
+    for args in (
+        ("keys", "mint", "bad", "--rpm", huge),
+        ("keys", "update", minted["id"], "--max-parallel", huge),
+        ("keys", "mint", "bad", "--expires-at", huge),
+        ("keys", "rotate", minted["id"], "--grace-seconds", huge),
+    ):
+        refused = spendgate(*args, env=env)
+        assert refused.returncode == 2 and args[-2] in refused.stderr and "Traceback" not in refused.stderr
 
 
 def test_cli_errors_are_clear(running: tuple[str, Path]) -> None:
