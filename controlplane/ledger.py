@@ -316,6 +316,22 @@ class Ledger:
         return done.rowcount == 1
 
     @staticmethod
+    def _renew(conn: Connection, lease: Row[Any], now: int, ttl_ms: int) -> int:
+        """An active lease asked for again runs for another TTL from now (never shorter):
+        a request or a grant that outlives its first TTL (a long stream) keeps holding
+        what it may cost, instead of handing it back to the key while it still runs."""
+        if lease.state != "active":
+            return int(lease.expires_ms)
+        expires = max(int(lease.expires_ms), now + (ttl_ms or DEFAULT_TTL_MS))
+        if expires != lease.expires_ms:
+            conn.execute(
+                reservations.update()
+                .where(reservations.c.request_id == lease.request_id, reservations.c.state == "active")
+                .values(expires_ms=expires)
+            )
+        return expires
+
+    @staticmethod
     def _existing(conn: Connection, request_id: str, key_id: str, field: str) -> Row[Any] | None:
         """The reservation already made under this id (a replay), if any; for the same key only."""
         existing = conn.execute(select(reservations).where(reservations.c.request_id == request_id)).first()
@@ -388,10 +404,11 @@ class Ledger:
                 key = self._sweep_and_roll(conn, self._lock_key(conn, key_id), now)
                 existing = self._existing(conn, request_id, key_id, "request_id")
                 bucket = ratelimits.load(conn, key.id, key.limits, now) if key.limits.any else None
-                if existing is not None:
+                if existing is not None:  # a replay; from the worker holding it, a renewal of its lease
                     rate = None if bucket is None else ratelimits.status(bucket, key.limits)
                     account = self._account(conn, key.account_id)
-                    return self._outcome(key, account, None, existing.expires_ms, now, rate)
+                    expires = self._renew(conn, existing, now, ttl_ms)
+                    return self._outcome(key, account, None, expires, now, rate)
                 if return_grant_id and return_micros:
                     key = self._hand_back(conn, key, return_grant_id, return_micros)
                 refusal = admit_key(key, amount_micros, now)
@@ -462,11 +479,12 @@ class Ledger:
             with self._engine.begin() as conn:
                 key = self._sweep_and_roll(conn, self._lock_key(conn, key_id), now)
                 existing = self._existing(conn, grant_id, key_id, "grant_id")
-                if existing is not None:
+                if existing is not None:  # a replay; from the worker holding it, a renewal of its lease
                     if existing.state != "active":
                         return refused
                     again = Ask(existing.requests, existing.tokens, existing.slots)
-                    return Granted(True, existing.amount_micros, existing.expires_ms, again)
+                    expires = self._renew(conn, existing, now, ttl_ms)
+                    return Granted(True, existing.amount_micros, expires, again)
                 if key.revoked or key.expired(now):
                     return refused
                 wallet_left = self._account(conn, key.account_id).remaining_micros

@@ -63,6 +63,7 @@ GRANT_PREFETCH_SECONDS = 2.0  # a grant's successor is asked for this long befor
 # A grant's lease: what a dead worker's grant keeps from the key until it expires.
 GRANT_TTL_MS = 120_000
 GRANT_RETRY_SECONDS = 1.0
+TEND_SECONDS = 0.5  # how often grants are tended and leases in use renewed
 # A settlement refused for a reason that may pass (a key this control plane does not know
 # yet) is sent again this often, for this long, before it becomes a dead letter.
 RETRYABLE_REFUSALS = frozenset({Refusal.UNKNOWN_KEY})
@@ -87,6 +88,7 @@ class Grant:
     retired: bool = False
     slice: Slice | None = None  # of a rate-limited key's limits (ratelimit.py)
     last_tokens: int = 0
+    lease_until: float = 0.0  # when the control plane lets its lease lapse unless renewed
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,9 @@ class GrpcBudget:
         self._unbatched_until = 0.0  # settle one by one until then (the control plane lacks SettleBatch)
         self._refused_since: dict[str, float] = {}  # request id -> first refusal (retryable ones)
         self._own: dict[str, str] = {}  # request id -> key id: reservations of their own, held
+        # What this worker holds and renews while it is in use (a long stream outlives a TTL):
+        self._own_leases: dict[str, tuple[float, int, int]] = {}  # request id -> (lease end, amount, tokens)
+        self._held_grants: set[Grant] = set()  # not yet released for good
         self._settling: dict[str, str] = {}  # request id -> key id: finished, not yet taken
         self._unsettled: dict[str, int] = {}  # key id -> how many of those it has
         self._all_settled: dict[str, asyncio.Event] = {}  # key id -> set when none is left
@@ -317,6 +322,8 @@ class GrpcBudget:
                 self._on_reserve(time.perf_counter() - sent)
         if r.granted:
             self._own[request_id] = key_id
+            lease_end = asyncio.get_running_loop().time() + self._ttl_ms / 1000
+            self._own_leases[request_id] = (lease_end, amount_micros, tokens)
         rate = Status.from_pb(r.rate) if r.HasField("rate") else None
         if rate is not None:
             self._limited.add(key_id)
@@ -369,6 +376,7 @@ class GrpcBudget:
     def _finished(self, request_id: str) -> None:
         """A request that held a reservation of its own ended: count it until it is taken."""
         key_id = self._own.pop(request_id, None)
+        self._own_leases.pop(request_id, None)
         if key_id is not None:
             self._settling[request_id] = key_id
             self._unsettled[key_id] = self._unsettled.get(key_id, 0) + 1
@@ -457,7 +465,9 @@ class GrpcBudget:
                 renew_at=now + min(GRANT_RENEW_SECONDS, request.ttl_ms / 2000),
                 last_used=now,
                 slice=Slice.from_pb(r.slice, r.rate) if r.HasField("rate") else None,
+                lease_until=now + request.ttl_ms / 1000,
             )
+            self._held_grants.add(grant)
             if self._changes.get(key_id, 0) != changes:  # the key changed meanwhile: granted on old terms
                 self._spawn(self._retire(grant))
                 return
@@ -491,6 +501,8 @@ class GrpcBudget:
     async def _release_grant(self, grant: Grant, amount_micros: int | None) -> None:
         """Best effort: if the control plane cannot take it, the grant's lease expires."""
         request = usage_pb2.ReleaseRequest(request_id=grant.id, amount_micros=amount_micros)
+        if amount_micros is None:
+            self._held_grants.discard(grant)
         if amount_micros is None and grant.slice is not None:
             request.return_slice.CopyFrom(grant.slice.unused())  # its end: what its slice did not use
         try:
@@ -508,7 +520,7 @@ class GrpcBudget:
     async def _tend_grants_forever(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(TEND_SECONDS)
             now = loop.time()
             for grant in list(self._grants.values()):
                 if now - grant.last_used > GRANT_IDLE_SECONDS or now >= grant.renew_at:
@@ -516,8 +528,45 @@ class GrpcBudget:
                 elif now >= grant.renew_at - GRANT_PREFETCH_SECONDS and grant.last_amount:
                     # The successor, before it is due.
                     self._want_grant(grant.key_id, grant.last_amount, 0, grant.last_tokens)
+            self._renew_leases(now)
             self._recent = {k: v for k, v in self._recent.items() if now - v[0] <= 1.0}
             self._not_before = {k: t for k, t in self._not_before.items() if t > now}
+
+    def _renew_leases(self, now: float) -> None:
+        """Every lease still in use that is past half its TTL is asked for again, which
+        renews it (Ledger._renew): a request, or a grant with requests, that runs longer
+        than a TTL keeps holding what it may cost. Only a dead worker's leases lapse."""
+        ttl = self._ttl_ms / 1000
+        for request_id, (lease_end, amount, tokens) in list(self._own_leases.items()):
+            if lease_end - now < ttl / 2 + TEND_SECONDS:
+                self._own_leases[request_id] = (now + ttl, amount, tokens)
+                request = usage_pb2.ReserveRequest(
+                    key_id=self._own[request_id],
+                    request_id=request_id,
+                    amount_micros=amount,
+                    ttl_ms=self._ttl_ms,
+                    tokens=tokens,
+                )
+                self._spawn(self._renew(self._stub.Reserve, request))
+        grant_ttl = min(self._ttl_ms, GRANT_TTL_MS)
+        for grant in list(self._held_grants):
+            if grant.lease_until - now < grant_ttl / 2000 + TEND_SECONDS and grant.size > 0:
+                grant.lease_until = now + grant_ttl / 1000
+                ask = usage_pb2.GrantRequest(
+                    key_id=grant.key_id,
+                    grant_id=grant.id,
+                    want_micros=grant.size,
+                    min_micros=grant.size,
+                    ttl_ms=grant_ttl,
+                )
+                self._spawn(self._renew(self._stub.Grant, ask))
+
+    async def _renew(self, rpc: Any, request: Any) -> None:
+        """Best effort: a renewal that fails is asked again when half the new term has passed."""
+        try:
+            await rpc(request, metadata=self._metadata, timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("renewing a lease failed (%s); asked again in half a TTL", exc.code().name)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)

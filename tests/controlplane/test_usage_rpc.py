@@ -48,12 +48,13 @@ def test_reserve_then_settle_commits_actual_and_releases_the_rest(
 
 
 def test_every_operation_is_idempotent_by_request_id(
-    master: ControlPlaneClient, service: ControlPlaneClient
+    master: ControlPlaneClient, service: ControlPlaneClient, clock: FakeClock
 ) -> None:
     key, _ = master.create_key("u", cap_micros=1_000_000)
     first = service.reserve(key.id, "req-1", 400_000)
-    again = service.reserve(key.id, "req-1", 400_000)
-    assert again.granted and again.expires_ms == first.expires_ms
+    clock.advance(60_000)
+    again = service.reserve(key.id, "req-1", 400_000)  # holds nothing more; renews the lease
+    assert again.granted and again.expires_ms >= first.expires_ms + 60_000
     assert master.get_key(key.id).reserved_micros == 400_000
     one = service.settle(settle_request(key.id, "req-1"))
     two = service.settle(settle_request(key.id, "req-1", inp=99999))

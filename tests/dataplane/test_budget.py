@@ -27,10 +27,10 @@ COST = 450  # 1000 input + 500 output tokens of gpt-4o-mini
 
 
 @asynccontextmanager
-async def running_budget(plane: ControlPlane) -> AsyncIterator[GrpcBudget]:
+async def running_budget(plane: ControlPlane, ttl_ms: int = 600_000) -> AsyncIterator[GrpcBudget]:
     async with grpc.aio.insecure_channel(plane.address) as channel:
         metadata = (("authorization", f"Bearer {plane.tokens.service}"),)
-        budget = GrpcBudget(usage_pb2_grpc.UsageServiceStub(channel), metadata, ttl_ms=600_000)
+        budget = GrpcBudget(usage_pb2_grpc.UsageServiceStub(channel), metadata, ttl_ms=ttl_ms)
         budget.start()
         try:
             yield budget
@@ -211,6 +211,46 @@ def test_a_grant_due_for_renewal_is_replaced_without_a_gap(
                 settle(budget, key.id, f"warm-{n}", decision)
             settle(budget, key.id, f"warm-{own}", first)
             await eventually(lambda: rows(plane, key.id)[old.id][1] == "released")
+        check_ledger(plane)
+
+    run(scenario)
+
+
+def test_requests_that_outlive_their_ttl_keep_holding_what_they_may_cost(
+    make_plane: Callable[..., ControlPlane], db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Long streams: a request of its own and a retired grant with a request still running
+    renew their leases while in use, so the sweeper never hands back what they hold; a
+    lease nobody renews (a dead worker's) still lapses."""
+    monkeypatch.setattr(budget_module, "GRANT_RENEW_SECONDS", 0.5)  # retired while its request runs
+    monkeypatch.setattr(budget_module, "GRANT_IDLE_SECONDS", 60.0)
+    plane = make_plane(db_url, sweep_seconds=0.1)
+    master = ControlPlaneClient(plane.address, plane.tokens.admin)
+    account = master.create_account("long", 100_000_000)
+    owner = ControlPlaneClient(plane.address, account.master_key_secret)
+    key, _ = owner.create_key("streams", cap_micros=10_000_000)
+
+    async def scenario() -> None:
+        async with running_budget(plane, ttl_ms=1_500) as budget:
+            admitted: list[Decision] = []
+            on_grant = await until_granted(budget, key.id, admitted)
+            grant = on_grant.grant
+            assert grant is not None
+            own = [n for n, d in enumerate(admitted) if d.grant is None]
+            assert own  # the first requests reserved on their own
+            await asyncio.sleep(4)  # over two TTLs, the sweeper running every 0.1 s
+            held = rows(plane, key.id)
+            assert held[grant.id][1] == "active" and grant.retired  # replaced, yet still held
+            assert all(held[f"warm-{n}"][1] == "active" for n in own)
+            assert owner.get_key(key.id).reserved_micros >= len(own) * ESTIMATE
+            for n, decision in enumerate(admitted):
+                settle(budget, key.id, f"warm-{n}", decision)
+            await eventually(lambda: rows(plane, key.id)[grant.id][1] == "released")
+            assert all(rows(plane, key.id)[f"warm-{n}"][1] == "settled" for n in own)
+        after = owner.get_key(key.id)
+        assert (after.spent_micros, after.reserved_micros) == (len(admitted) * COST, 0)
+        owner.close()
+        master.close()
         check_ledger(plane)
 
     run(scenario)
