@@ -91,7 +91,9 @@ class UsageServiceServicer:
     """
 
     def Reserve(self, request, context):
-        """Reserve holds an estimated amount against a key's cap and its wallet.
+        """Reserve holds an estimated amount against a key's cap and its wallet. Sent
+        again for a reservation still active, it holds nothing more and renews the
+        lease for another ttl_ms from now (a worker does so for a long request).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -103,7 +105,7 @@ class UsageServiceServicer:
         what is left of the block, and settles them with grant_id set. A block is
         granted only if it fits whole, and is at most a quarter of what the key
         and the wallet have left. It is a reservation: Release ends it, its lease
-        expires like any other.
+        expires like any other, and asking again with the same grant_id renews it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -37,14 +37,17 @@ class UsageServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> UsageServiceAsyncStub: ...
     Reserve: _grpc.UnaryUnaryMultiCallable[_usage_pb2.ReserveRequest, _usage_pb2.ReserveResponse]
-    """Reserve holds an estimated amount against a key's cap and its wallet."""
+    """Reserve holds an estimated amount against a key's cap and its wallet. Sent
+    again for a reservation still active, it holds nothing more and renews the
+    lease for another ttl_ms from now (a worker does so for a long request).
+    """
     Grant: _grpc.UnaryUnaryMultiCallable[_usage_pb2.GrantRequest, _usage_pb2.GrantResponse]
     """Grant holds a block of a key's budget for one data-plane worker, which
     admits requests against it locally, each only if its whole estimate fits
     what is left of the block, and settles them with grant_id set. A block is
     granted only if it fits whole, and is at most a quarter of what the key
     and the wallet have left. It is a reservation: Release ends it, its lease
-    expires like any other.
+    expires like any other, and asking again with the same grant_id renews it.
     """
     Settle: _grpc.UnaryUnaryMultiCallable[_usage_pb2.SettleRequest, _usage_pb2.SettleResponse]
     """Settle prices a finished request, commits its cost and records the event."""
@@ -75,14 +78,17 @@ class UsageServiceAsyncStub(UsageServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Reserve: _aio.UnaryUnaryMultiCallable[_usage_pb2.ReserveRequest, _usage_pb2.ReserveResponse]  # type: ignore[assignment]
-    """Reserve holds an estimated amount against a key's cap and its wallet."""
+    """Reserve holds an estimated amount against a key's cap and its wallet. Sent
+    again for a reservation still active, it holds nothing more and renews the
+    lease for another ttl_ms from now (a worker does so for a long request).
+    """
     Grant: _aio.UnaryUnaryMultiCallable[_usage_pb2.GrantRequest, _usage_pb2.GrantResponse]  # type: ignore[assignment]
     """Grant holds a block of a key's budget for one data-plane worker, which
     admits requests against it locally, each only if its whole estimate fits
     what is left of the block, and settles them with grant_id set. A block is
     granted only if it fits whole, and is at most a quarter of what the key
     and the wallet have left. It is a reservation: Release ends it, its lease
-    expires like any other.
+    expires like any other, and asking again with the same grant_id renews it.
     """
     Settle: _aio.UnaryUnaryMultiCallable[_usage_pb2.SettleRequest, _usage_pb2.SettleResponse]  # type: ignore[assignment]
     """Settle prices a finished request, commits its cost and records the event."""
@@ -116,7 +122,10 @@ class UsageServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _usage_pb2.ReserveRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_usage_pb2.ReserveResponse, _abc.Awaitable[_usage_pb2.ReserveResponse]]:
-        """Reserve holds an estimated amount against a key's cap and its wallet."""
+        """Reserve holds an estimated amount against a key's cap and its wallet. Sent
+        again for a reservation still active, it holds nothing more and renews the
+        lease for another ttl_ms from now (a worker does so for a long request).
+        """
 
     @_abc_1.abstractmethod
     def Grant(
@@ -129,7 +138,7 @@ class UsageServiceServicer(metaclass=_abc_1.ABCMeta):
         what is left of the block, and settles them with grant_id set. A block is
         granted only if it fits whole, and is at most a quarter of what the key
         and the wallet have left. It is a reservation: Release ends it, its lease
-        expires like any other.
+        expires like any other, and asking again with the same grant_id renews it.
         """
 
     @_abc_1.abstractmethod
