@@ -79,7 +79,7 @@ class MeteredStream(Response):
         )
         # A JSON answer whose client asked for its cost is held back until it is settled:
         # the cost goes in its headers, which would otherwise have left before its usage came.
-        self._buffered = priced and not self._sse
+        self._buffered = priced and not self._sse and _is_json(upstream.headers)
         if not self._sse:  # passed on byte for byte: its length holds (no chunked framing, one write less)
             self.raw_headers += [
                 (b"content-length", v.encode("latin-1"))
@@ -171,6 +171,16 @@ class MeteredStream(Response):
             await send(message)
         except OSError:  # a server that raises on a closed connection (Hypercorn drops the bytes)
             self._gone = self._unseen = True
+
+
+def _is_json(headers: list[tuple[str, str]]) -> bool:
+    """Only a JSON answer is held for its cost: audio (even unflagged chunked audio, such as
+    ElevenLabs' /stream) goes on as it comes."""
+    for name, value in headers:
+        if name.lower() == "content-type":
+            kind = value.partition(";")[0].strip().lower()
+            return kind == "application/json" or kind.endswith("+json")
+    return False
 
 
 class UpstreamAborted(Exception):

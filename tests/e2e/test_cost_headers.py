@@ -7,6 +7,7 @@ from __future__ import annotations
 import anthropic
 import httpx
 
+from fakeupstream.media import mock_audio
 from fakeupstream.server import MockUpstream
 from tests.e2e.conftest import Account, Running
 from tests.e2e.test_caps_and_errors import MESSAGES, sdk
@@ -129,3 +130,20 @@ def test_a_gemini_json_array_stream_is_streamed_not_held_for_its_cost(
         assert response.read().startswith(b"[{")
     (event,) = account.events(str(key["id"]), 1)
     assert event["output_tokens"] == 5
+
+
+def test_audio_goes_on_as_it_comes_without_them(gateway: Running, account: Account) -> None:
+    """ElevenLabs' /stream is chunked audio the route does not flag as a stream, and a whole
+    speech answer is audio too: neither is held for its cost."""
+    key = account.mint("speech", max_spend_usd=1)
+    text = "Hello from the gateway, spoken aloud." * 20
+    headers = {"xi-api-key": str(key["secret"]), **ASK}
+    for path in ("/v1/text-to-speech/21m00Tcm4TlvDq8ikWAM/stream", "/v1/text-to-speech/21m00Tcm4TlvDq8ikWAM"):
+        with httpx.stream(
+            "POST", gateway.base + path, headers=headers, json={"text": text, "model_id": "eleven_flash_v2_5"}
+        ) as response:
+            audio = response.read()
+        assert response.status_code == 200 and response.headers["content-type"].startswith("audio/")
+        assert audio == mock_audio(text)
+        assert not any(h.startswith("x-spendgate-cost") for h in response.headers)
+    assert len(account.events(str(key["id"]), 2)) == 2  # metered all the same
