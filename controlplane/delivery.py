@@ -83,12 +83,18 @@ def httpx_poster(timeout_seconds: float, allow_private: bool) -> tuple[Poster, C
     client = httpx.Client(timeout=timeout_seconds, follow_redirects=False)
 
     def post(url: str, headers: dict[str, str], body: bytes) -> int:
-        target, host, extensions = egress.pinned(url, allow_private)
-        request = client.build_request(
-            "POST", target, headers={**headers, **host}, content=body, extensions=extensions
-        )
-        with contextlib.closing(client.send(request, stream=True)) as response:
-            return response.status_code  # the answer's body is never read
+        targets, host, extensions = egress.pinned(url, allow_private)
+        for i, target in enumerate(targets):  # each address the name has, until one connects
+            request = client.build_request(
+                "POST", target, headers={**headers, **host}, content=body, extensions=extensions
+            )
+            try:
+                with contextlib.closing(client.send(request, stream=True)) as response:
+                    return response.status_code  # the answer's body is never read
+            except httpx.ConnectError:
+                if i == len(targets) - 1:
+                    raise
+        raise httpx.ConnectError(f"{url}: no address to connect to")
 
     return post, client.close
 

@@ -54,8 +54,8 @@ def check_configured(host: str, allow_private: bool) -> None:
         raise InvalidArgument("url", f"{address} is not a public address ({ALLOW_VARIABLE}=1 allows it)")
 
 
-def resolve(host: str, port: int, allow_private: bool) -> str:
-    """The address to connect to for host:port, every address it resolves to checked."""
+def resolve(host: str, port: int, allow_private: bool) -> list[str]:
+    """The addresses to try for host:port, in the resolver's order, every one checked."""
     address = literal(host)
     if address is not None:
         found = [address]
@@ -71,14 +71,14 @@ def resolve(host: str, port: int, allow_private: bool) -> str:
                 raise EgressRefused(
                     f"{host} is {candidate}, not a public address ({ALLOW_VARIABLE}=1 allows it)"
                 )
-    return str(found[0])
+    return list(dict.fromkeys(str(a) for a in found))
 
 
-def pinned(url: str, allow_private: bool) -> tuple[httpx.URL, dict[str, str], dict[str, str]]:
-    """The URL rewritten to the checked address, the Host header it needs, and the request's
-    extensions (the TLS server name, for https)."""
+def pinned(url: str, allow_private: bool) -> tuple[list[httpx.URL], dict[str, str], dict[str, str]]:
+    """The URL rewritten to each checked address (tried in turn until one connects), the Host
+    header they need, and the request's extensions (the TLS server name, for https)."""
     parsed = httpx.URL(url)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    target = parsed.copy_with(host=resolve(parsed.host, port, allow_private))
+    targets = [parsed.copy_with(host=a) for a in resolve(parsed.host, port, allow_private)]
     extensions = {"sni_hostname": parsed.host} if parsed.scheme == "https" else {}
-    return target, {"host": parsed.netloc.decode("ascii")}, extensions
+    return targets, {"host": parsed.netloc.decode("ascii")}, extensions

@@ -5,7 +5,9 @@ over real HTTP to a receiver on loopback."""
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -86,6 +88,33 @@ def test_allowed_private_delivery_goes_to_the_checked_address_with_the_urls_host
     spend(service, key.id, 3_000)
     (attempt,) = receiver.wait_delivered(1)
     assert attempt.valid and attempt.host == url.split("/")[2]  # "localhost:PORT", not the address
+
+
+def test_each_address_of_a_name_is_tried_until_one_connects(
+    make_plane: Callable[..., ControlPlane],
+    db_url: str,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A name with two addresses, the first refusing connections (nothing listens on
+    127.0.0.2): the event goes to the second, still under the name."""
+    real = socket.getaddrinfo
+
+    def two_addresses(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host != "hooks.example":
+            return real(host, *args, **kwargs)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, 0)) for ip in ("127.0.0.2", "127.0.0.1")]
+
+    monkeypatch.setattr(socket, "getaddrinfo", two_addresses)
+    plane = make_plane(db_url, webhook_allow_private=True, webhook_poll_seconds=0.02)
+    master, service = account_on(plane)
+    url = receiver.url.replace("127.0.0.1", "hooks.example")
+    receiver.secret = master.set_webhook_endpoint(url, ()).secret
+    key, _ = master.create_key("u", cap_micros=CAP)
+    spend(service, key.id, 3_000)
+    (attempt,) = receiver.wait_delivered(1)
+    assert attempt.valid and attempt.host == url.split("/")[2]
+    assert deliveries(master)[0].attempts == 1  # one attempt, two connections
 
 
 def test_what_counts_as_public() -> None:
