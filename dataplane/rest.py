@@ -315,8 +315,10 @@ def _is_int(value: Any) -> bool:
 
 
 def _strings(body: dict[str, Any], field: str) -> list[str]:
-    value = body.get(field) or []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+    value = body.get(field)
+    if value is None:  # absent or null: the default (for event_types, every type)
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):  # false is not []
         raise BadRequest(f"{field}: must be a list of strings", param=field)
     return value
 

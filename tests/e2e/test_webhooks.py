@@ -126,6 +126,10 @@ def test_thresholds_and_wallet_low_are_set_over_rest(gateway: Running, account: 
         ("PUT", "/v1/webhooks/endpoint", {}, "url"),
         ("PUT", "/v1/webhooks/endpoint", {"url": "https://example.com", "event_types": ["x"]}, "event_types"),
         ("PUT", "/v1/webhooks/endpoint", {"url": "https://example.com", "event_types": "all"}, "event_types"),
+        # Falsy non-lists are not the empty list (which means every type).
+        ("PUT", "/v1/webhooks/endpoint", {"url": "https://example.com", "event_types": False}, "event_types"),
+        ("PUT", "/v1/webhooks/endpoint", {"url": "https://example.com", "event_types": ""}, "event_types"),
+        ("PUT", "/v1/webhooks/endpoint", {"url": "https://example.com", "event_types": {}}, "event_types"),
         ("PUT", "/v1/keys/{key}/thresholds", {"percents": [0]}, "percents"),
         ("PUT", "/v1/keys/{key}/thresholds", {"percents": [50, 101]}, "percents"),
         ("PUT", "/v1/keys/{key}/thresholds", {"percents": [10**30]}, "percents"),
