@@ -31,24 +31,14 @@ from sqlalchemy import Connection, select
 
 from controlplane.errors import InvalidArgument
 from controlplane.store.schema import rate_buckets
+from spendgate.contract import MAX_RATE_LIMIT, MINUTE_MS, RateLimits
 
-MINUTE_MS = 60_000
 FULL = 2**62  # the level of a dimension without a limit
 SLICE_SHARE = 4  # a grant's slice is at most 1/SLICE_SHARE of what is left
 PARALLEL_RETRY_MS = 1_000  # a slot frees when any request of the key ends: no honest bound exists
 
 
-@dataclass(frozen=True)
-class Limits:
-    rpm: int | None = None
-    tpm: int | None = None
-    parallel: int | None = None
-
-    @property
-    def any(self) -> bool:
-        return self.rpm is not None or self.tpm is not None or self.parallel is not None
-
-
+Limits = RateLimits
 NO_LIMITS = Limits()
 
 
@@ -62,7 +52,7 @@ class Ask:
 
 
 NOTHING = Ask()
-MAX_LIMIT = 10**12  # per minute: far beyond any provider's, and its scaled level fits BIGINT
+MAX_LIMIT = MAX_RATE_LIMIT
 
 
 def check(limits: Limits, removing: bool = False) -> Limits:

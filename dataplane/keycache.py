@@ -71,7 +71,7 @@ class KeyState:
             allowed_models=frozenset(key.allowed_models),
             cap_micros=key.cap_micros if key.HasField("cap_micros") else None,
             strict=key.strict,
-            limits=Limits.from_pb(key.rate_limits) if key.HasField("rate_limits") else None,
+            limits=_limits_of(key),
             expires_ms=key.expires_ms if key.HasField("expires_ms") else None,
             secret_expires_ms=secret_expires_ms,
         )
@@ -79,6 +79,12 @@ class KeyState:
 
 def digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
+
+
+def _limits_of(key: keys_pb2.Key) -> Limits | None:
+    """None when the key has no limit at all: its requests skip every check."""
+    limits = Limits.from_pb(key.rate_limits)
+    return limits if limits.any else None
 
 
 class KeyCache:

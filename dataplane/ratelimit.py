@@ -24,31 +24,15 @@ from dataplane import estimate
 from dataplane.errors import RateLimited
 from dataplane.inbound import RequestView
 from dataplane.pricing import ModelPrice
-from spendgate.contract import enum_names
-from spendgate.v1 import keys_pb2, usage_pb2
+from spendgate.contract import MAX_RATE_LIMIT, MINUTE_MS, RateLimits, enum_names
+from spendgate.v1 import usage_pb2
 
-MINUTE_MS = 60_000
-MAX_TOKENS = 10**12  # more than any limit (the control plane's MAX_LIMIT)
 DIMENSIONS = enum_names(usage_pb2.RateLimitDimension)  # "requests", "tokens", "parallel"
 # Headers a provider sent about the operator's own quota: replaced by the key's (docs/rate-limits.md).
 PROVIDER_HEADERS = (b"x-ratelimit-", b"anthropic-ratelimit-")
 
 
-@dataclass(frozen=True)
-class Limits:
-    rpm: int | None = None
-    tpm: int | None = None
-    parallel: int | None = None
-
-    @classmethod
-    def from_pb(cls, msg: keys_pb2.RateLimits) -> Limits | None:
-        """None when the key has no limit at all: its requests skip every check."""
-        limits = cls(
-            msg.rpm_limit if msg.HasField("rpm_limit") else None,
-            msg.tpm_limit if msg.HasField("tpm_limit") else None,
-            msg.max_parallel_requests if msg.HasField("max_parallel_requests") else None,
-        )
-        return limits if limits != cls() else None
+Limits = RateLimits
 
 
 @dataclass(frozen=True)
@@ -66,7 +50,7 @@ class Status:
     @classmethod
     def from_pb(cls, msg: usage_pb2.RateLimitStatus) -> Status:
         return cls(
-            limits=Limits.from_pb(msg.limits) or Limits(),
+            limits=Limits.from_pb(msg.limits),
             requests_remaining=msg.requests_remaining,
             requests_reset_ms=msg.requests_reset_ms,
             tokens_remaining=msg.tokens_remaining,
@@ -84,7 +68,7 @@ def token_bound(view: RequestView, price: ModelPrice, token_route: bool) -> int:
     bound = (
         view.raw_len + images * estimate.image_tokens(price) + estimate.output_tokens_bound(view.body, price)
     )
-    return min(bound, MAX_TOKENS)  # a body asking for 10**30 answers still fits the ledger
+    return min(bound, MAX_RATE_LIMIT)  # a body asking for 10**30 answers still fits the ledger
 
 
 # --- a grant's slice -------------------------------------------------------------------
@@ -105,7 +89,7 @@ class Slice:
 
     @classmethod
     def from_pb(cls, granted: usage_pb2.RateSlice, status: usage_pb2.RateLimitStatus) -> Slice:
-        limits = Limits.from_pb(status.limits) or Limits()
+        limits = Limits.from_pb(status.limits)
         return cls(
             granted.requests if limits.rpm is not None else None,
             granted.tokens if limits.tpm is not None else None,

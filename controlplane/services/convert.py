@@ -12,7 +12,7 @@ from controlplane.errors import InvalidArgument
 from controlplane.ledger import Refusal, SettleRefusal
 from controlplane.money import OPTIONAL_RATES, Price, Rule, Units
 from controlplane.periods import CapPeriod
-from controlplane.ratelimits import Ask, Dimension, Limits
+from controlplane.ratelimits import Ask, Dimension
 from controlplane.records import Account, EventStatus, Key, Scope, UsageEvent
 from spendgate.contract import ProtoEnum, enum_names, rule_from_pb
 from spendgate.v1 import admin_pb2, keys_pb2, usage_pb2
@@ -57,26 +57,12 @@ def status_from(value: int) -> EventStatus:
     return _reverse(STATUSES, value, "status", EventStatus.OK)
 
 
-def limits_to_pb(limits: Limits) -> keys_pb2.RateLimits:
-    return keys_pb2.RateLimits(
-        rpm_limit=limits.rpm, tpm_limit=limits.tpm, max_parallel_requests=limits.parallel
-    )
-
-
-def limits_from(msg: keys_pb2.RateLimits) -> Limits:
-    return Limits(
-        msg.rpm_limit if msg.HasField("rpm_limit") else None,
-        msg.tpm_limit if msg.HasField("tpm_limit") else None,
-        msg.max_parallel_requests if msg.HasField("max_parallel_requests") else None,
-    )
-
-
 DIMENSIONS = _by_name(Dimension, usage_pb2.RateLimitDimension)
 
 
 def rate_to_pb(status: ratelimits.Status) -> usage_pb2.RateLimitStatus:
     return usage_pb2.RateLimitStatus(
-        limits=limits_to_pb(status.limits),
+        limits=status.limits.to_pb(),
         requests_remaining=status.requests_remaining,
         requests_reset_ms=status.requests_reset_ms,
         tokens_remaining=status.tokens_remaining,
@@ -117,7 +103,7 @@ def key_to_pb(key: Key, now_ms: int) -> keys_pb2.Key:
         secret_prefix=key.secret_prefix,
     )
     if key.limits.any:
-        msg.rate_limits.CopyFrom(limits_to_pb(key.limits))
+        msg.rate_limits.CopyFrom(key.limits.to_pb())
     if key.cap_micros is not None:
         msg.cap_micros = key.cap_micros
     if key.remaining_micros is not None:

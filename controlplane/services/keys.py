@@ -10,6 +10,7 @@ import grpc
 from controlplane import auth
 from controlplane.errors import InvalidArgument, NotFound
 from controlplane.keystore import KeyChange, KeySpec, KeyStore, KeyUpdate
+from controlplane.ratelimits import Limits
 from controlplane.records import Clock, Key
 from controlplane.services import convert
 from controlplane.watch import KeyChangeFeed
@@ -45,7 +46,7 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
             allowed_models=tuple(request.allowed_models),
             metadata=tuple(sorted(request.metadata.items())),
             expires_ms=request.expires_ms if request.HasField("expires_ms") else None,
-            limits=convert.limits_from(request.rate_limits),
+            limits=Limits.from_pb(request.rate_limits),
         )
         key, secret = self._keys.create_key(auth.current_account(), spec)
         return keys_pb2.CreateKeyResponse(key=self._pb(key), secret=secret)
@@ -84,7 +85,7 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
             metadata=tuple(sorted(request.metadata.entries.items()))
             if request.HasField("metadata")
             else None,
-            limits=convert.limits_from(request.rate_limits),
+            limits=Limits.from_pb(request.rate_limits),
         )
         key = self._keys.update_key(auth.current_account(), request.key_id, update)
         return keys_pb2.UpdateKeyResponse(key=self._pb(key))

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from decimal import Context, Decimal, InvalidOperation
 from typing import Any, Protocol
 
-from spendgate.v1 import usage_pb2
+from spendgate.v1 import keys_pb2, usage_pb2
 
 MICROS_PER_USD = 1_000_000
 
@@ -166,6 +166,38 @@ def format_usd(micros: int) -> str:
     whole, frac = divmod(abs(micros), MICROS_PER_USD)
     text = f"{whole}.{frac:06d}".rstrip("0").rstrip(".")
     return sign + text
+
+
+# --- rate limits --------------------------------------------------------------------------
+
+MINUTE_MS = 60_000
+MAX_RATE_LIMIT = 10**12  # per minute: far beyond any provider's; scaled by MINUTE_MS it still fits BIGINT
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """A key's limits besides money, as both planes hold them; None: no such limit."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    parallel: int | None = None
+
+    @property
+    def any(self) -> bool:
+        return self.rpm is not None or self.tpm is not None or self.parallel is not None
+
+    @classmethod
+    def from_pb(cls, msg: keys_pb2.RateLimits) -> RateLimits:
+        return cls(
+            msg.rpm_limit if msg.HasField("rpm_limit") else None,
+            msg.tpm_limit if msg.HasField("tpm_limit") else None,
+            msg.max_parallel_requests if msg.HasField("max_parallel_requests") else None,
+        )
+
+    def to_pb(self) -> keys_pb2.RateLimits:
+        return keys_pb2.RateLimits(
+            rpm_limit=self.rpm, tpm_limit=self.tpm, max_parallel_requests=self.parallel
+        )
 
 
 # --- tokens per minute -------------------------------------------------------------------
