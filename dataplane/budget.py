@@ -91,6 +91,14 @@ class Grant:
     lease_until: float = 0.0  # when the control plane lets its lease lapse unless renewed
 
 
+@dataclass
+class _Own:
+    """A reservation of this worker's own while its request runs: the Reserve that renews it."""
+
+    renewal: usage_pb2.ReserveRequest
+    lease_end: float
+
+
 @dataclass(frozen=True)
 class Decision:
     granted: bool
@@ -176,10 +184,8 @@ class GrpcBudget:
         self._changes: dict[str, int] = {}  # key id -> changes seen (WatchKeys)
         self._unbatched_until = 0.0  # settle one by one until then (the control plane lacks SettleBatch)
         self._refused_since: dict[str, float] = {}  # request id -> first refusal (retryable ones)
-        self._own: dict[str, str] = {}  # request id -> key id: reservations of their own, held
-        # What this worker holds and renews while it is in use (a long stream outlives a TTL):
-        self._own_leases: dict[str, tuple[float, int, int]] = {}  # request id -> (lease end, amount, tokens)
-        self._held_grants: set[Grant] = set()  # not yet released for good
+        self._own: dict[str, _Own] = {}  # request id -> its reservation of its own, held
+        self._held_grants: set[Grant] = set()  # not yet released for good (their leases are renewed)
         self._settling: dict[str, str] = {}  # request id -> key id: finished, not yet taken
         self._unsettled: dict[str, int] = {}  # key id -> how many of those it has
         self._all_settled: dict[str, asyncio.Event] = {}  # key id -> set when none is left
@@ -321,9 +327,14 @@ class GrpcBudget:
             if self._on_reserve is not None:
                 self._on_reserve(time.perf_counter() - sent)
         if r.granted:
-            self._own[request_id] = key_id
-            lease_end = asyncio.get_running_loop().time() + self._ttl_ms / 1000
-            self._own_leases[request_id] = (lease_end, amount_micros, tokens)
+            renewal = usage_pb2.ReserveRequest(
+                key_id=key_id,
+                request_id=request_id,
+                amount_micros=amount_micros,
+                ttl_ms=self._ttl_ms,
+                tokens=tokens,
+            )
+            self._own[request_id] = _Own(renewal, asyncio.get_running_loop().time() + self._ttl_ms / 1000)
         rate = Status.from_pb(r.rate) if r.HasField("rate") else None
         if rate is not None:
             self._limited.add(key_id)
@@ -375,9 +386,9 @@ class GrpcBudget:
 
     def _finished(self, request_id: str) -> None:
         """A request that held a reservation of its own ended: count it until it is taken."""
-        key_id = self._own.pop(request_id, None)
-        self._own_leases.pop(request_id, None)
-        if key_id is not None:
+        own = self._own.pop(request_id, None)
+        if own is not None:
+            key_id = own.renewal.key_id
             self._settling[request_id] = key_id
             self._unsettled[key_id] = self._unsettled.get(key_id, 0) + 1
 
@@ -537,17 +548,10 @@ class GrpcBudget:
         renews it (Ledger._renew): a request, or a grant with requests, that runs longer
         than a TTL keeps holding what it may cost. Only a dead worker's leases lapse."""
         ttl = self._ttl_ms / 1000
-        for request_id, (lease_end, amount, tokens) in list(self._own_leases.items()):
-            if lease_end - now < ttl / 2 + TEND_SECONDS:
-                self._own_leases[request_id] = (now + ttl, amount, tokens)
-                request = usage_pb2.ReserveRequest(
-                    key_id=self._own[request_id],
-                    request_id=request_id,
-                    amount_micros=amount,
-                    ttl_ms=self._ttl_ms,
-                    tokens=tokens,
-                )
-                self._spawn(self._renew(self._stub.Reserve, request))
+        for own in list(self._own.values()):
+            if own.lease_end - now < ttl / 2 + TEND_SECONDS:
+                own.lease_end = now + ttl
+                self._spawn(self._renew(self._stub.Reserve, own.renewal))
         grant_ttl = min(self._ttl_ms, GRANT_TTL_MS)
         for grant in list(self._held_grants):
             if grant.lease_until - now < grant_ttl / 2000 + TEND_SECONDS and grant.size > 0:

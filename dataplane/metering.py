@@ -79,7 +79,7 @@ class MeteredStream(Response):
         )
         # A JSON answer whose client asked for its cost is held back until it is settled:
         # the cost goes in its headers, which would otherwise have left before its usage came.
-        self._buffered = priced and not self._sse and _is_json(upstream.headers)
+        self._buffered = priced and _is_json(upstream.headers)
         if not self._sse:  # passed on byte for byte: its length holds (no chunked framing, one write less)
             self.raw_headers += [
                 (b"content-length", v.encode("latin-1"))

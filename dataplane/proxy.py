@@ -211,12 +211,10 @@ class Meter:
         self.started_ms = started_ms
         self._status = status
         self.ttfb_ms = 0
-        self._settled = False
 
     def done(self, usage: Usage | None, outcome: Outcome) -> None:
         if not self._lease.held:
             return  # not metered
-        self._settled = True
         billed = bill(usage, self._status, self._p.fallback)
         self._lease.settle(
             Settlement(
@@ -240,7 +238,7 @@ class Meter:
         `x-spendgate-remaining-micros` (what the key may still spend; without a cap,
         absent), once the control plane has taken the settlement; none if it has not
         within COST_WAIT_SECONDS."""
-        charged = await self._lease.charged(COST_WAIT_SECONDS) if self._settled else None
+        charged = await self._lease.charged(COST_WAIT_SECONDS)  # asked only of a metered answer
         if charged is None:
             return []
         headers = [(b"x-spendgate-cost-micros", str(charged.cost_micros).encode())]
