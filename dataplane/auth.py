@@ -59,15 +59,9 @@ async def authenticate(request: Request, keys: Keys, now_ms: Callable[[], int] =
     state = await keys.get(digest(secret))
     if state is None:
         raise Unauthorized("Incorrect API key provided.")
-    now = now_ms()
-    refusal = state.refusal(now)  # revoked, expired, or a rotated-out secret past its grace
+    refusal = state.refusal(now_ms())  # revoked, expired, or a rotated-out secret past its grace
     if refusal is not None:
-        # Counted by the ledger's reason, as a refusal there would be (metrics.py); a
-        # rotated-out secret past its grace is just no longer a credential (unauthorized).
-        stale = state.secret_expires_ms is not None and now >= state.secret_expires_ms
-        if state.revoked:
-            request.scope[REFUSAL] = "key_revoked"
-        elif not stale:
-            request.scope[REFUSAL] = "key_expired"
-        raise Unauthorized(refusal)
+        reason, message = refusal
+        request.scope[REFUSAL] = reason  # counted as the ledger's refusal would be (metrics.py)
+        raise Unauthorized(message)
     return state

@@ -47,17 +47,19 @@ class KeyState:
     expires_ms: int | None = None  # the key's expiry
     secret_expires_ms: int | None = None  # set for a secret a rotation replaced: when it stops
 
-    def refusal(self, now_ms: int) -> str | None:
-        """Why this key (by this secret) may not be used at `now_ms`, for the caller; None if it may."""
+    def refusal(self, now_ms: int) -> tuple[str, str] | None:
+        """Why this key (by this secret) may not be used at `now_ms`: the reason as the
+        metrics count it (a rotated-out secret is just no longer a credential) and the
+        message for the caller; None if it may."""
         if self.revoked:
-            return "This API key has been revoked."
+            return "key_revoked", "This API key has been revoked."
         if self.secret_expires_ms is not None and now_ms >= self.secret_expires_ms:
-            return (
+            return "unauthorized", (
                 "This API key was rotated: this secret stopped working at "
                 f"{iso_utc(self.secret_expires_ms)}. Use the key's new secret."
             )
         if self.expires_ms is not None and now_ms >= self.expires_ms:
-            return f"This API key expired at {iso_utc(self.expires_ms)}."
+            return "key_expired", f"This API key expired at {iso_utc(self.expires_ms)}."
         return None
 
     @classmethod

@@ -26,7 +26,7 @@ from dataplane.errors import (
 )
 from dataplane.inbound import parse_json, read_raw
 from spendgate import shapes
-from spendgate.contract import enum_values, format_usd, parse_usd
+from spendgate.contract import MAX_RATE_LIMIT, enum_values, format_usd, parse_usd
 from spendgate.times import parse_iso_ms
 from spendgate.v1 import keys_pb2, keys_pb2_grpc, usage_pb2, usage_pb2_grpc, webhooks_pb2, webhooks_pb2_grpc
 
@@ -411,7 +411,6 @@ def _metadata(body: dict[str, Any]) -> dict[str, str]:
 
 
 RATE_LIMIT_FIELDS = ("rpm_limit", "tpm_limit", "max_parallel_requests")  # LiteLLM's names
-MAX_RATE_LIMIT = 10**12
 
 
 def _rate_limits(body: dict[str, Any], removing: bool) -> keys_pb2.RateLimits:
@@ -424,7 +423,7 @@ def _rate_limits(body: dict[str, Any], removing: bool) -> keys_pb2.RateLimits:
         if value is None:
             setattr(limits, field, 0)  # the control plane's "remove"
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_RATE_LIMIT:
+        if not _is_int(value) or not 1 <= value <= MAX_RATE_LIMIT:
             what = " (or null to remove it)" if removing else ""
             raise BadRequest(f"{field}: must be an integer from 1 to {MAX_RATE_LIMIT}{what}", param=field)
         setattr(limits, field, value)
