@@ -16,6 +16,8 @@ import json
 import re
 from typing import Any
 
+import orjson
+
 from dataplane.providers.sse import SSESplitter
 
 MAX_BODY_BYTES = 32 << 20
@@ -33,7 +35,18 @@ def count(value: object) -> int | None:
 
 
 def loads(text: str | bytes) -> object:
-    """Parsed JSON, or None when it is not JSON (or nests too deeply to parse)."""
+    """Parsed JSON, or None when it is not JSON (or nests too deeply to parse).
+
+    Run on every streamed event, so orjson reads it first: about 3.5 times faster than
+    `json.loads` on a chat chunk (docs/benchmarks.md). Where orjson refuses what Python's
+    parser accepts (NaN, 1e400, a lone surrogate escape, UTF-16),
+    Python's parser decides, as before. The one input both accept differently is an integer
+    past 64 bits, which orjson reads as a float: the parsers only count and measure what they
+    read, and `count` refuses either as a token count, so the result is the same."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass
     try:
         return json.loads(text)
     except (ValueError, RecursionError):

@@ -24,7 +24,7 @@ bytes were split."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["MAX_EVENT_BYTES", "SSEEvent", "SSESplitter"]
 
@@ -34,8 +34,9 @@ _EOL = re.compile(rb"\r\n?|\n")
 _BOM = "\ufeff"
 
 
-@dataclass(frozen=True)
-class SSEEvent:
+class SSEEvent(NamedTuple):
+    """One event (a tuple: one is made per streamed event, at a third of a dataclass's cost)."""
+
     # The exact bytes of the event, including its terminating blank line.
     raw: bytes
     # The `event:` field, None when absent.
@@ -59,19 +60,34 @@ class SSESplitter:
 
     def feed(self, data: bytes) -> list[SSEEvent]:
         """Add bytes; return the events they complete, in order."""
-        if (
-            not self._buf  # nothing pending, so `data` starts an event
-            and not (self._first or self._cr or self._overflowing)  # (the first event resets _first)
-            and data.endswith(b"\n\n")
-            and data.startswith(b"data: ")
-            and data.count(b"\n") == 2  # one line: the usual chunk is exactly one `data:` event
-            and len(data) <= self._max
-            and b"\r" not in data
-        ):
-            return [SSEEvent(data, None, data[6:-2].decode("utf-8", "replace"))]
+        out: list[SSEEvent] = []
+        if not (self._cr or self._overflowing or b"\r" in data):
+            # The usual stream: `data:` lines ending at \n. Finish a pending event line by line,
+            # then take the one-line events that follow it the quick way.
+            if self._buf:
+                if self._buf.endswith(b"\n") and data.startswith(b"\n"):
+                    end = 1
+                else:
+                    end = data.find(b"\n\n")
+                    if end < 0:
+                        self._walk(data, out)
+                        return out
+                    end += 2
+                self._walk(data[:end], out)
+                data = data[end:]
+            if self._first and data.startswith(b"data: "):
+                self._first = False  # no byte-order mark to strip
+            if not self._first:
+                data = data[self._plain_events(data, out) :]
+            if not data:
+                return out
+        self._walk(data, out)
+        return out
+
+    def _walk(self, data: bytes, out: list[SSEEvent]) -> None:
+        """Add bytes line by line; the events they complete go to `out`."""
         self._buf += data
         self._cr = self._cr or b"\r" in data  # until a \r shows up, lines can only end at \n
-        out: list[SSEEvent] = []
         buf = self._buf
         while True:
             if self._cr:
@@ -100,7 +116,25 @@ class SSESplitter:
             piece = self._shed()
             if piece:
                 out.append(SSEEvent(piece, overflow=True))
-        return out
+
+    def _plain_events(self, data: bytes, out: list[SSEEvent]) -> int:
+        """The usual events at the start of `data`, one `data:` line each, added to `out`
+        without the line-by-line walk; returns where the first other one begins."""
+        start, size = 0, len(data)
+        while start < size:
+            end = data.find(b"\n\n", start)
+            if (
+                end < 0
+                or not data.startswith(b"data: ", start)
+                or data.find(b"\n", start, end) >= 0  # more than one line
+                or end + 2 - start > self._max
+            ):
+                break
+            out.append(
+                SSEEvent(data[start : end + 2], None, data[start + 6 : end].decode("utf-8", "replace"))
+            )
+            start = end + 2
+        return start
 
     def flush(self) -> bytes:
         """Return (and forget) the bytes of an unfinished trailing event."""
