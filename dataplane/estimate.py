@@ -212,35 +212,51 @@ def _gemini_data(node: Mapping[str, Any]) -> Reference | bool:
     return image
 
 
-def _part(node: Mapping[str, Any]) -> Reference | bool:
-    """True for an image, a Reference for unbounded input, False for neither."""
+_GEMINI_DATA = ("fileData", "file_data", "inlineData", "inline_data")
+
+
+def _part(node: dict[str, Any]) -> Reference | bool:
+    """True for an image, a Reference for unbounded input, False for neither.
+    (Run on every object in the body, so the usual one, a text part or a message, is let go
+    after a lookup or two.)"""
     kind = node.get("type")
-    if kind in IMAGE_PARTS or (kind == "image" and isinstance(node.get("source"), Mapping)):
-        return True  # OpenAI chat and Responses, Anthropic: by URL, file id or inline
-    if kind == "input_file" or (kind == "file" and isinstance(node.get("file"), Mapping)):
-        return _file(str(kind))  # OpenAI: a PDF or document, by id, URL or inline
-    if kind == "item_reference":
-        return _stored("item_reference", "a stored conversation item")
-    source = node.get("source")
-    if kind == "document" and isinstance(source, Mapping) and source.get("type") not in ("text", "content"):
-        return _file("document")  # Anthropic: a PDF's pages by URL, file id or base64
-    return _gemini_data(node)
+    if kind.__class__ is str:
+        if kind in IMAGE_PARTS or (kind == "image" and isinstance(node.get("source"), dict)):
+            return True  # OpenAI chat and Responses, Anthropic: by URL, file id or inline
+        if kind == "input_file" or (kind == "file" and isinstance(node.get("file"), dict)):
+            return _file(str(kind))  # OpenAI: a PDF or document, by id, URL or inline
+        if kind == "item_reference":
+            return _stored("item_reference", "a stored conversation item")
+        source = node.get("source")
+        if kind == "document" and isinstance(source, dict) and source.get("type") not in ("text", "content"):
+            return _file("document")  # Anthropic: a PDF's pages by URL, file id or base64
+    for name in _GEMINI_DATA:
+        if name in node:
+            return _gemini_data(node)
+    return False
 
 
-def unseen_inputs(body: Mapping[str, Any], provider: str) -> Unseen:
+def unseen_inputs(body: dict[str, Any], provider: str) -> Unseen:
+    """The images a body carries and the first input it refers to but does not carry.
+    The body is JSON, so its containers are dicts and lists."""
     images, reference = 0, _top_level_reference(body, provider)
     stack: list[object] = [body]
+    push = stack.append
     while stack:  # depth-first without recursion: the depth is the client's choice
         node = stack.pop()
-        if isinstance(node, Mapping):
+        if node.__class__ is dict:
             found = _part(node)
             if found is True:
                 images += 1
             elif isinstance(found, Reference) and reference is None:
                 reference = found
-            stack.extend(value for value in node.values() if isinstance(value, Mapping | list))
-        elif isinstance(node, list):
-            stack.extend(value for value in node if isinstance(value, Mapping | list))
+            for value in node.values():
+                if value.__class__ is dict or value.__class__ is list:
+                    push(value)
+        elif node.__class__ is list:
+            for value in node:
+                if value.__class__ is dict or value.__class__ is list:
+                    push(value)
     return Unseen(images, reference)
 
 

@@ -161,19 +161,39 @@ def prepare(raw: bytes, view: RequestView, route: Route, key: KeyState, catalog:
     if rewritable and isinstance(named, str) and named != upstream_model:
         body[route.model_field] = upstream_model  # "openai/gpt-4o" → "gpt-4o" upstream
         changed = True
+    forwarded = raw
     if stream and route.inject_usage and PROVIDERS[price.provider].stream_usage_option:
         options = body.get("stream_options")
         if not (isinstance(options, dict) and options.get("include_usage") is True):
+            strip = True
+            spliced = None if changed or "stream_options" in body else _with_usage_option(raw)
             body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
-            strip = changed = True
+            if spliced is None:
+                changed = True
+            else:
+                forwarded = spliced
     return Prepared(
         key=key,
         price=price,
-        body=json.dumps(body).encode() if changed else raw,
+        body=json.dumps(body).encode() if changed else forwarded,
         stream=stream,
         strip_usage=strip,
         view=view,
     )
+
+
+def _with_usage_option(raw: bytes) -> bytes | None:
+    """The client's own bytes with `"stream_options": {"include_usage": true}` added as the
+    object's last member, or None where that cannot be done in place (an empty object, or a
+    body in UTF-16 or UTF-32, whose last byte is not the closing brace). Everything else goes
+    upstream exactly as the client wrote it, and nothing is serialised again."""
+    body = raw.rstrip(b" \t\r\n")
+    if not body.endswith(b"}") or not raw.lstrip(b" \t\r\n").startswith(b"{"):
+        return None
+    inner = body[:-1].rstrip(b" \t\r\n")
+    if inner.endswith(b"{"):
+        return None
+    return inner + b', "stream_options": {"include_usage": true}}'
 
 
 def upper_bound(route: Route, prepared: Prepared, settings: Settings) -> int:

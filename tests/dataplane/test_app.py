@@ -229,3 +229,52 @@ def test_a_path_parameter_cannot_walk_out_of_its_route(mock: MockUpstream) -> No
         assert sent[0]["status"] == 400 and len(mock.requests) == seen and budget.held == {}
 
     in_process(mock, scenario)
+
+
+def test_a_part_whose_type_is_not_a_string_is_forwarded_not_a_500(mock: MockUpstream) -> None:
+    """The estimate walks every object in the body; a `type` the client made an object or a
+    list (unhashable) used to raise inside it and answer 500 without reaching the provider."""
+
+    async def scenario(client: httpx.AsyncClient, budget: MemoryBudget) -> None:
+        seen = len(mock.requests)
+        content = [{"type": {}}, {"type": ["image_url"]}, {"type": "text", "text": "hi"}]
+        answer = await client.post(
+            "/v1/chat/completions",
+            headers={"authorization": f"Bearer {SECRET}"},
+            json={
+                "model": "gpt-4o-mini",
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": content}],
+            },
+        )
+        assert answer.status_code == 200, answer.text  # the provider decides what the parts mean
+        assert len(mock.requests) == seen + 1 and budget.held == {} and len(budget.settled) == 1
+
+    in_process(mock, scenario)
+
+
+def test_a_stream_asked_without_usage_goes_upstream_as_the_client_wrote_it_plus_the_option(
+    mock: MockUpstream,
+) -> None:
+    """The gateway adds `stream_options.include_usage` as the body's last member instead of
+    serialising the whole body again: non-ASCII text, a 30-digit seed and the client's spacing
+    reach the provider byte for byte."""
+
+    async def scenario(client: httpx.AsyncClient, budget: MemoryBudget) -> None:
+        sent = (
+            b'{ "model": "gpt-4o-mini", "stream": true, "max_tokens": 5, "seed": 123456789012345678901234567890,\n'
+            b'  "messages": [{"role": "user", "content": "d\xc3\xa9j\xc3\xa0 vu \\u00e9"}] }\n'
+        )
+        answer = await client.post(
+            "/v1/chat/completions",
+            headers={"authorization": f"Bearer {SECRET}", "content-type": "application/json"},
+            content=sent,
+        )
+        assert answer.status_code == 200 and "[DONE]" in answer.text and '"usage":{' not in answer.text
+        upstream = mock.requests[-1].body
+        assert upstream == sent.rstrip()[:-1].rstrip() + b', "stream_options": {"include_usage": true}}'
+        assert json.loads(upstream)["stream_options"] == {"include_usage": True}
+        (settled,) = budget.settled
+        assert settled.unit("output_tokens") == 5  # the usage chunk was read, then kept from the client
+
+    in_process(mock, scenario)
