@@ -354,7 +354,8 @@ class GrpcBudget:
 
     def settle(self, settlement: Settlement, decision: Decision) -> None:
         if decision.grant is not None:
-            settlement = replace(settlement, grant_id=decision.grant.id)
+            if settlement.grant_id != decision.grant.id:  # (proxy.Meter names it already)
+                settlement = replace(settlement, grant_id=decision.grant.id)
             self._holds[settlement.request_id] = (decision.grant, decision.amount_micros, decision.tokens)
             if decision.grant.slice is not None:
                 decision.grant.slice.finished()  # its slot, at once: the request is over

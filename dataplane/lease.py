@@ -76,6 +76,12 @@ class Lease:
     def held(self) -> bool:
         return self._state is _State.HELD
 
+    @property
+    def grant_id(self) -> str:
+        """The grant the request was admitted against ("" for a reservation of its own)."""
+        grant = self.decision.grant if self.decision is not None else None
+        return grant.id if grant is not None else ""
+
     def settle(self, settlement: Settlement) -> None:
         """Record what the request consumed; the rest of the hold goes back."""
         assert self._state is _State.HELD and self.decision is not None, f"settle on a {self._state} lease"

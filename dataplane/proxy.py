@@ -250,6 +250,7 @@ class Meter:
                 http_status=self._status,
                 estimated=billed.estimated,
                 service_tier=usage.service_tier[:40] if usage is not None else "",
+                grant_id=self._lease.grant_id,
             )
         )
 

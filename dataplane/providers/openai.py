@@ -44,7 +44,8 @@ __all__ = ["ChatParser", "EmbeddingsParser", "ResponsesParser", "refuse_backgrou
 # --- normalisation -------------------------------------------------------------------------
 
 
-def _normalise(prompt: object, output: object, in_details: object, out_details: object) -> Usage:
+def _normalise(prompt: object, output: object, in_details: object, out_details: object, **more: Any) -> Usage:
+    """The usage object's token counts, with `more` of Usage's fields (one Usage made, not two)."""
     cached = count(as_obj(in_details).get("cached_tokens"))
     writes = count(as_obj(in_details).get("cache_write_tokens"))
     billed = count(prompt)
@@ -57,10 +58,11 @@ def _normalise(prompt: object, output: object, in_details: object, out_details: 
         cached_input_tokens=cached,
         cache_write_tokens=writes,
         reasoning_tokens=count(as_obj(out_details).get("reasoning_tokens")),
+        **more,
     )
 
 
-def _chat_usage(u: dict[str, Any]) -> Usage:
+def _chat_usage(u: dict[str, Any], **more: Any) -> Usage:
     """Chat usage, with the OpenAI-compatible providers' variants:
 
     * DeepSeek splits the prompt itself into `prompt_cache_hit_tokens` (the
@@ -75,7 +77,7 @@ def _chat_usage(u: dict[str, Any]) -> Usage:
     if "cached_tokens" not in in_details and count(u.get("cached_tokens")) is not None:
         in_details = {**in_details, "cached_tokens": u["cached_tokens"]}
     prompt, completion = u.get("prompt_tokens"), u.get("completion_tokens")
-    usage = _normalise(prompt, completion, in_details, u.get("completion_tokens_details"))
+    usage = _normalise(prompt, completion, in_details, u.get("completion_tokens_details"), **more)
     hit, miss = count(u.get("prompt_cache_hit_tokens")), count(u.get("prompt_cache_miss_tokens"))
     if hit is not None or miss is not None:
         whole = count(prompt)
@@ -95,9 +97,9 @@ def _chat_usage(u: dict[str, Any]) -> Usage:
     return usage
 
 
-def _responses_usage(u: dict[str, Any]) -> Usage:
+def _responses_usage(u: dict[str, Any], **more: Any) -> Usage:
     details = u.get("input_tokens_details"), u.get("output_tokens_details")
-    return _normalise(u.get("input_tokens"), u.get("output_tokens"), *details)
+    return _normalise(u.get("input_tokens"), u.get("output_tokens"), *details, **more)
 
 
 def _tier(holder: dict[str, Any]) -> str:
@@ -221,9 +223,11 @@ class ChatParser:
         return self._strip and choices == [] and usage is not None
 
     def _stream_usage(self) -> Usage:
-        usage = _chat_usage(self._usage or {})
-        return replace(
-            usage, complete=self._done, delivered_text_bytes=self._text_bytes, service_tier=self._service_tier
+        return _chat_usage(
+            self._usage or {},
+            complete=self._done,
+            delivered_text_bytes=self._text_bytes,
+            service_tier=self._service_tier,
         )
 
     def _body_usage(self) -> Usage:
@@ -232,8 +236,12 @@ class ChatParser:
             tail = self._body.tail_object("usage")
             return replace(_chat_usage(tail or {}), complete=tail is not None)
         text_bytes = sum(_choice_bytes(choice) for choice in as_objs(body.get("choices")))
-        usage = _chat_usage(as_obj(body.get("usage")))
-        return replace(usage, complete=True, delivered_text_bytes=text_bytes, service_tier=_tier(body))
+        return _chat_usage(
+            as_obj(body.get("usage")),
+            complete=True,
+            delivered_text_bytes=text_bytes,
+            service_tier=_tier(body),
+        )
 
 
 # --- responses -----------------------------------------------------------------------------
@@ -302,10 +310,9 @@ class ResponsesParser(EventOrBodyParser):
             self.flush()
             if not self._stream:
                 self._read_body()
-            usage = _responses_usage(self._usage or {})
             calls = _search_calls(self._calls)
-            self._result = replace(
-                usage,
+            self._result = _responses_usage(
+                self._usage or {},
                 complete=self._done,
                 delivered_text_bytes=self._text_bytes,
                 service_tier=self._service_tier,
