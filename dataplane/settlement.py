@@ -15,6 +15,7 @@ from spendgate.contract import enum_names
 from spendgate.v1 import usage_pb2
 
 _UNITS = tuple(f.name for f in usage_pb2.Units.DESCRIPTOR.fields)
+_UNIT_NAMES = frozenset(_UNITS)
 
 
 class Outcome(enum.Enum):
@@ -69,8 +70,7 @@ class Settlement:
     grant_id: str = ""  # admitted against this worker's grant rather than a reservation of its own
 
     def __post_init__(self) -> None:
-        unknown = set(self.units) - set(_UNITS)
-        assert not unknown, f"not units: {sorted(unknown)}"
+        assert _UNIT_NAMES.issuperset(self.units), f"not units: {sorted(set(self.units) - _UNIT_NAMES)}"
         object.__setattr__(self, "units", MappingProxyType(dict(self.units)))
 
     def unit(self, name: str) -> int:
