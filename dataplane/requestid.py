@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import uuid
+import os
 
 from starlette.types import Scope
 
@@ -27,7 +27,7 @@ def of(scope: Scope) -> str:
     """The scope's request id (one is made for a scope the middleware did not see)."""
     rid = scope.get(SCOPE_KEY)
     if not isinstance(rid, str):
-        rid = scope[SCOPE_KEY] = uuid.uuid4().hex
+        rid = scope[SCOPE_KEY] = os.urandom(16).hex()  # uuid4().hex's shape, a quarter of its cost
     return rid
 
 

@@ -34,7 +34,7 @@ def count(value: object) -> int | None:
     return None
 
 
-def loads(text: str | bytes) -> object:
+def loads(text: str | bytes | bytearray) -> object:
     """Parsed JSON, or None when it is not JSON (or nests too deeply to parse).
 
     Run on every streamed event, so orjson reads it first: about 3.5 times faster than
@@ -138,7 +138,7 @@ class JsonBody:
         """The body as a JSON object, or None (not an object, or truncated)."""
         if self.truncated:
             return None
-        parsed = loads(bytes(self._buf))
+        parsed = loads(self._buf)
         return parsed if isinstance(parsed, dict) else None
 
     def tail_object(self, key: str, depth: int = 1) -> dict[str, Any] | None:

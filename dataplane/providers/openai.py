@@ -165,7 +165,7 @@ class ChatParser:
     def __init__(self, stream: bool, strip_usage_chunk: bool = False) -> None:
         self._stream = stream
         self._strip = stream and strip_usage_chunk
-        self._sse = SSESplitter()
+        self._sse = SSESplitter() if stream else None
         self._body = JsonBody()
         self._usage: dict[str, Any] | None = None
         self._service_tier = ""
@@ -174,7 +174,7 @@ class ChatParser:
         self._result: Usage | None = None
 
     def feed(self, data: bytes) -> bytes:
-        if not self._stream:
+        if self._sse is None:
             self._body.feed(data)
             return data
         events = self._sse.feed(data)
@@ -185,7 +185,7 @@ class ChatParser:
         return b"".join(event.raw for event in events if not self._on_event(event))
 
     def flush(self) -> bytes:
-        event = self._sse.flush_event()
+        event = self._sse.flush_event() if self._sse is not None else None
         if event is None or self._on_event(event) or not self._strip:
             return b""
         return event.raw
