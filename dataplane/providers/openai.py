@@ -154,13 +154,25 @@ def _choice_bytes(choice: dict[str, Any]) -> int:
 # --- chat completions ------------------------------------------------------------------------
 
 
+# A stream's events whose text is not yet counted, held for it up to this many bytes.
+UNCOUNTED_BYTES = 256 << 10
+
+
 class ChatParser:
     """`/v1/chat/completions` and `/v1/completions`, streamed or not.
 
     With `strip_usage_chunk` (stream only), events whose JSON has `"choices": []`
     and a non-null `usage` are not forwarded: the gateway asked for them, the
     client did not. Events are then held until whole; otherwise bytes pass
-    straight through."""
+    straight through.
+
+    Streamed, only an event with `"usage"` in it is parsed as it passes (the usage
+    chunk, Moonshot's choices that carry one). The others, the text deltas, matter
+    only if the stream ends without an output count: billing then estimates the output
+    from the text delivered. So they are kept unparsed, and counted at the end only in
+    that case, or whenever more than UNCOUNTED_BYTES of them are held (so a long
+    stream holds no more than that). A stream whose output was reported therefore has
+    `delivered_text_bytes` 0: it was not needed, so it was not counted."""
 
     def __init__(self, stream: bool, strip_usage_chunk: bool = False) -> None:
         self._stream = stream
@@ -171,6 +183,8 @@ class ChatParser:
         self._service_tier = ""
         self._done = False
         self._text_bytes = 0
+        self._uncounted: list[str] = []  # the data of events whose text is not counted yet
+        self._uncounted_bytes = 0
         self._result: Usage | None = None
 
     def feed(self, data: bytes) -> bytes:
@@ -205,6 +219,12 @@ class ChatParser:
         if data[-1] != "}" and data.strip() == "[DONE]":
             self._done = True
             return False
+        if '"usage"' not in data:  # no usage, so not the usage chunk: its text can wait
+            self._uncounted.append(data)
+            self._uncounted_bytes += len(data)
+            if self._uncounted_bytes > UNCOUNTED_BYTES:
+                self._count_text()
+            return False
         chunk = loads(data)
         if not isinstance(chunk, dict):
             return False
@@ -222,13 +242,23 @@ class ChatParser:
             self._service_tier = tier if isinstance(tier, str) else self._service_tier
         return self._strip and choices == [] and usage is not None
 
+    def _count_text(self) -> None:
+        for data in self._uncounted:
+            chunk = loads(data)
+            choices = chunk.get("choices") if isinstance(chunk, dict) else None
+            if isinstance(choices, list):
+                self._text_bytes += sum(
+                    _choice_bytes(choice) for choice in choices if isinstance(choice, dict)
+                )
+        self._uncounted.clear()
+        self._uncounted_bytes = 0
+
     def _stream_usage(self) -> Usage:
-        return _chat_usage(
-            self._usage or {},
-            complete=self._done,
-            delivered_text_bytes=self._text_bytes,
-            service_tier=self._service_tier,
-        )
+        usage = _chat_usage(self._usage or {}, complete=self._done, service_tier=self._service_tier)
+        if usage.output_tokens is not None:
+            return usage  # (delivered_text_bytes: not needed, see above)
+        self._count_text()
+        return replace(usage, delivered_text_bytes=self._text_bytes)
 
     def _body_usage(self) -> Usage:
         body = self._body.value()

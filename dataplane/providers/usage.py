@@ -39,7 +39,8 @@ class Usage:
     # True when the response reached its terminal event / was a complete JSON body.
     complete: bool = False
     # UTF-8 bytes of output text delivered (content, reasoning, tool arguments), for
-    # estimating an aborted stream's output when the provider never reported it.
+    # estimating an aborted stream's output when the provider never reported it. A streamed
+    # chat answer counts it only then: with an output count it is 0 (openai.ChatParser).
     delivered_text_bytes: int = 0
 
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dataplane.providers.jsonbody import MAX_BODY_BYTES, tail_object
-from dataplane.providers.openai import ChatParser, EmbeddingsParser, ResponsesParser
+from dataplane.providers.openai import UNCOUNTED_BYTES, ChatParser, EmbeddingsParser, ResponsesParser
 from dataplane.providers.usage import Usage, UsageParser
 
 Factory = Callable[[], UsageParser]
@@ -37,6 +37,12 @@ def check_every_split(factory: Factory, data: bytes, forwarded: bytes, usage: Us
 
 def utf8(*parts: str) -> int:
     return sum(len(p.encode()) for p in parts)
+
+
+def streamed(usage: Usage) -> Usage:
+    """What a streamed chat answer reports: the text it delivered is counted only when no
+    output count came (the one case billing reads it); see text_without_counts below."""
+    return usage if usage.output_tokens is None else replace(usage, delivered_text_bytes=0)
 
 
 # --- chat completions, streamed, with stream_options.include_usage ---------------------------
@@ -86,7 +92,7 @@ CHAT_USAGE = Usage(
 @pytest.mark.parametrize("eol", [b"\n", b"\r\n", b"\r"], ids=["lf", "crlf", "cr"])
 def test_chat_stream_every_split(eol: bytes) -> None:
     data = CHAT_STREAM.replace(b"\n", eol)
-    check_every_split(lambda: ChatParser(stream=True), data, data, CHAT_USAGE)
+    check_every_split(lambda: ChatParser(stream=True), data, data, streamed(CHAT_USAGE))
 
 
 @pytest.mark.parametrize("eol", [b"\n", b"\r\n", b"\r"], ids=["lf", "crlf", "cr"])
@@ -94,7 +100,9 @@ def test_chat_stream_strips_only_the_injected_usage_event(eol: bytes) -> None:
     data = CHAT_STREAM.replace(b"\n", eol)
     stripped = data.replace(CHAT_USAGE_EVENT.replace(b"\n", eol), b"")
     assert len(stripped) < len(data)
-    check_every_split(lambda: ChatParser(stream=True, strip_usage_chunk=True), data, stripped, CHAT_USAGE)
+    check_every_split(
+        lambda: ChatParser(stream=True, strip_usage_chunk=True), data, stripped, streamed(CHAT_USAGE)
+    )
 
 
 def test_chat_stream_without_stripping_forwards_bytes_as_soon_as_they_arrive() -> None:
@@ -102,7 +110,7 @@ def test_chat_stream_without_stripping_forwards_bytes_as_soon_as_they_arrive() -
     for i in range(len(CHAT_STREAM)):
         assert parser.feed(CHAT_STREAM[i : i + 1]) == CHAT_STREAM[i : i + 1]
     assert parser.flush() == b""
-    assert parser.close() == CHAT_USAGE
+    assert parser.close() == streamed(CHAT_USAGE)
 
 
 def test_chat_stream_strip_forwards_each_event_once_whole() -> None:
@@ -130,6 +138,7 @@ def test_chat_stream_usage_chunk_at_the_very_end_without_blank_line() -> None:
     expected = Usage(
         21, 9, 0, None, 0, complete=False, delivered_text_bytes=CHAT_TEXT, service_tier="default"
     )
+    expected = streamed(expected)
     check_every_split(lambda: ChatParser(stream=True), data, data, expected)
     forwarded, usage = run(lambda: ChatParser(stream=True, strip_usage_chunk=True), [data])
     assert (forwarded, usage) == (data[: -len(CHAT_USAGE_EVENT) + 2], expected)
@@ -169,7 +178,7 @@ def test_chat_stream_caching_and_reasoning() -> None:
         complete=True,
         delivered_text_bytes=utf8("Think — ", "hard.", "42"),
     )
-    check_every_split(lambda: ChatParser(stream=True), REASONING_STREAM, REASONING_STREAM, expected)
+    check_every_split(lambda: ChatParser(stream=True), REASONING_STREAM, REASONING_STREAM, streamed(expected))
 
 
 TOOL_STREAM = (
@@ -197,7 +206,7 @@ TOOL_STREAM = (
 
 def test_chat_stream_tool_call_arguments_count_as_delivered() -> None:
     expected = Usage(83, 17, 0, None, 0, complete=True, delivered_text_bytes=utf8('{"city":', '"Zürich"}'))
-    check_every_split(lambda: ChatParser(stream=True), TOOL_STREAM, TOOL_STREAM, expected)
+    check_every_split(lambda: ChatParser(stream=True), TOOL_STREAM, TOOL_STREAM, streamed(expected))
 
 
 # Moonshot puts the usage in choices[0].usage of the last chunk; no empty-choices chunk.
@@ -218,7 +227,7 @@ MOONSHOT_STREAM = (
 def test_chat_stream_moonshot_usage_in_choices() -> None:
     # moonshot-v1's top-level cached_tokens is its cache-hit count (0 here).
     expected = Usage(8, 11, 0, complete=True, delivered_text_bytes=utf8("你好"))
-    check_every_split(lambda: ChatParser(True, True), MOONSHOT_STREAM, MOONSHOT_STREAM, expected)
+    check_every_split(lambda: ChatParser(True, True), MOONSHOT_STREAM, MOONSHOT_STREAM, streamed(expected))
 
 
 def test_chat_body_moonshot_top_level_cached_tokens() -> None:
@@ -259,8 +268,8 @@ DEEPSEEK_USAGE = Usage(
 
 def test_chat_stream_deepseek_cache_hit_and_miss_every_split() -> None:
     stripped = DEEPSEEK_STREAM.replace(DEEPSEEK_STREAM.split(b"\n\n")[3] + b"\n\n", b"")
-    check_every_split(lambda: ChatParser(True), DEEPSEEK_STREAM, DEEPSEEK_STREAM, DEEPSEEK_USAGE)
-    check_every_split(lambda: ChatParser(True, True), DEEPSEEK_STREAM, stripped, DEEPSEEK_USAGE)
+    check_every_split(lambda: ChatParser(True), DEEPSEEK_STREAM, DEEPSEEK_STREAM, streamed(DEEPSEEK_USAGE))
+    check_every_split(lambda: ChatParser(True, True), DEEPSEEK_STREAM, stripped, streamed(DEEPSEEK_USAGE))
 
 
 def test_chat_stream_deepseek_cut_off_before_its_usage() -> None:
@@ -302,7 +311,9 @@ def test_chat_stream_mistral_usage_on_the_finishing_chunk_is_read_and_forwarded(
     # The gateway strips only when it injected stream_options, never for Mistral; and a chunk with
     # choices is never stripped anyway.
     for strip in (False, True):
-        check_every_split(partial(ChatParser, True, strip), MISTRAL_STREAM, MISTRAL_STREAM, expected)
+        check_every_split(
+            partial(ChatParser, True, strip), MISTRAL_STREAM, MISTRAL_STREAM, streamed(expected)
+        )
 
 
 @pytest.mark.parametrize(
@@ -333,8 +344,63 @@ def test_chat_stream_keeps_the_last_usage_and_never_strips_non_empty_choices() -
         b'data: {"id":"a","choices":[{"index":0,"delta":{},"usage":{"prompt_tokens":10,"completion_tokens":2}}]}\n\n'
         b'data: {"id":"a","choices":[],"usage":null}\n\n'
     )
-    expected = Usage(input_tokens=10, output_tokens=2, delivered_text_bytes=2)
+    expected = Usage(input_tokens=10, output_tokens=2)
     check_every_split(lambda: ChatParser(True, True), data, data, expected)
+
+
+def without_counts(stream: bytes) -> bytes:
+    """The stream as a provider that never reports usage sends it: every `usage` removed."""
+    events = []
+    for event in stream.split(b"\n\n")[:-1]:
+        if event.startswith(b"data: {"):
+            chunk = json.loads(event[6:])
+            chunk.pop("usage", None)
+            for choice in chunk.get("choices") or []:
+                choice.pop("usage", None)
+            event = b"data: " + json.dumps(chunk, ensure_ascii=False).encode()
+        events.append(event + b"\n\n")
+    return b"".join(events)
+
+
+@pytest.mark.parametrize(
+    ("stream", "text"),
+    [
+        (CHAT_STREAM, CHAT_TEXT),
+        (REASONING_STREAM, utf8("Think — ", "hard.", "42")),
+        (TOOL_STREAM, utf8('{"city":', '"Zürich"}')),
+        (MOONSHOT_STREAM, utf8("你好")),
+        (DEEPSEEK_STREAM, utf8("Hmm.", "你好")),
+        (MISTRAL_STREAM, utf8("Salut !")),
+    ],
+    ids=["chat", "reasoning", "tool-call", "moonshot", "deepseek", "mistral"],
+)
+def test_text_without_counts_is_counted_for_the_bill(stream: bytes, text: int) -> None:
+    """With no output count, billing estimates the output from the text delivered (content,
+    reasoning, tool arguments): all of it is counted, however the stream was split."""
+    data = without_counts(stream)
+    assert b'"usage"' not in data
+    for strip in (False, True):
+        check_every_split(
+            partial(ChatParser, True, strip), data, data, Usage(complete=True, delivered_text_bytes=text)
+        )
+
+
+def test_a_long_stream_holds_at_most_a_bound_of_uncounted_text() -> None:
+    event = b'data: {"id":"a","choices":[{"index":0,"delta":{"content":"h\xc3\xa9llo "},"finish_reason":null}]}\n\n'
+    events = 3 * UNCOUNTED_BYTES // len(event)
+    for reported in (False, True):
+        parser = ChatParser(True, True)
+        for _ in range(events):
+            parser.feed(event)
+            assert parser._uncounted_bytes <= UNCOUNTED_BYTES
+        if reported:
+            parser.feed(
+                b'data: {"id":"a","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":9}}\n\n'
+            )
+        parser.feed(b"data: [DONE]\n\n")
+        usage = parser.close()
+        assert usage.output_tokens == (9 if reported else None)
+        assert usage.delivered_text_bytes == (0 if reported else events * utf8("héllo "))
 
 
 def test_only_usage_events_with_empty_choices_are_stripped() -> None:
