@@ -18,6 +18,7 @@ Bounded body handling lives in jsonbody.py."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -156,6 +157,18 @@ def _choice_bytes(choice: dict[str, Any]) -> int:
 
 # A stream's events whose text is not yet counted, held for it up to this many bytes.
 UNCOUNTED_BYTES = 256 << 10
+_NULL_USAGE = re.compile(r'"usage"\s*:\s*null')
+
+
+def _without_usage(data: str) -> bool:
+    """Whether a chunk surely carries no usage: no `"usage"` key, or only `"usage": null`
+    (what every chunk but the last says once include_usage is asked for). A quote inside a
+    JSON string is escaped, so `"usage"` followed by a colon can only be a key."""
+    at = data.find('"usage"')
+    if at < 0:
+        return True
+    null = _NULL_USAGE.match(data, at)
+    return null is not None and data.find('"usage"', null.end()) < 0
 
 
 class ChatParser:
@@ -166,8 +179,8 @@ class ChatParser:
     client did not. Events are then held until whole; otherwise bytes pass
     straight through.
 
-    Streamed, only an event with `"usage"` in it is parsed as it passes (the usage
-    chunk, Moonshot's choices that carry one). The others, the text deltas, matter
+    Streamed, only an event with a `"usage"` other than null in it is parsed as it
+    passes (the usage chunk, Moonshot's choices that carry one). The others, the text deltas, matter
     only if the stream ends without an output count: billing then estimates the output
     from the text delivered. So they are kept unparsed, and counted at the end only in
     that case, or whenever more than UNCOUNTED_BYTES of them are held (so a long
@@ -219,7 +232,7 @@ class ChatParser:
         if data[-1] != "}" and data.strip() == "[DONE]":
             self._done = True
             return False
-        if '"usage"' not in data:  # no usage, so not the usage chunk: its text can wait
+        if _without_usage(data):  # not the usage chunk: its text can wait
             self._uncounted.append(data)
             self._uncounted_bytes += len(data)
             if self._uncounted_bytes > UNCOUNTED_BYTES:

@@ -829,3 +829,18 @@ def test_stripping_drops_exactly_the_usage_events(events: list[bytes], eol: byte
     forwarded, usage = run(lambda: ChatParser(True, True), split(data, cuts))
     assert forwarded == kept
     assert usage.input_tokens == (7 if len(kept) < len(data) else None)
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        b'{"choices":[{"index":0,"delta":{},"usage":{"prompt_tokens":3,"completion_tokens":4}}],"usage" : null}',
+        b'{"usage": null, "choices":[], "usage": {"prompt_tokens":3,"completion_tokens":4}}',
+        b'{"choices":[],"usage":\n{"prompt_tokens":3,"completion_tokens":4}}',
+    ],
+    ids=["null-beside-a-choice-usage", "null-then-a-usage", "usage-after-a-newline"],
+)
+def test_a_chunk_is_skipped_only_when_its_only_usage_is_null(chunk: bytes) -> None:
+    data = b"data: " + chunk.replace(b"\n", b" ") + b"\n\ndata: [DONE]\n\n"
+    usage = run(lambda: ChatParser(True), [data])[1]
+    assert (usage.input_tokens, usage.output_tokens) == (3, 4)
