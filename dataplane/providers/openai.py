@@ -180,12 +180,13 @@ class ChatParser:
     straight through.
 
     Streamed, only an event with a `"usage"` other than null in it is parsed as it
-    passes (the usage chunk, Moonshot's choices that carry one). The others, the text deltas, matter
-    only if the stream ends without an output count: billing then estimates the output
-    from the text delivered. So they are kept unparsed, and counted at the end only in
-    that case, or whenever more than UNCOUNTED_BYTES of them are held (so a long
-    stream holds no more than that). A stream whose output was reported therefore has
-    `delivered_text_bytes` 0: it was not needed, so it was not counted."""
+    passes (the usage chunk, Moonshot's choices that carry one). The others, the text
+    deltas, matter only if the stream ends without an output count: billing then
+    estimates the output from the text delivered. So they are kept unparsed, and
+    counted at the end only in that case, or whenever more than UNCOUNTED_BYTES of them
+    are held (so a long stream holds no more than that). A stream whose output was
+    reported therefore has `delivered_text_bytes` 0: it was not needed, so it was not
+    counted."""
 
     def __init__(self, stream: bool, strip_usage_chunk: bool = False) -> None:
         self._stream = stream
