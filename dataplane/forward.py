@@ -88,15 +88,11 @@ def upstream_headers(client_headers: list[tuple[str, str]], inject: Mapping[str,
 def downstream_headers(upstream: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """A provider's `x-spendgate-*` (one reached through another gateway) is not passed on:
     the client would read that gateway's cost or request id for this one's."""
-    return [
-        (n, v)
-        for n, v in upstream
-        if n.lower() not in HOP_BY_HOP and n.lower() != "content-encoding" and not _gateways(n)
-    ]
+    return [(n, v) for n, v in upstream if _passed_on(n.lower())]
 
 
-def _gateways(name: str) -> bool:
-    return name.lower().startswith("x-spendgate-")
+def _passed_on(name: str) -> bool:
+    return name not in HOP_BY_HOP and name != "content-encoding" and not name.startswith("x-spendgate-")
 
 
 class HttpxUpstream:

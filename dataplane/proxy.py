@@ -165,13 +165,9 @@ def prepare(raw: bytes, view: RequestView, route: Route, key: KeyState, catalog:
     if stream and route.inject_usage and PROVIDERS[price.provider].stream_usage_option:
         options = body.get("stream_options")
         if not (isinstance(options, dict) and options.get("include_usage") is True):
-            strip = True
             spliced = None if changed or "stream_options" in body else _with_usage_option(raw)
             body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
-            if spliced is None:
-                changed = True
-            else:
-                forwarded = spliced
+            strip, changed, forwarded = True, spliced is None, spliced or raw
     return Prepared(
         key=key,
         price=price,
