@@ -152,23 +152,33 @@ def _choice_bytes(choice: dict[str, Any]) -> int:
     return (utf8_len(text) if text else 0) + _message_bytes(message)
 
 
+def _choices_bytes(choices: list[Any]) -> int:
+    return sum(_choice_bytes(choice) for choice in choices if isinstance(choice, dict))
+
+
 # --- chat completions ------------------------------------------------------------------------
 
 
 # A stream's events whose text is not yet counted, held for it up to this many bytes.
 UNCOUNTED_BYTES = 256 << 10
-_NULL_USAGE = re.compile(r'"usage"\s*:\s*null')
+# A `"usage"` key whose value may not be null. (A quote inside a JSON string is escaped,
+# so `"usage"` can only be a key.)
+_TELLING_USAGE = re.compile(rb'"usage"(?!\s*:\s*null)')
 
 
-def _without_usage(data: str) -> bool:
-    """Whether a chunk surely carries no usage: no `"usage"` key, or only `"usage": null`
-    (what every chunk but the last says once include_usage is asked for). A quote inside a
-    JSON string is escaped, so `"usage"` followed by a colon can only be a key."""
-    at = data.find('"usage"')
-    if at < 0:
-        return True
-    null = _NULL_USAGE.match(data, at)
-    return null is not None and data.find('"usage"', null.end()) < 0
+def _quiet_part(data: bytes) -> int:
+    """How many of a chunk's first bytes surely say nothing but text: those before the
+    `\\n\\n` that precedes its first `"usage"` other than `"usage": null` (what every
+    chunk but the last says once include_usage is asked for) or its first `[DONE]`;
+    all of them when there is neither. Whether that is an event's end, the splitter's
+    `skip` decides."""
+    done = data.find(b"[DONE]")
+    usage = _TELLING_USAGE.search(data, 0, len(data) if done < 0 else done)
+    end = done if usage is None else usage.start()
+    if end < 0:
+        return len(data)
+    cut = data.rfind(b"\n\n", 0, end)
+    return cut + 2 if cut >= 0 else 0
 
 
 class ChatParser:
@@ -186,25 +196,35 @@ class ChatParser:
     counted at the end only in that case, or whenever more than UNCOUNTED_BYTES of them
     are held (so a long stream holds no more than that). A stream whose output was
     reported therefore has `delivered_text_bytes` 0: it was not needed, so it was not
-    counted."""
+    counted. Whole `data:` events before the first that may say more than text are not
+    even split into events as they pass (`_quiet_part`, `SSESplitter.skip`)."""
 
     def __init__(self, stream: bool, strip_usage_chunk: bool = False) -> None:
         self._stream = stream
         self._strip = stream and strip_usage_chunk
-        self._sse = SSESplitter() if stream else None
+        self._sse = SSESplitter()  # (a stream's)
         self._body = JsonBody()
         self._usage: dict[str, Any] | None = None
         self._service_tier = ""
         self._done = False
         self._text_bytes = 0
-        self._uncounted: list[str] = []  # the data of events whose text is not counted yet
+        self._uncounted: list[bytes] = []  # whole events whose text is not counted yet
         self._uncounted_bytes = 0
         self._result: Usage | None = None
 
     def feed(self, data: bytes) -> bytes:
-        if self._sse is None:
+        if not self._stream:
             self._body.feed(data)
             return data
+        quiet = _quiet_part(data)
+        head = data if quiet == len(data) else data[:quiet]
+        if not (quiet and self._sse.skip(head)):
+            return self._forward(data)
+        self._hold(head)  # text deltas, whole: not even split into events
+        return data if head is data else head + self._forward(data[quiet:])
+
+    def _forward(self, data: bytes) -> bytes:
+        """Split `data` into events and record each; what of it to forward."""
         events = self._sse.feed(data)
         if not self._strip:
             for event in events:
@@ -213,7 +233,7 @@ class ChatParser:
         return b"".join(event.raw for event in events if not self._on_event(event))
 
     def flush(self) -> bytes:
-        event = self._sse.flush_event() if self._sse is not None else None
+        event = self._sse.flush_event() if self._stream else None
         if event is None or self._on_event(event) or not self._strip:
             return b""
         return event.raw
@@ -225,30 +245,25 @@ class ChatParser:
         return self._result
 
     def _on_event(self, event: SSEEvent) -> bool:
-        """Record what `event` says; True when it is to be dropped.
-        (Run on every streamed chunk, so written for speed.)"""
+        """Record what `event` says; True when it is to be dropped."""
         data = event.data
         if event.overflow or not data:
             return False
         if data[-1] != "}" and data.strip() == "[DONE]":
             self._done = True
             return False
-        if _without_usage(data):  # not the usage chunk: its text can wait
-            self._uncounted.append(data)
-            self._uncounted_bytes += len(data)
-            if self._uncounted_bytes > UNCOUNTED_BYTES:
-                self._count_text()
+        if _TELLING_USAGE.search(event.raw) is None:  # not the usage chunk: its text can wait
+            self._hold(event.raw)
             return False
         chunk = loads(data)
         if not isinstance(chunk, dict):
             return False
         choices = chunk.get("choices")
         if isinstance(choices, list):
+            self._text_bytes += _choices_bytes(choices)
             for choice in choices:
-                if isinstance(choice, dict):
-                    self._text_bytes += _choice_bytes(choice)
-                    if isinstance(choice.get("usage"), dict):  # Moonshot
-                        self._usage = choice["usage"]
+                if isinstance(choice, dict) and isinstance(choice.get("usage"), dict):  # Moonshot
+                    self._usage = choice["usage"]
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self._usage = usage
@@ -256,14 +271,22 @@ class ChatParser:
             self._service_tier = tier if isinstance(tier, str) else self._service_tier
         return self._strip and choices == [] and usage is not None
 
+    def _hold(self, events: bytes) -> None:
+        self._uncounted.append(events)
+        self._uncounted_bytes += len(events)
+        if self._uncounted_bytes > UNCOUNTED_BYTES:
+            self._count_text()
+
     def _count_text(self) -> None:
-        for data in self._uncounted:
-            chunk = loads(data)
+        """Count the held events' text (they are whole: a splitter of their own reads them)."""
+        splitter = SSESplitter()
+        events = [event for raw in self._uncounted for event in splitter.feed(raw)]
+        last = splitter.flush_event()  # an unterminated last event, held at the stream's flush
+        for event in [*events, last] if last is not None else events:
+            chunk = None if event.overflow or not event.data else loads(event.data)
             choices = chunk.get("choices") if isinstance(chunk, dict) else None
             if isinstance(choices, list):
-                self._text_bytes += sum(
-                    _choice_bytes(choice) for choice in choices if isinstance(choice, dict)
-                )
+                self._text_bytes += _choices_bytes(choices)
         self._uncounted.clear()
         self._uncounted_bytes = 0
 
@@ -279,7 +302,7 @@ class ChatParser:
         if body is None:
             tail = self._body.tail_object("usage")
             return replace(_chat_usage(tail or {}), complete=tail is not None)
-        text_bytes = sum(_choice_bytes(choice) for choice in as_objs(body.get("choices")))
+        text_bytes = _choices_bytes(as_objs(body.get("choices")))
         return _chat_usage(
             as_obj(body.get("usage")),
             complete=True,

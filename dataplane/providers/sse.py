@@ -84,6 +84,17 @@ class SSESplitter:
         self._walk(data, out)
         return out
 
+    def skip(self, data: bytes) -> bool:
+        """Whether `data` is whole events that start where the last one ended (nothing is
+        pending) and can be passed by unsplit, the caller having them: then it is taken as
+        fed, and the splitter goes on as if it had returned them. (Bytes that end in `\\n\\n`
+        end an event, whatever line ends came before. A chunk that begins with `data: `
+        has no byte-order mark.)"""
+        if self._buf or self._overflowing or not data.endswith(b"\n\n") or not data.startswith(b"data: "):
+            return False
+        self._first = False
+        return True
+
     def _walk(self, data: bytes, out: list[SSEEvent]) -> None:
         """Add bytes line by line; the events they complete go to `out`."""
         self._buf += data

@@ -127,6 +127,16 @@ def test_chat_stream_cut_off_mid_way() -> None:
         check_every_split(partial(ChatParser, True, strip), CHAT_STREAM[:cut], CHAT_STREAM[:cut], expected)
 
 
+def test_a_last_event_without_its_blank_line_is_counted() -> None:
+    """A stream that ends right after a whole chunk's line, the blank line missing: that chunk
+    is still read (leniently, at the flush), and its text counted with the others."""
+    last = CHAT_STREAM.index(b'{"content":" va ?"}')
+    data = CHAT_STREAM[: CHAT_STREAM.index(b"\n\n", last) + 1]
+    expected = Usage(delivered_text_bytes=utf8("Bonjour", " 👋, ça", " va ?"))
+    for strip in (False, True):
+        check_every_split(partial(ChatParser, True, strip), data, data, expected)
+
+
 def test_chat_stream_without_usage_chunk_reports_nothing_but_completes() -> None:
     data = CHAT_STREAM.replace(CHAT_USAGE_EVENT, b"")
     expected = Usage(complete=True, delivered_text_bytes=CHAT_TEXT)

@@ -255,3 +255,61 @@ def test_events_fed_one_chunk_each_parse_as_when_fed_whole(events: list[list[byt
 def test_a_bom_after_the_first_event_is_not_taken_for_one() -> None:
     chunks = [b"data: x\n\n", b"\xef\xbb\xbfdata: bom\n\n"]
     assert normalised(*run(chunks)) == normalised(*run([b"".join(chunks)]))
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(
+    chunks=st.lists(
+        st.one_of(
+            st.lists(st.sampled_from(LINES), max_size=3).map(
+                lambda lines: b"".join(x + b"\n" for x in lines)
+            ),
+            st.lists(st.sampled_from(TOKENS), max_size=12).map(b"".join),
+        ).map(lambda chunk: chunk + b"\n"),
+        max_size=10,
+    ),
+    cap=st.sampled_from([4, 16, 1 << 20]),
+)
+def test_a_skipped_chunk_is_whole_events_and_the_splitter_goes_on_as_if_fed(
+    chunks: list[bytes], cap: int
+) -> None:
+    """`skip` passes a chunk by unsplit only when it is whole events from an event's start:
+    a fresh splitter reads it alone as the fed one did, and what follows parses the same."""
+    both, fed = SSESplitter(cap), SSESplitter(cap)
+    for chunk in chunks:
+        expected = fed.feed(chunk)
+        if not both.skip(chunk):
+            assert both.feed(chunk) == expected
+            continue
+        alone = SSESplitter(cap)
+        assert normalised(alone.feed(chunk), alone.flush_event()) == normalised(expected, None)
+    assert both.flush_event() == fed.flush_event()
+
+
+@pytest.mark.parametrize(
+    ("chunk", "skipped"),
+    [
+        (b'data: {"a":1}\n\n', True),
+        (b"data: x\n\ndata: \n\n: comment\nevent: e\ndata: y\n\n", True),
+        (b"data: x\r\n\n", True),
+        (b"data: x\n\ndata: y", False),  # the second event is not whole
+        (b"data: x\n", False),
+        (b"data: x\r\n\r\n", False),  # (it ends an event too, but is left to feed)
+        (b": comment\n\n", False),  # (a chunk that does not start `data: `, in case it is a BOM)
+        (b"\xef\xbb\xbfdata: x\n\n", False),
+        (b"", False),
+    ],
+)
+def test_skip_takes_only_chunks_of_whole_events(chunk: bytes, skipped: bool) -> None:
+    assert SSESplitter().skip(chunk) is skipped
+
+
+def test_skip_leaves_a_chunk_to_feed_while_an_event_is_pending() -> None:
+    splitter = SSESplitter(max_event_bytes=16)
+    splitter.feed(b"data: part")
+    assert not splitter.skip(b"data: x\n\n")  # it would end the pending event
+    assert splitter.feed(b"\n\n") == [SSEEvent(b"data: part\n\n", None, "part")]
+    assert splitter.feed(b"data: " + b"z" * 20)[0].overflow  # inside an event over the cap
+    assert not splitter.skip(b"data: x\n\n")
+    assert splitter.feed(b"\n\n")[0].overflow
+    assert splitter.skip(b"data: x\n\n")
