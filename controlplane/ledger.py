@@ -676,14 +676,16 @@ class Ledger:
         # Last, in id order, so the shared account rows are locked only until the commit.
         for account_id, (reserved, spent) in sorted(wallet_moves.items()):
             self._move_wallet(conn, account_id, reserved=reserved, spent=spent)
+        remaining: dict[str, int | None] = {}  # each key's after the batch: once a key, not a request
+        for key_id, key in locked.items():
+            reserved, spent = key_moves.get(key_id, (0, 0))
+            after = replace(
+                key, spent_micros=key.spent_micros + spent, reserved_micros=key.reserved_micros + reserved
+            )
+            remaining[key_id] = after.remaining_micros
         for i, settled in out.items():
-            key = locked.get(settled.event.key_id) if settled.event is not None else None
-            if key is not None:
-                reserved, spent = key_moves.get(key.id, (0, 0))
-                after = replace(
-                    key, spent_micros=key.spent_micros + spent, reserved_micros=key.reserved_micros + reserved
-                )
-                out[i] = replace(settled, key_remaining_micros=after.remaining_micros)
+            if settled.event is not None and settled.event.key_id in remaining:
+                out[i] = replace(settled, key_remaining_micros=remaining[settled.event.key_id])
         if self._observer is not None and key_moves:
             self._observer.record(
                 conn,
