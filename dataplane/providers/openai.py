@@ -199,10 +199,13 @@ class ChatParser:
     counted. Whole `data:` events before the first that may say more than text are not
     even split into events as they pass (`_quiet_part`, `SSESplitter.skip`)."""
 
+    _sse: SSESplitter  # a stream's
+
     def __init__(self, stream: bool, strip_usage_chunk: bool = False) -> None:
         self._stream = stream
         self._strip = stream and strip_usage_chunk
-        self._sse = SSESplitter()  # (a stream's)
+        if stream:
+            self._sse = SSESplitter()
         self._body = JsonBody()
         self._usage: dict[str, Any] | None = None
         self._service_tier = ""
