@@ -41,6 +41,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -643,28 +644,92 @@ def overhead_lines(
 TARGET_FASTEST = {"p50_delta_ms": 0.5, "json_ratio": 0.80, "stream_ratio": 0.70, "cpu_factor": 1.3}
 
 
-def fastest_lines(
-    results: dict[str, dict[str, dict[int, dict[str, Any]]]], bare: str, gate: str
-) -> list[str]:
+def target_figures(
+    json_1: tuple[dict[str, Any], dict[str, Any]],
+    json_64: tuple[dict[str, Any], dict[str, Any]],
+    stream_32: tuple[dict[str, Any], dict[str, Any]],
+) -> tuple[float, float, float, float]:
+    """Issue 12's four figures from (bare, spendgate) cells: the p50 spendgate adds at c=1,
+    its share of the bare proxy's req/s at c=64 and streams/s at 32, its CPU per request at c=64."""
+    delta = json_1[1]["latency_ms"]["p50"] - json_1[0]["latency_ms"]["p50"]
+    json_ratio = json_64[1]["rps"] / json_64[0]["rps"] if json_64[0]["rps"] else float("nan")
+    stream_ratio = stream_32[1]["rps"] / stream_32[0]["rps"] if stream_32[0]["rps"] else float("nan")
+    cpu_b, cpu_g = (cell["cpu_ms_per_request"]["proxy"] for cell in json_64)
+    return delta, json_ratio, stream_ratio, cpu_g / cpu_b if cpu_b else float("nan")
+
+
+def target_lines(figures: tuple[float, float, float, float], cpu: str = "") -> list[str]:
     t = TARGET_FASTEST
-    jb, jg = results["json"][bare], results["json"][gate]
-    sb, sg = results["stream"][bare], results["stream"][gate]
-    delta = jg[1]["latency_ms"]["p50"] - jb[1]["latency_ms"]["p50"]
-    json_ratio = jg[64]["rps"] / jb[64]["rps"] if jb[64]["rps"] else float("nan")
-    stream_ratio = sg[32]["rps"] / sb[32]["rps"] if sb[32]["rps"] else float("nan")
-    cpu_b, cpu_g = jb[64]["cpu_ms_per_request"]["proxy"], jg[64]["cpu_ms_per_request"]["proxy"]
-    factor = cpu_g / cpu_b if cpu_b else float("nan")
+    delta, json_ratio, stream_ratio, factor = figures
     return [
-        "spendgate vs the aiohttp + uvloop bare proxy (one worker each):",
         f"  added p50 at concurrency 1: {delta:+.2f} ms (target <= +{t['p50_delta_ms']} ms: "
         f"{verdict(delta <= t['p50_delta_ms'])})",
         f"  non-streaming throughput at concurrency 64: {json_ratio:.0%} (target >= {t['json_ratio']:.0%}: "
         f"{verdict(json_ratio >= t['json_ratio'])})",
         f"  streams/s at 32 concurrent streams: {stream_ratio:.0%} (target >= {t['stream_ratio']:.0%}: "
         f"{verdict(stream_ratio >= t['stream_ratio'])})",
-        f"  proxy CPU per request at concurrency 64: {cpu_g:.3f} ms vs {cpu_b:.3f} ms = {factor:.2f}x "
+        f"  proxy CPU per request at concurrency 64: {cpu}{factor:.2f}x "
         f"(target <= {t['cpu_factor']}x: {verdict(factor <= t['cpu_factor'])})",
     ]
+
+
+def fastest_lines(
+    results: dict[str, dict[str, dict[int, dict[str, Any]]]], bare: str, gate: str
+) -> list[str]:
+    j, st = results["json"], results["stream"]
+    figures = target_figures(
+        (j[bare][1], j[gate][1]), (j[bare][64], j[gate][64]), (st[bare][32], st[gate][32])
+    )
+    cpu_b, cpu_g = j[bare][64]["cpu_ms_per_request"]["proxy"], j[gate][64]["cpu_ms_per_request"]["proxy"]
+    return [
+        "spendgate vs the aiohttp + uvloop bare proxy (one worker each):",
+        *target_lines(figures, f"{cpu_g:.3f} ms vs {cpu_b:.3f} ms = "),
+    ]
+
+
+# The target cells, measured again in back-to-back pairs (`--pairs`).
+PAIRED_CELLS = (("json", 1), ("json", 64), ("stream", 32))
+Pair = tuple[dict[str, Any], dict[str, Any]]
+
+
+def run_pairs(
+    stack: Stack, bare: Target, gate: Target, rounds: int, duration: float, warmup: float
+) -> list[list[Pair]]:
+    """Each round measures every target cell on both servers, one right after the other,
+    the first of the two alternating from round to round. Here the machine's speed drifts by
+    tens of percent from one minute to the next (neighbours on the same host, which no
+    counter of this machine shows), so cells run four minutes apart in the main matrix can
+    disagree where two run side by side do not."""
+    out: list[list[Pair]] = []
+    for i in range(rounds):
+        cells: list[Pair] = []
+        for mode, c in PAIRED_CELLS:
+            got: dict[str, dict[str, Any]] = {}
+            for target in (bare, gate) if i % 2 == 0 else (gate, bare):
+                print(f"  pair {i + 1}: {target.label:<28} {mode:<6} c={c:<3}", file=sys.stderr, flush=True)
+                got[target.label] = stack.measure_clean(
+                    target.port,
+                    c,
+                    mode == "stream",
+                    target.headers,
+                    duration,
+                    warmup,
+                    target.watch,
+                    target.upstream_port,
+                )
+            cells.append((got[bare.label], got[gate.label]))
+        out.append(cells)
+    return out
+
+
+def paired_lines(rounds: list[list[Pair]]) -> list[str]:
+    figures = [target_figures(*cells) for cells in rounds]
+    lines = [f"The same targets in {len(rounds)} rounds of back-to-back pairs (--pairs), and their medians:"]
+    lines += [
+        f"  round {i}: {d:+.2f} ms, {j:.0%}, {s:.0%}, {f:.2f}x" for i, (d, j, s, f) in enumerate(figures, 1)
+    ]
+    d, j, s, f = (statistics.median(column) for column in zip(*figures, strict=True))
+    return [*lines, "  medians:", *(f"  {line}" for line in target_lines((d, j, s, f)))]
 
 
 def machine_line() -> str:
@@ -720,6 +785,14 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=0,
         help="the mock pauses this long between SSE events: long-lived streams (default 0)",
+    )
+    p.add_argument(
+        "--pairs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="then measure issue 12's target cells again in N rounds of back-to-back (b2)/spendgate "
+        "pairs and report the medians (default 3; 0 with --quick)",
     )
     p.add_argument(
         "--patience",
@@ -822,6 +895,11 @@ def main(argv: list[str] | None = None) -> int:
                 if {1, 32, 64} <= set(CONCURRENCY) and set(MODES) == {"json", "stream"}:
                     out += [""] + overhead_lines(results, targets[1].label, targets[3].label)
                     out += [""] + fastest_lines(results, targets[2].label, targets[3].label)
+                    pairs = args.pairs if args.pairs is not None else (0 if args.quick else 3)
+                    if pairs:
+                        rounds = run_pairs(stack, targets[2], targets[3], pairs, duration, warmup)
+                        raw["pairs"] = rounds
+                        out += [""] + paired_lines(rounds)
             raw["results"] = results
             out += [""] + cpu_table(results)
             if stack.noisy_cells:
