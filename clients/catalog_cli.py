@@ -23,9 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.client import ControlPlaneClient
-from controlplane import catalog, genai_catalog
 from controlplane.money import Price
-from controlplane.services import convert
 from spendgate import shapes
 from spendgate.contract import RATES, format_usd
 from spendgate.v1 import usage_pb2
@@ -73,6 +71,8 @@ def _listing(client: ControlPlaneClient, history: bool) -> list[Price]:
 
 
 def _from_pb(msg: usage_pb2.Price) -> Price:
+    from controlplane.services import convert  # (see desired)
+
     return replace(convert.price_from(msg), source=msg.source, origin=msg.origin)
 
 
@@ -133,11 +133,17 @@ def cmd_show(args: argparse.Namespace, client: Callable[[], ControlPlaneClient],
 
 
 def desired(file: Path | None, now_ms: int) -> list[Price]:
+    # The catalog, genai-prices behind it, takes most of a second to import: only the
+    # commands that read it import it, and every other `spendgate` command starts without.
+    from controlplane import catalog
+
     return catalog.merged(file, now_ms)
 
 
 def diff(current: list[Price], wanted: list[Price], now_ms: int) -> list[dict[str, Any]]:
     """What syncing `wanted` over the stored rows (`current`, with history) would do."""
+    from controlplane import catalog  # (see desired)
+
     by_model: dict[tuple[str, str], list[Price]] = {}
     for row in current:
         by_model.setdefault((row.provider, row.model), []).append(row)
@@ -179,6 +185,8 @@ def cmd_diff(args: argparse.Namespace, client: Callable[[], ControlPlaneClient],
     now = int(time.time() * 1000)
     with client() as c:
         current = _listing(c, history=True)
+    from controlplane import genai_catalog  # (see desired)
+
     changes = diff(current, desired(args.catalog, now), now)
     _, skipped = genai_catalog.rows_from(now)
     covered = {(p.provider, p.model) for p in current}
@@ -215,6 +223,8 @@ def _plain(value: int | None, name: str) -> str:
 
 
 def cmd_apply(args: argparse.Namespace, client: Callable[[], ControlPlaneClient], emit: Emit) -> int:
+    from controlplane.services import convert  # (see desired)
+
     now = int(time.time() * 1000)
     rows = [convert.price_to_pb(p) for p in desired(args.catalog, now)]
     with client() as c:

@@ -26,7 +26,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clients import catalog_cli, export_cli
 from clients.client import PERIODS, SCOPES, ControlPlaneClient, SpendgateRpcError
@@ -38,6 +38,9 @@ from spendgate import shapes
 from spendgate.contract import format_usd, parse_usd
 from spendgate.times import iso_utc
 from spendgate.v1 import keys_pb2, usage_pb2
+
+if TYPE_CHECKING:
+    from controlplane.server import Config, ControlPlane
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_DATA_DIR = "./spendgate-data"
@@ -166,8 +169,19 @@ def _key_table(keys: Sequence[Any]) -> list[list[str]]:
 # commands -------------------------------------------------------------------
 
 
+def _control_plane(config: Config) -> ControlPlane:
+    """A wrong export-sink setting, found as the control plane is made, is one clear line."""
+    from controlplane.exports import ExportConfigError
+    from controlplane.server import ControlPlane
+
+    try:
+        return ControlPlane(config)
+    except ExportConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def cmd_controlplane(args: argparse.Namespace) -> int:
-    from controlplane.server import Config, ControlPlane
+    from controlplane.server import Config
 
     config = Config(
         data_dir=Path(args.data_dir),
@@ -178,7 +192,7 @@ def cmd_controlplane(args: argparse.Namespace) -> int:
         fee_bps=args.fee_bps,
         metrics_port=args.metrics_port,
     )
-    plane = ControlPlane(config)
+    plane = _control_plane(config)
     plane.start()
     print(f"spendgate control plane: gRPC on {plane.address}{_metrics_url(plane)}", flush=True)
     if not config.admin_token:
@@ -215,12 +229,12 @@ def cmd_dataplane(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from controlplane.server import Config, ControlPlane
+    from controlplane.server import Config
     from dataplane.serve import serve
 
     data_dir = Path(args.data_dir)
     _check_http_port(args.host, args.http_port)
-    plane = ControlPlane(
+    plane = _control_plane(
         Config(
             data_dir=data_dir,
             db_url=args.db or "",
@@ -788,7 +802,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         return int(args.func(args))
-    except (UsageError, export_cli.ExportUsageError, export_cli.ExportConfigError) as exc:
+    except (UsageError, export_cli.ExportUsageError) as exc:
         print(f"spendgate: {exc}", file=sys.stderr)
         return 2
     except SpendgateRpcError as exc:

@@ -19,19 +19,20 @@ from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
-from controlplane.exports import Cursors, ExportConfigError, ExportRunner, SinkExporter, load_sinks
-from controlplane.exports.runner import Step
-from controlplane.store import db
+    from controlplane.exports import SinkExporter
+
+# SQLAlchemy and the exporters take a third of a second to import: the commands here import
+# them as they run, and every other `spendgate` command starts without them.
 
 Emit = Callable[[argparse.Namespace, Any, "list[list[str]] | None"], None]
 
 
-__all__ = ["ExportConfigError", "ExportUsageError", "register"]
+__all__ = ["ExportUsageError", "register"]
 
 
 class ExportUsageError(Exception):
@@ -39,6 +40,8 @@ class ExportUsageError(Exception):
 
 
 def _engine(args: argparse.Namespace) -> Engine:
+    from controlplane.store import db
+
     if args.db:
         return db.make_engine(args.db)
     data_dir = Path(args.data_dir)
@@ -52,6 +55,10 @@ def _when(ms: int | None) -> str:
 
 
 def cmd_status(args: argparse.Namespace, emit: Emit) -> int:
+    from sqlalchemy.exc import DBAPIError
+
+    from controlplane.exports import Cursors, ExportConfigError, load_sinks
+
     try:
         configured = {s.name: s.kind for s in load_sinks(os.environ)}
     except ExportConfigError as exc:
@@ -98,6 +105,10 @@ def cmd_status(args: argparse.Namespace, emit: Emit) -> int:
 
 
 def cmd_run(args: argparse.Namespace, emit: Emit) -> int:
+    from controlplane.exports import Cursors, ExportConfigError, SinkExporter, load_sinks
+    from controlplane.exports.runner import Step
+    from controlplane.store import db
+
     try:
         sinks = [s for s in load_sinks(os.environ) if not args.sink or s.name in args.sink]
         if not sinks:
@@ -148,6 +159,8 @@ def cmd_run(args: argparse.Namespace, emit: Emit) -> int:
 
 
 def _forever(exporters: list[SinkExporter]) -> int:
+    from controlplane.exports import ExportRunner
+
     runner = ExportRunner(exporters)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
