@@ -114,11 +114,12 @@ class Price:
         return f"{self.provider}/{self.model}"
 
     def applied(self, units: Units, at_ms: int, service_tier: str = "") -> tuple[Price, tuple[Rule, ...]]:
-        """The flat rates in force for one request, and the rules that set them."""
+        """The flat rates in force for one request, and the rules that set them. Where none
+        applies, the row itself (its own rates are the flat ones): no copy per request."""
         matched = tuple(
             rule for rule in self.rules if rule.matches(units.total_input_tokens, at_ms, service_tier)
         )
-        return self.with_rates(*(rule.rates for rule in matched)), matched
+        return (self.with_rates(*(rule.rates for rule in matched)) if matched else self), matched
 
     def with_rates(self, *overrides: Mapping[str, int]) -> Price:
         merged: dict[str, int] = {}
