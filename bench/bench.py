@@ -475,6 +475,21 @@ class Target:
     upstream_port: int | None = None  # for proxies: count the upstream connections they close
 
 
+def measure_cell(
+    stack: Stack, target: Target, mode: str, concurrency: int, duration: float, warmup: float
+) -> dict[str, Any]:
+    return stack.measure_clean(
+        target.port,
+        concurrency,
+        mode == "stream",
+        target.headers,
+        duration,
+        warmup,
+        target.watch,
+        target.upstream_port,
+    )
+
+
 def run_matrix(
     stack: Stack, targets: list[Target], duration: float, warmup: float, progress: bool = True
 ) -> dict[str, dict[str, dict[int, dict[str, Any]]]]:
@@ -485,16 +500,7 @@ def run_matrix(
             for c in CONCURRENCY:
                 if progress:
                     print(f"  {target.label:<28} {mode:<6} c={c:<3}", end="", file=sys.stderr, flush=True)
-                r = stack.measure_clean(
-                    target.port,
-                    c,
-                    mode == "stream",
-                    target.headers,
-                    duration,
-                    warmup,
-                    target.watch,
-                    target.upstream_port,
-                )
+                r = measure_cell(stack, target, mode, c, duration, warmup)
                 results[mode].setdefault(target.label, {})[c] = r
                 if progress:
                     metric = "ttfb_ms" if mode == "stream" else "latency_ms"
@@ -707,16 +713,7 @@ def run_pairs(
             got: dict[str, dict[str, Any]] = {}
             for target in (bare, gate) if i % 2 == 0 else (gate, bare):
                 print(f"  pair {i + 1}: {target.label:<28} {mode:<6} c={c:<3}", file=sys.stderr, flush=True)
-                got[target.label] = stack.measure_clean(
-                    target.port,
-                    c,
-                    mode == "stream",
-                    target.headers,
-                    duration,
-                    warmup,
-                    target.watch,
-                    target.upstream_port,
-                )
+                got[target.label] = measure_cell(stack, target, mode, c, duration, warmup)
             cells.append((got[bare.label], got[gate.label]))
         out.append(cells)
     return out
