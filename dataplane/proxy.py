@@ -333,16 +333,19 @@ async def _admit_and_forward(request: Request, route: Route, gateway: Gateway, l
     meter = Meter(lease, prepared, started, response.status)
     parser = None
     if response.status < 400:
-        context = ParseContext(
-            request=view.body,
-            query=view.query,
-            headers={name.lower(): value for name, value in response.headers},
-            stream=prepared.stream,
-            upload_bytes=view.upload_bytes,
-            priced_units=priced_units(prepared.price),
-            model=prepared.price.model,
-        )
-        parser = route.make_parser(context, prepared.strip_usage)
+
+        def context() -> ParseContext:
+            return ParseContext(
+                request=view.body,
+                query=view.query,
+                headers={name.lower(): value for name, value in response.headers},
+                stream=prepared.stream,
+                upload_bytes=view.upload_bytes,
+                priced_units=priced_units(prepared.price),
+                model=prepared.price.model,
+            )
+
+        parser = route.make_parser(context, prepared.stream, prepared.strip_usage)
     # Not for a stream, SSE or not (Gemini's JSON array): its headers go before its usage.
     priced = (
         lease.held

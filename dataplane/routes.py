@@ -64,11 +64,15 @@ class Route:
     def candidates(self, model: str, view: RequestView) -> tuple[str, ...]:
         return self.variants(model, view) if self.variants else (model,)
 
-    def make_parser(self, context: ParseContext, strip_usage: bool) -> UsageParser:
+    def make_parser(
+        self, context: Callable[[], ParseContext], stream: bool, strip_usage: bool
+    ) -> UsageParser:
+        """The route's usage parser. `context` is called only for a parser that reads one
+        (the token APIs' parsers do not: most requests never make it)."""
         if self.context_parser is not None:
-            return self.context_parser(context)
+            return self.context_parser(context())
         assert self.parser is not None, f"route {self.path} has no parser"
-        return self.parser(context.stream, strip_usage)
+        return self.parser(stream, strip_usage)
 
 
 def _gemini(context: ParseContext) -> UsageParser:
