@@ -224,7 +224,10 @@ class ChatParser:
         if not (quiet and self._sse.skip(head)):
             return self._forward(data)
         self._hold(head)  # text deltas, whole: not even split into events
-        return data if head is data else head + self._forward(data[quiet:])
+        if head is data:
+            return data
+        rest = self._forward(data[quiet:])
+        return head + rest if self._strip else data  # (unstripped, the rest goes on as it came)
 
     def _forward(self, data: bytes) -> bytes:
         """Split `data` into events and record each; what of it to forward."""

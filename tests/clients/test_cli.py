@@ -6,6 +6,8 @@ import json
 import os
 import socket
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -279,3 +281,18 @@ def test_up_says_how_to_make_an_account_only_until_there_is_one(tmp_path: Path) 
     finally:
         stop(proc)
     assert not [x for x in first_lines() if x.startswith("next: ")]  # an account exists now
+
+
+def test_a_command_that_reads_no_catalog_or_database_starts_without_them(tmp_path: Path) -> None:
+    """Only `catalog` and `exports` import the catalog (genai-prices) and SQLAlchemy: every
+    other command would spend about two thirds of a second on them before doing anything."""
+    probe = (
+        "import sys\n"
+        "from clients.cli import main\n"
+        "assert main(['settlements', 'list', '--spool-dir', sys.argv[1], '--json']) == 0\n"
+        "print(sorted(m for m in ('genai_prices', 'sqlalchemy') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.splitlines()[-1] == "[]"
