@@ -2,7 +2,7 @@
 
     python bench/bench.py [--duration S] [--quick] [--clients] [--json FILE]
                           [--concurrency N ...] [--mode both|json|stream]
-                          [--chunk-delay-ms N] [--patience S]
+                          [--chunk-delay-ms N] [--patience S] [--pairs N] [--no-pin]
 
 Starts, on 127.0.0.1 only, the fake upstream (`spendgate mock-upstream`), a
 bare pass-through proxy on spendgate's own stack (bench/bare_proxy.py:
@@ -20,6 +20,11 @@ bare proxy, and the CPU each process used. `--clients` instead runs the bare
 proxy once per candidate upstream HTTP client (httpx default/tuned, httpx2
 default/tuned, aiohttp, and spendgate's HttpxUpstream as it is) and prints that
 comparison; see docs/upstream-client.md.
+
+On a machine of two CPUs or more, each proxy under test runs pinned to CPU 0
+alone and everything else (the mock, the load generator, spendgate's control
+plane, the bench) on the others, so the proxies compete with no one for their
+core and the scheduler does not move them between cores; `--no-pin` turns that off.
 
 Every request loop is bounded (a deadline and a request cap), and every
 process started is stopped at exit, on Ctrl-C and on SIGTERM; the children
@@ -108,6 +113,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of `pid` on `cpus` (threads it starts later inherit their parent's)."""
+    with contextlib.suppress(FileNotFoundError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(int(task), cpus)
+
+
 def machine_busy_seconds() -> float:
     parts = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     idle = parts[3] + parts[4]
@@ -168,8 +181,17 @@ def machine_busy_percent(interval: float) -> float:
 class Stack:
     """Owns every process and temporary directory the bench creates."""
 
-    def __init__(self, patience: float = 60.0) -> None:
+    def __init__(self, patience: float = 60.0, pinned: bool = False) -> None:
         self.patience = patience  # seconds the whole run may spend waiting out other load
+        # Pinned: each proxy under test on CPU 0 alone, the rest (the mock, the load
+        # generator, spendgate's control plane, this process) on the other CPUs.
+        self.proxy_cpus: set[int] | None = None
+        if pinned:
+            cpus = os.sched_getaffinity(0)
+            if len(cpus) < 2:
+                raise RuntimeError("pinning needs two CPUs or more (run with --no-pin)")
+            self.proxy_cpus = {min(cpus)}
+            os.sched_setaffinity(0, cpus - self.proxy_cpus)  # inherited by every child started here
         self.noisy_cells = 0
         self.tmp = Path(tempfile.mkdtemp(prefix="spendgate-bench-"))
         self.servers: list[Server] = []
@@ -232,6 +254,10 @@ class Stack:
 
     # --- the three servers ---------------------------------------------------------
 
+    def _isolate(self, server: Server) -> None:
+        if self.proxy_cpus is not None:
+            pin(server.pids["proxy"], self.proxy_cpus)
+
     def _wait_ready(self, server: Server, check: Any, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -276,6 +302,7 @@ class Stack:
         server = self.spawn(f"bare-{client}-{loop}", argv, port, {"BARE_PROXY_UPSTREAM_KEY": UPSTREAM_KEY})
         self._wait_ready(server, lambda: http_get(port, "/healthz")[0] == 200)
         server.pids = {"proxy": server.proc.pid}
+        self._isolate(server)
         return server
 
     def start_spendgate(self, upstream_port: int) -> tuple[Server, str]:
@@ -305,6 +332,7 @@ class Stack:
         if len(workers) != 1:
             raise RuntimeError(f"expected one spendgate worker process, found {len(workers)}")
         server.pids = {"controlplane": server.proc.pid, "proxy": workers[0]}
+        self._isolate(server)
         secret = self.mint_key(server, grpc_port, data)
         return server, secret
 
@@ -792,6 +820,13 @@ def main(argv: list[str] | None = None) -> int:
         "pairs and report the medians (default 3; 0 with --quick)",
     )
     p.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="let the scheduler place every process (default: each proxy under test on CPU 0 alone, "
+        "everything else on the other CPUs)",
+    )
+    p.add_argument(
         "--patience",
         type=float,
         default=None,
@@ -819,13 +854,17 @@ def main(argv: list[str] | None = None) -> int:
         f"{OUTPUT_TOKENS} output tokens"
         + (f", {CHUNK_DELAY_MS} ms between stream events" if CHUNK_DELAY_MS else "")
         + "; load generator: bench/loadgen.py in its own process",
+        "pinned: each proxy worker under test on CPU 0 alone; the mock, the load generator and spendgate's "
+        "control plane on the others"
+        if args.pin
+        else "not pinned: the scheduler places every process (--no-pin)",
     ]
     print("\n".join(header), flush=True)
     out: list[str] = []
     raw: dict[str, Any] = {"header": header, "duration": duration, "warmup": warmup}
     try:
         patience = args.patience if args.patience is not None else (5.0 if args.quick else 30.0)
-        with Stack(patience) as stack:
+        with Stack(patience, pinned=args.pin) as stack:
             mock = stack.start_mock()
             mock_watch = {"mock": mock.proc.pid}
             direct = Target(
