@@ -280,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     config.keep_alive_timeout = 75
     config.graceful_timeout = 10
     config.loglevel = "WARNING"
+    config.include_server_header = False
     print(
         f"bare proxy ({args.client}, {args.loop}) on http://{args.host}:{args.port} -> {args.upstream}",
         flush=True,

@@ -51,6 +51,7 @@ def serve(which: str, port: int, upstream: str, env_file: str) -> None:
     config.accesslog = None
     config.keep_alive_timeout = 75
     config.loglevel = "WARNING"
+    config.include_server_header = False
     app: Any
     if which == "spendgate":
         worker_env = Path(env_file).read_bytes().decode().split("\0")

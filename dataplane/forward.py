@@ -87,12 +87,17 @@ def upstream_headers(client_headers: list[tuple[str, str]], inject: Mapping[str,
 
 def downstream_headers(upstream: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """A provider's `x-spendgate-*` (one reached through another gateway) is not passed on:
-    the client would read that gateway's cost or request id for this one's."""
-    return [(n, v) for n, v in upstream if _passed_on(n.lower())]
+    the client would read that gateway's cost or request id for this one's. Nor is its
+    `date`: the server adds the current one, and a response has one Date, not two."""
+    return [(n, v) for n, v in upstream if passed_on(n.lower())]
 
 
-def _passed_on(name: str) -> bool:
-    return name not in HOP_BY_HOP and name != "content-encoding" and not name.startswith("x-spendgate-")
+def passed_on(name: str) -> bool:
+    """Whether an upstream response header (`name` lowercased) goes on to the client."""
+    return name not in NOT_PASSED_ON and not name.startswith("x-spendgate-")
+
+
+NOT_PASSED_ON = HOP_BY_HOP | {"content-encoding", "date"}
 
 
 class HttpxUpstream:

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from dataplane.errors import UpstreamUnreachable
-from dataplane.forward import StreamBroken, UpstreamResponse, downstream_headers
+from dataplane.forward import StreamBroken, UpstreamResponse, passed_on
 from dataplane.providers.families import ADAPTERS, Family
 from dataplane.providers.usage import Usage, UsageParser
 from dataplane.settlement import Outcome
@@ -63,10 +63,16 @@ class MeteredStream(Response):
     ) -> None:
         self.status_code = upstream.status
         self.background = None
-        self.raw_headers = [
-            (n.lower().encode("latin-1"), v.encode("latin-1"))
-            for n, v in downstream_headers(upstream.headers)
-        ]
+        self.raw_headers = []  # forward.downstream_headers, lowercased and encoded, in the same pass:
+        content_type, length = "", b""
+        for name, value in upstream.headers:
+            lower = name.lower()
+            if lower == "content-type" and not content_type:
+                content_type = value
+            elif lower == "content-length" and not length and value.isdigit():
+                length = value.encode("latin-1")
+            if passed_on(lower):
+                self.raw_headers.append((lower.encode("latin-1"), value.encode("latin-1")))
         self._upstream = upstream
         self._parser = parser
         self._meter = meter
@@ -74,18 +80,12 @@ class MeteredStream(Response):
         self._drain_seconds = drain_seconds
         self._gone = False  # the client left
         self._unseen = False  # and the upstream sent more after it had
-        self._sse = any(
-            n.lower() == "content-type" and v.startswith("text/event-stream") for n, v in upstream.headers
-        )
+        self._sse = content_type.startswith("text/event-stream")
         # A JSON answer whose client asked for its cost is held back until it is settled:
         # the cost goes in its headers, which would otherwise have left before its usage came.
-        self._buffered = priced and _is_json(upstream.headers)
-        if not self._sse:  # passed on byte for byte: its length holds (no chunked framing, one write less)
-            self.raw_headers += [
-                (b"content-length", v.encode("latin-1"))
-                for n, v in upstream.headers
-                if n.lower() == "content-length" and v.isdigit()
-            ][:1]
+        self._buffered = priced and _is_json(content_type)
+        if length and not self._sse:  # passed on byte for byte: its length holds (no chunked framing)
+            self.raw_headers.append((b"content-length", length))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self._sse:
@@ -173,14 +173,11 @@ class MeteredStream(Response):
             self._gone = self._unseen = True
 
 
-def _is_json(headers: list[tuple[str, str]]) -> bool:
+def _is_json(content_type: str) -> bool:
     """Only a JSON answer is held for its cost: audio (even unflagged chunked audio, such as
     ElevenLabs' /stream) goes on as it comes."""
-    for name, value in headers:
-        if name.lower() == "content-type":
-            kind = value.partition(";")[0].strip().lower()
-            return kind == "application/json" or kind.endswith("+json")
-    return False
+    kind = content_type.partition(";")[0].strip().lower()
+    return kind == "application/json" or kind.endswith("+json")
 
 
 class UpstreamAborted(Exception):

@@ -45,6 +45,7 @@ def serve(host: str, port: int, workers: int, env: Mapping[str, str]) -> int:
         config.keep_alive_timeout = 75
         config.graceful_timeout = 10
         config.loglevel = "WARNING"
+        config.include_server_header = False  # the software and its version are nobody's business
         try:
             return run(config)
         finally:

@@ -166,6 +166,28 @@ def test_client_headers_pass_through_and_hop_by_hop_do_not(
     assert received.header("proxy-authorization") is None
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_has_one_date_and_no_server_header(
+    gateway: Running, user_key: dict[str, object], mock: MockUpstream, stream: bool
+) -> None:
+    """The provider's Date is not passed on beside the gateway's own (a response has one), and
+    the gateway does not name its server software."""
+    response = httpx.post(
+        gateway.base + "/v1/chat/completions",
+        json={"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 1, "stream": stream},
+        headers={"Authorization": f"Bearer {user_key['secret']}"},
+    )
+    assert response.status_code == 200, response.text
+    assert len(response.headers.get_list("date")) == 1
+    assert "server" not in response.headers
+    direct = httpx.post(
+        mock.url + "/v1/chat/completions",
+        json={"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 1, "stream": stream},
+        headers={"Authorization": f"Bearer {UPSTREAM_OPENAI_KEY}"},
+    )
+    assert direct.headers.get("date")  # the provider does send one
+
+
 @pytest.mark.parametrize(
     "how",
     [
