@@ -15,6 +15,8 @@ import httpx
 import httpx2
 import openai
 import pytest
+from starlette.routing import Match, Route, Router
+from starlette.types import Receive, Scope, Send
 
 from controlplane import catalog as builtin_catalog
 from controlplane.services import convert
@@ -22,9 +24,11 @@ from dataplane import pricing, proxy
 from dataplane.app import Worker, create_app
 from dataplane.budget import Decision
 from dataplane.config import Settings
+from dataplane.edge import Edge
 from dataplane.errors import BadRequest
 from dataplane.forward import HttpxUpstream
 from dataplane.keycache import KeyState, digest
+from dataplane.metrics import Metrics
 from dataplane.settlement import Charged, Settlement
 from fakeupstream.server import MockUpstream, running_mock
 from tests.dataplane.test_budget import run
@@ -278,3 +282,29 @@ def test_a_stream_asked_without_usage_goes_upstream_as_the_client_wrote_it_plus_
         assert settled.unit("output_tokens") == 5  # the usage chunk was read, then kept from the client
 
     in_process(mock, scenario)
+
+
+def test_each_request_a_route_is_taken_directly_for_is_one_the_router_would_give_it() -> None:
+    """Edge sends a request for a path without parameters straight to its route: for every
+    route of the app, and every method, that is the route Starlette's router would pick."""
+    edge = create_app(Settings.from_env({}))
+    routes = edge.router.routes
+    assert "/v1/chat/completions" in edge._direct and "/v1/keys/{key_id}" not in edge._direct
+    for route in routes:
+        path = getattr(route, "path", "")
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+            direct = edge._direct.get(path)
+            if direct is None or method not in (direct.methods or ()):
+                continue  # the router's
+            scope = {"type": "http", "path": path, "root_path": "", "method": method}
+            chosen = next(r for r in routes if r.matches(scope)[0] is Match.FULL)
+            assert direct is chosen, (method, path)
+
+
+def test_a_path_an_earlier_route_also_matches_is_left_to_the_router() -> None:
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        raise AssertionError("not called")
+
+    first, shadowed, plain = Route("/v1/{x}", endpoint), Route("/v1/a", endpoint), Route("/v2", endpoint)
+    edge = Edge(Router([first, shadowed, plain]), Metrics(directory=""))
+    assert edge._direct == {"/v2": plain}
