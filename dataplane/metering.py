@@ -79,6 +79,8 @@ class MeteredStream(Response):
         self._family = family
         self._drain_seconds = drain_seconds
         self._gone = False  # the client left
+        self._drain: asyncio.TimerHandle | None = None  # then, when reading its stream stops
+        self._drained = False  # and it has
         self._unseen = False  # and the upstream sent more after it had
         self._sse = content_type.startswith("text/event-stream")
         # A JSON answer whose client asked for its cost is held back until it is settled:
@@ -91,21 +93,32 @@ class MeteredStream(Response):
         if not self._sse:
             await self._pump(send)
             return
+        # The drain's end cancels this task, as asyncio.timeout would; but the timer is
+        # set only once the client has left, not made and entered for every stream.
+        task = asyncio.current_task()
+        assert task is not None
+        listener = asyncio.create_task(self._listen(receive, task))
         try:
-            async with asyncio.timeout(None) as drain:
-                listener = asyncio.create_task(self._listen(receive, drain))
-                try:
-                    await self._pump(send)
-                finally:
-                    listener.cancel()
-        except TimeoutError:
-            log.info("stopped reading an abandoned stream after %.0f s", self._drain_seconds)
+            await self._pump(send)
+        except asyncio.CancelledError:
+            if self._drained and task.uncancel() == 0:  # ours, and no one else's besides
+                log.info("stopped reading an abandoned stream after %.0f s", self._drain_seconds)
+                return
+            raise
+        finally:
+            listener.cancel()
+            if self._drain is not None:
+                self._drain.cancel()
 
-    async def _listen(self, receive: Receive, drain: asyncio.Timeout) -> None:
+    async def _listen(self, receive: Receive, task: asyncio.Task[object]) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
         self._gone = True
-        drain.reschedule(asyncio.get_running_loop().time() + self._drain_seconds)
+        self._drain = asyncio.get_running_loop().call_later(self._drain_seconds, self._end_drain, task)
+
+    def _end_drain(self, task: asyncio.Task[object]) -> None:
+        self._drained = True
+        task.cancel()
 
     async def _pump(self, send: Send) -> None:
         outcome = Outcome.OK if self.status_code < 400 else Outcome.UPSTREAM_ERROR

@@ -113,3 +113,42 @@ def test_a_json_answer_is_read_to_its_end_though_the_client_left_before_it() -> 
     usage, outcome, _, closed = ending([], [JSON_BODY], ends=True, sse=False, drain_seconds=0)
     assert usage is not None and usage.complete and (usage.input_tokens, usage.output_tokens) == (5, 2)
     assert outcome is Outcome.OK and closed
+
+
+def test_a_cancellation_that_is_not_the_drains_end_goes_on_and_the_stream_is_still_metered() -> None:
+    """The worker stopping (its task cancelled) while a left client's stream drains: the
+    cancellation is not taken for the drain's end, the meter is told, the upstream closed."""
+    told, closed = Told(), []
+
+    async def body() -> AsyncIterator[bytes]:
+        yield TEXT
+        await asyncio.Event().wait()  # the provider goes on generating
+
+    async def close() -> None:
+        closed.append(True)
+
+    async def scenario() -> None:
+        upstream = UpstreamResponse(200, [("content-type", "text/event-stream")], body(), close)
+        stream = MeteredStream(upstream, ChatParser(stream=True), told, Family.OPENAI, 30.0)
+
+        async def send(message: dict[str, object]) -> None:
+            pass
+
+        async def receive() -> dict[str, object]:
+            return {"type": "http.disconnect"}  # gone at once: the drain has 30 s to run
+
+        task = asyncio.create_task(stream({"type": "http"}, receive, send))  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        else:
+            raise AssertionError("the cancellation was swallowed")
+        assert stream._drain is not None and stream._drain.cancelled()  # its timer does not outlive it
+
+    run(scenario)
+    ((usage, outcome),) = told.calls
+    assert outcome is Outcome.CLIENT_DISCONNECTED and closed == [True]
+    assert usage is not None and usage.delivered_text_bytes == 2
