@@ -73,15 +73,22 @@ ANTHROPIC_SERVER_TOOLS = ("web_search_", "web_fetch_", "code_execution_", "mcp_t
 IMAGE_PARTS = frozenset({"image_url", "input_image", "computer_screenshot", "image_generation_call"})
 
 
-def _count(value: object, least: int = 0) -> int | None:
-    """An integer field's value; JSON `true` is not 1 here."""
-    return value if type(value) is int and value >= least else None
-
-
 def gemini_configs(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     # The Gemini API reads both spellings (proto JSON); a client may even send both.
+    if "generationConfig" not in body and "generation_config" not in body:
+        return []  # (every other provider's request)
     configs = (body.get("generationConfig"), body.get("generation_config"))
     return [config for config in configs if isinstance(config, Mapping)]
+
+
+def _largest(fields: list[object]) -> int | None:
+    """The largest of the fields that are non-negative integers (none: None); JSON `true` is
+    not 1 here. (Run on every request, so without the lists a `max` of a filter would build.)"""
+    found = None
+    for value in fields:
+        if type(value) is int and value >= 0 and (found is None or value > found):
+            found = value
+    return found
 
 
 def _requested_limit(body: Mapping[str, Any]) -> int | None:
@@ -91,8 +98,7 @@ def _requested_limit(body: Mapping[str, Any]) -> int | None:
     fields = [body.get(name) for name in OUTPUT_LIMIT_FIELDS]
     for config in gemini_configs(body):
         fields += [config.get("maxOutputTokens"), config.get("max_output_tokens")]
-    limits = [value for value in map(_count, fields) if value is not None]
-    return max(limits) if limits else None
+    return _largest(fields)
 
 
 def output_limit(body: Mapping[str, Any], price: ModelPrice) -> int:
@@ -108,7 +114,7 @@ def choices(body: Mapping[str, Any]) -> int:
     fields = [body.get("n"), body.get("best_of")]
     for config in gemini_configs(body):
         fields += [config.get("candidateCount"), config.get("candidate_count")]
-    return max([1, *(value for value in map(_count, fields) if value is not None)])
+    return max(1, _largest(fields) or 0)
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,9 @@ class Settlement:
             key_id=self.key_id,
             provider=self.provider,
             model=self.model,
-            units=usage_pb2.Units(**self.units),
+            units=usage_pb2.Units(
+                **{name: n for name, n in self.units.items() if n}
+            ),  # (0 is proto3's default)
             started_ms=self.started_ms,
             latency_ms=self.latency_ms,
             ttfb_ms=self.ttfb_ms,

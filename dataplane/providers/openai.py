@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import replace
 from typing import Any
 
 from dataplane.config import Settings
@@ -86,7 +85,7 @@ def _chat_usage(u: dict[str, Any], **more: Any) -> Usage:
             hit = max(whole - miss, 0)
         elif miss is None and hit is not None:
             miss = None if whole is None else max(whole - hit, 0)
-        usage = replace(usage, input_tokens=miss, cached_input_tokens=hit, cache_write_tokens=None)
+        usage = usage._replace(input_tokens=miss, cached_input_tokens=hit, cache_write_tokens=None)
     reasoning, output, prompt_count = usage.reasoning_tokens, usage.output_tokens, count(prompt)
     if (
         reasoning
@@ -94,7 +93,7 @@ def _chat_usage(u: dict[str, Any], **more: Any) -> Usage:
         and prompt_count is not None
         and count(u.get("total_tokens")) == prompt_count + output + reasoning
     ):
-        usage = replace(usage, output_tokens=output + reasoning)
+        usage = usage._replace(output_tokens=output + reasoning)
     return usage
 
 
@@ -301,13 +300,13 @@ class ChatParser:
         if usage.output_tokens is not None:
             return usage  # (delivered_text_bytes: not needed, see above)
         self._count_text()
-        return replace(usage, delivered_text_bytes=self._text_bytes)
+        return usage._replace(delivered_text_bytes=self._text_bytes)
 
     def _body_usage(self) -> Usage:
         body = self._body.value()
         if body is None:
             tail = self._body.tail_object("usage")
-            return replace(_chat_usage(tail or {}), complete=tail is not None)
+            return _chat_usage(tail or {})._replace(complete=tail is not None)
         text_bytes = _choices_bytes(as_objs(body.get("choices")))
         return _chat_usage(
             as_obj(body.get("usage")),

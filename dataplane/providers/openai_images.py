@@ -21,7 +21,6 @@ its row prices (`ParseContext.priced_units`)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 from dataplane.providers.jsonbody import TAIL_BYTES, JsonBody, as_objs, count, loads, tail_object
@@ -115,4 +114,4 @@ class ImagesParser:
         usage = self._usage or {}
         output = count(usage.get("output_tokens"))
         result = Usage(input_tokens=count(usage.get("input_tokens")), output_tokens=output)
-        return replace(result, complete=output is not None)
+        return result._replace(complete=output is not None)

@@ -55,6 +55,7 @@ def test_output_limit_takes_the_request_limit_capped_by_the_catalog() -> None:
     assert output_limit({}, MINI) == 16_384
     assert output_limit({"max_tokens": "100"}, MINI) == 16_384  # wrong type: fall back to the bound
     assert output_limit({"max_tokens": -5}, MINI) == 16_384
+    assert output_limit({"max_tokens": True}, MINI) == 16_384  # JSON true is not a limit of 1
 
 
 def test_estimate_bounds_the_real_cost_from_above() -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import replace
 from functools import partial
 
 import pytest
@@ -156,14 +155,14 @@ def test_speech_sse_usage_is_exact_and_a_cut_stream_falls_back_to_the_estimate()
     exact = Usage(input_tokens=9, output_tokens=0, audio_output_tokens=141, complete=True)
     check_every_split(partial(openai_audio.SpeechParser, context), SPEECH_SSE, SPEECH_SSE, exact)
     whole_from = SPEECH_SSE.rindex(b"}}") + 2  # the done event's JSON is whole from here on
-    guess = Usage(**{**SPEECH_GUESS.__dict__, "estimated": True})
+    guess = SPEECH_GUESS._replace(estimated=True)
     for i, usage in enumerate(cut_offs(openai_audio.SpeechParser, context, SPEECH_SSE)):
-        assert usage == (exact if i >= whole_from else guess if i == 0 else replace(guess, complete=True)), i
+        assert usage == (exact if i >= whole_from else guess if i == 0 else guess._replace(complete=True)), i
 
 
 def test_speech_binary_is_estimated_or_billed_per_character() -> None:
     binary = speech(**{"content-type": "audio/mpeg"})
-    guess = Usage(**{**SPEECH_GUESS.__dict__, "estimated": True, "complete": True})
+    guess = SPEECH_GUESS._replace(estimated=True, complete=True)
     check_every_split(partial(openai_audio.SpeechParser, binary), AUDIO, AUDIO, guess)
     per_char = speech(frozenset({"characters"}), **{"content-type": "audio/mpeg"})
     check_every_split(

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from functools import partial
 
 import pytest
@@ -42,7 +41,7 @@ def utf8(*parts: str) -> int:
 def streamed(usage: Usage) -> Usage:
     """What a streamed chat answer reports: the text it delivered is counted only when no
     output count came (the one case billing reads it); see text_without_counts below."""
-    return usage if usage.output_tokens is None else replace(usage, delivered_text_bytes=0)
+    return usage if usage.output_tokens is None else usage._replace(delivered_text_bytes=0)
 
 
 # --- chat completions, streamed, with stream_options.include_usage ---------------------------
@@ -299,7 +298,7 @@ def test_chat_stream_deepseek_cut_off_before_its_usage() -> None:
 )
 def test_chat_body_deepseek_hit_and_miss(usage: bytes, expected: Usage) -> None:
     body = b'{"choices":[],"usage":{' + usage + b',"completion_tokens":5}}'
-    assert run(lambda: ChatParser(False), [body])[1] == replace(expected, complete=True)
+    assert run(lambda: ChatParser(False), [body])[1] == expected._replace(complete=True)
 
 
 # Mistral: no stream_options is sent; the finishing chunk carries the usage anyway.
