@@ -32,7 +32,7 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import grpc
 
@@ -99,8 +99,9 @@ class _Own:
     lease_end: float
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
+    """(A tuple: one is made per request.)"""
+
     granted: bool
     reason: str
     cap_micros: int | None

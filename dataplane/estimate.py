@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from dataplane.errors import Unbounded, UnknownModel
 from dataplane.inbound import RequestView
@@ -337,8 +337,9 @@ AUDIO_TOKENS_PER_SECOND = 50
 SPEECH_TOKENS_PER_CHAR_BOUND = 4
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(NamedTuple):
+    """The operator's bounds and the key's strictness (a tuple: one is made per request)."""
+
     max_audio_seconds: int = 3600
     max_referenced_input_tokens: int = 1_048_576
     strict: bool = False  # the key admits only what fits whole: refuse what cannot be bounded

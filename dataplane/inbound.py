@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import Any, Literal, NamedTuple
 
 from starlette.requests import ClientDisconnect, Request
 
@@ -32,14 +32,13 @@ MAX_JSON_DEPTH = 256
 _TOO_DEEP = f"The JSON body of your request nests deeper than {MAX_JSON_DEPTH} levels."
 
 
-@dataclass(frozen=True)
-class RequestView:
-    """A request as the estimate and the usage parsers see it."""
+class RequestView(NamedTuple):
+    """A request as the estimate and the usage parsers see it (a tuple: one is made per request)."""
 
     raw_len: int
     body: dict[str, Any]  # the JSON object, the form's text fields, or {} for raw media
-    query: Mapping[str, str] = field(default_factory=dict)
-    path_params: Mapping[str, str] = field(default_factory=dict)
+    query: Mapping[str, str] = MappingProxyType({})
+    path_params: Mapping[str, str] = MappingProxyType({})
     upload_bytes: int = 0  # raw audio body, or the multipart file part(s)
     json_body: bool = True  # whether `body` is what will be forwarded (and may be rewritten)
 
