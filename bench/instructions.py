@@ -131,6 +131,8 @@ def measure(
         completed = load(args.requests)
         subprocess.run(["callgrind_control", "--dump", str(proc.pid)], capture_output=True, check=True)
         time.sleep(1)
+        if args.keep:  # for callgrind_annotate, per C function
+            shutil.copy(f"{out}.1", Path(args.keep) / f"callgrind.{which}.{mode}.{completed}")
         return total_instructions(Path(f"{out}.1")) / completed
     finally:
         os.killpg(proc.pid, 9)
@@ -148,6 +150,7 @@ def main() -> int:
     p.add_argument("--requests", type=int, default=400, help="measured requests per server (default 400)")
     p.add_argument("--warmup", type=int, default=150, help="unmeasured requests first (default 150)")
     p.add_argument("--concurrency", type=int, default=8, help="connections (default 8)")
+    p.add_argument("--keep", metavar="DIR", help="copy the callgrind output files here")
     args = p.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)

@@ -6,6 +6,7 @@ its error handlers and its request ids, end to end."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from controlplane import catalog as builtin_catalog
 from controlplane.services import convert
+from dataplane import app as app_module
 from dataplane import pricing, proxy
 from dataplane.app import Worker, create_app
 from dataplane.budget import Decision
@@ -308,3 +310,16 @@ def test_a_path_an_earlier_route_also_matches_is_left_to_the_router() -> None:
     first, shadowed, plain = Route("/v1/{x}", endpoint), Route("/v1/a", endpoint), Route("/v2", endpoint)
     edge = Edge(Router([first, shadowed, plain]), Metrics(directory=""))
     assert edge._direct == {"/v2": plain}
+
+
+def test_a_loaded_catalog_is_frozen_and_the_young_generation_is_collected_less_often() -> None:
+    """What a worker does when its catalog arrives (app._freeze_heap, the catalog's on_replace)."""
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        pricing.Catalog(on_replace=app_module._freeze_heap).replace([])
+        assert gc.get_threshold() == (app_module.YOUNG_GC_THRESHOLD, 10, 10)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
