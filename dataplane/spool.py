@@ -15,6 +15,11 @@ can lose the last 100 ms of settlements, as SQLite's `synchronous=NORMAL`, the
 control plane's own setting, can lose its last commits. An fsync per request
 cost about 1 ms of CPU, half of what the rest of a request costs.
 
+Once 4 MiB were written to it, the file is started again with only the records that
+are still pending (`_compact`): under steady load one always is, so it is never simply
+emptied (before 2026-12-04 it was, and only then: it grew by ~250 bytes a request for as
+long as the load lasted).
+
 File format, one record a line:  `S <base64 SettleRequest>` (settlement.Settlement
 in its protobuf form), `R <request id>`,
 `D <request id>` (done)."""
@@ -40,7 +45,8 @@ from spendgate.v1 import usage_pb2
 
 log = logging.getLogger(__name__)
 
-COMPACT_BYTES = 4 * 1024 * 1024
+COMPACT_BYTES = 4 * 1024 * 1024  # a spool file is started again once this much was written to it
+COMPACTING = ".compacting"  # the suffix of the file a compaction writes before renaming it
 
 
 def item_id(item: Item) -> str:
@@ -91,16 +97,16 @@ class Spool:
         self.path = directory / f"worker-{os.getpid()}-{uuid.uuid4().hex[:8]}.spool"
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held for this worker's life
-        self._pending: set[str] = set()
+        self._pending: dict[str, bytes] = {}  # request id -> its record, until done
         self._written = 0
         self._unsynced = False
 
     def append(self, items: Iterable[Item], sync: bool = False) -> None:
         """Write-ahead: written before it is sent; on disk at the next `sync`, or now."""
-        records = [(_encode(item), item_id(item)) for item in items]
-        self._write(b"".join(r for r, _ in records), sync=sync)
+        records = {item_id(item): _encode(item) for item in items}
+        self._write(b"".join(records.values()), sync=sync)
         self._unsynced = self._unsynced or not sync
-        self._pending.update(i for _, i in records)
+        self._pending.update(records)
 
     @property
     def backlog(self) -> int:
@@ -117,10 +123,36 @@ class Spool:
         """Delivered: a lost `done` record only means a harmless replay, so no fsync."""
         ids = list(ids)
         self._write(b"".join(b"D " + i.encode() + b"\n" for i in ids), sync=False)
-        self._pending.difference_update(ids)
-        if not self._pending and self._written > COMPACT_BYTES:
+        for i in ids:
+            self._pending.pop(i, None)
+        if self._written > COMPACT_BYTES:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Start the file again with only what is pending. Under steady load something
+        always is, so the file cannot simply be emptied: a new one is written beside it,
+        made durable and renamed over it. A crash before the rename leaves the old file,
+        which holds everything; after it, the new one, which holds what is pending. The
+        new file takes the old one's descriptor number (dup2), so a `sync` running in
+        another thread meanwhile fsyncs one or the other, never a closed descriptor."""
+        if not self._pending:
             os.ftruncate(self._fd, 0)
             self._written = 0
+            return
+        data = b"".join(self._pending.values())
+        fresh = self.path.with_name(self.path.name + COMPACTING)
+        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the new file is locked before it is visible
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+            os.replace(fresh, self.path)
+            os.dup2(fd, self._fd)  # closes the old file (and drops its lock) in the same step
+        finally:
+            os.close(fd)
+        self._written = len(data)
 
     def _write(self, data: bytes, sync: bool) -> None:
         view = memoryview(data)
@@ -134,27 +166,25 @@ class Spool:
         """Take over the undelivered records of spool files whose worker is gone."""
         taken: list[Item] = []
         for path in sorted(self.directory.glob("worker-*.spool")):
-            if path == self.path:
-                continue
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                continue
-            try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # its worker is alive
-                items = read_pending(path)
-                if items:
-                    self.append(items, sync=True)  # ours now, durably, before the orphan goes
-                    taken.extend(items)
-                path.unlink(missing_ok=True)
-            finally:
-                os.close(fd)
+            if path != self.path:
+                with _opened(path) as fd:
+                    if fd is not None and abandoned(path, fd):
+                        taken.extend(self._take(path))
+        # A worker that died compacting left its new file half written: its spool file holds it all.
+        for path in self.directory.glob(f"worker-*.spool{COMPACTING}"):
+            with _opened(path) as fd:
+                if fd is not None and abandoned(path, fd):
+                    path.unlink(missing_ok=True)
         if taken:
             log.warning("replaying %d undelivered settlement(s) from a previous worker", len(taken))
         return taken
+
+    def _take(self, orphan: Path) -> list[Item]:
+        items = read_pending(orphan)
+        if items:
+            self.append(items, sync=True)  # ours now, durably, before the orphan goes
+        orphan.unlink(missing_ok=True)
+        return items
 
     def close(self) -> None:
         """A clean stop with nothing pending leaves no file behind."""
@@ -163,6 +193,35 @@ class Spool:
         else:
             self.sync()
         os.close(self._fd)
+
+
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[int | None]:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        yield None
+        return
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def abandoned(path: Path, fd: int) -> bool:
+    """Whether the file at `path`, opened as `fd`, has no live worker: its lock can be taken,
+    and it is still the file at `path` (a live worker's compaction renames a new file over
+    its spool, and only then lets go of the old one's lock). The lock stays with `fd`."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    try:
+        now = path.stat()
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (opened.st_dev, opened.st_ino) == (now.st_dev, now.st_ino)
 
 
 # Dead letters ----------------------------------------------------------------

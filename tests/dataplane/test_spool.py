@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from dataplane import spool as spool_module
 from dataplane.settlement import Outcome, Release, Settlement
 from dataplane.spool import Spool, read_pending
 
@@ -73,3 +76,64 @@ def test_a_live_workers_spool_is_not_claimed_but_a_dead_ones_is(tmp_path: Path) 
     mine.done(["dead-1"])
     mine.close()
     assert os.listdir(tmp_path) == []
+
+
+def test_a_spool_that_always_has_something_pending_is_still_started_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under steady load a settlement is always in flight: the file is compacted to what is
+    pending, not left to grow until a quiet moment that may never come."""
+    monkeypatch.setattr(spool_module, "COMPACT_BYTES", 4096)
+    spool = Spool(tmp_path)
+    spool.append([settle("r-0")])
+    sizes = []
+    for i in range(1, 300):
+        spool.append([settle(f"r-{i}"), Release(f"released-{i}")])
+        spool.done([f"r-{i - 1}", f"released-{i}"])
+        sizes.append(spool.path.stat().st_size)
+    assert max(sizes) < 4096 + 1024
+    assert read_pending(spool.path) == [settle("r-299")]
+    assert list(tmp_path.iterdir()) == [spool.path]  # the compaction's own file is gone
+    spool.sync()  # on the new file's descriptor
+    spool.append([settle("after")])
+    assert read_pending(spool.path) == [settle("r-299"), settle("after")]
+    spool.done(["r-299", "after"])
+    spool.close()
+    assert not spool.path.exists()
+
+
+def test_the_file_a_live_workers_compaction_replaced_is_not_taken_for_an_orphan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    live = Spool(tmp_path)
+    live.append([settle("x"), settle("y")])
+    before = os.open(live.path, os.O_RDONLY)  # a scan that opened the file just before...
+    try:
+        monkeypatch.setattr(spool_module, "COMPACT_BYTES", 0)
+        live.done(["x"])  # ...the live worker compacted it
+        assert not spool_module.abandoned(live.path, before)  # its lock is free, but it is not the file
+        fresh = os.open(live.path, os.O_RDONLY)
+        try:
+            assert not spool_module.abandoned(live.path, fresh)  # and the new one is locked
+        finally:
+            os.close(fresh)
+    finally:
+        os.close(before)
+    assert Spool(tmp_path).claim_orphans() == []
+    assert read_pending(live.path) == [settle("y")]
+
+
+def test_what_a_worker_that_died_compacting_left_is_removed_and_its_spool_replayed(tmp_path: Path) -> None:
+    script = (
+        "import sys, os; from pathlib import Path; from dataplane import spool as m;"
+        "from dataplane.settlement import Settlement;"
+        "s = m.Spool(Path(sys.argv[1])); s.append([Settlement('dead-1', 'k', 'openai', 'm')]);"
+        "open(str(s.path) + m.COMPACTING, 'wb').write(b'S half');"  # died before the rename
+        "os._exit(0)"
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True)
+    mine = Spool(tmp_path)
+    assert [i.request_id for i in mine.claim_orphans()] == ["dead-1"]
+    assert list(tmp_path.iterdir()) == [mine.path]
+    mine.done(["dead-1"])
+    mine.close()
